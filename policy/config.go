@@ -1,0 +1,145 @@
+package policy
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is a validated configuration file.
+type Config struct {
+	Source  string // file name, or "(embedded default)"
+	Hash    string // short SHA-256 of the file's bytes, for the start event
+	Tun     TunConfig
+	Routing RoutingConfig
+	Egress  EgressConfig
+	Limits  Limits
+	Log     LogConfig
+	Policy  *Policy
+}
+
+// TunConfig describes the TUN device tunwall creates.
+type TunConfig struct {
+	Name      string
+	MTU       int
+	Addresses []netip.Prefix
+}
+
+// RoutingConfig says how traffic reaches the TUN device.
+type RoutingConfig struct {
+	Mode    string // none | all | split
+	Include []netip.Prefix
+	Exclude []netip.Prefix
+	Strict  bool
+	From    []string
+	UIDs    []UIDRange
+	Table   int
+}
+
+// UIDRange is an inclusive range of user ids.
+type UIDRange struct{ First, Last uint32 }
+
+// EgressConfig shapes the upstream sockets.
+type EgressConfig struct {
+	Mark      uint32 // SO_MARK on every upstream socket; 0 disables
+	Interface string // SO_BINDTODEVICE target; "" disables
+}
+
+// Limits bound the resources flows may take.
+type Limits struct {
+	MaxFlows       int
+	MaxPendingTCP  int
+	MaxUDPSessions int
+	UDPIdle        time.Duration
+	TCPIdle        time.Duration
+}
+
+// LogConfig selects level, format and destination of the log.
+type LogConfig struct {
+	Level  string // debug | info | warn | error
+	Format string // auto | json | console
+	Output string // stderr | stdout | file path
+}
+
+// The wire schema: what the YAML file holds, before validation. Fields whose
+// YAML form may be a scalar or a list, or a number or a string, are decoded
+// loosely and checked by validate, which knows their positions.
+type fileConfig struct {
+	Tun     fileTun     `yaml:"tun"`
+	Routing fileRouting `yaml:"routing"`
+	Egress  fileEgress  `yaml:"egress"`
+	Limits  fileLimits  `yaml:"limits"`
+	Log     fileLog     `yaml:"log"`
+	Policy  filePolicy  `yaml:"policy"`
+}
+
+type fileTun struct {
+	Name      string   `yaml:"name"`
+	MTU       int      `yaml:"mtu"`
+	Addresses []string `yaml:"addresses"`
+}
+
+type fileRouting struct {
+	Mode    string   `yaml:"mode"`
+	Include []string `yaml:"include"`
+	Exclude []string `yaml:"exclude"`
+	Strict  *bool    `yaml:"strict"`
+	From    []string `yaml:"from"`
+	UIDs    []any    `yaml:"uids"`
+	Table   int      `yaml:"table"`
+}
+
+type fileEgress struct {
+	Mark      any    `yaml:"mark"`
+	Interface string `yaml:"interface"`
+}
+
+type fileLimits struct {
+	MaxFlows       int    `yaml:"max_flows"`
+	MaxPendingTCP  int    `yaml:"max_pending_tcp"`
+	MaxUDPSessions int    `yaml:"max_udp_sessions"`
+	UDPIdle        string `yaml:"udp_idle"`
+	TCPIdle        string `yaml:"tcp_idle"`
+}
+
+type fileLog struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+	Output string `yaml:"output"`
+}
+
+type filePolicy struct {
+	Default string     `yaml:"default"`
+	Rules   []fileRule `yaml:"rules"`
+}
+
+type fileRule struct {
+	Name   string   `yaml:"name"`
+	Action string   `yaml:"action"`
+	Proto  any      `yaml:"proto"`
+	Src    []string `yaml:"src"`
+	Dst    []string `yaml:"dst"`
+	Ports  []any    `yaml:"ports"`
+	Log    bool     `yaml:"log"`
+}
+
+// defaults returns the wire config that an empty file means.
+func defaults() fileConfig {
+	return fileConfig{
+		Tun: fileTun{
+			Name:      "tw0",
+			MTU:       1500,
+			Addresses: []string{"198.18.0.1/30", "fd7a:7475:6e77::1/126"},
+		},
+		Routing: fileRouting{Mode: "none", Table: 7475},
+		Egress:  fileEgress{Mark: uint64(0x7475)},
+		Limits: fileLimits{
+			MaxFlows:       65536,
+			MaxPendingTCP:  4096,
+			MaxUDPSessions: 16384,
+			UDPIdle:        "60s",
+			TCPIdle:        "2h",
+		},
+		Log:    fileLog{Level: "info", Format: "auto", Output: "stderr"},
+		Policy: filePolicy{Default: "deny"},
+	}
+}

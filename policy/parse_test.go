@@ -1,0 +1,160 @@
+package policy
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want string // file:line:col: message substring
+	}{
+		{"unknown top-level key", "tunnel:\n  name: x\n", `test.yaml:1:1: unknown field "tunnel"`},
+		{"unknown rule key", "policy:\n  rules:\n    - name: a\n      action: allow\n      dest: [1.2.3.4]\n", `test.yaml:5:7: unknown field "dest"`},
+		{"bad CIDR", "policy:\n  rules:\n    - name: web\n      action: allow\n      dst: [10.0.0.0/33]\n", `test.yaml:5:13: rule "web": dst: "10.0.0.0/33" is not a CIDR`},
+		{"host bits", "policy:\n  rules:\n    - name: web\n      action: allow\n      src: [10.0.0.1/24]\n", `test.yaml:5:13: rule "web": src: "10.0.0.1/24" has host bits set (did you mean 10.0.0.0/24?)`},
+		{"duplicate name", "policy:\n  rules:\n    - {name: a, action: allow}\n    - {name: a, action: deny}\n", `test.yaml:4:14: rule "a": duplicate name (first used by rule #1)`},
+		{"missing name", "policy:\n  rules:\n    - action: allow\n", `test.yaml:3:7: rule #1: name is required`},
+		{"bad port", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: tcp\n      ports: [0]\n", `test.yaml:6:15: rule "p": port "0": want 1-65535`},
+		{"port too big", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: tcp\n      ports: [65536]\n", `rule "p": port "65536": want 1-65535`},
+		{"backwards range", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: udp\n      ports: [\"90-80\"]\n", `rule "p": port range "90-80" is backwards`},
+		{"ports without proto", "policy:\n  rules:\n    - name: p\n      action: allow\n      ports: [80]\n", `test.yaml:5:14: rule "p": ports need proto tcp, udp or [tcp, udp]`},
+		{"ports with icmp", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: [tcp, icmp]\n      ports: [80]\n", `rule "p": ports need proto`},
+		{"bad action", "policy:\n  rules:\n    - name: p\n      action: permit\n", `test.yaml:4:15: rule "p": unknown action "permit"`},
+		{"bad default", "policy:\n  default: maybe\n", `test.yaml:2:12: policy.default: unknown action "maybe"`},
+		{"bad proto", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: sctp\n", `rule "p": unknown protocol "sctp"`},
+		{"bad tun address", "tun:\n  addresses: [198.18.0.1]\n", `test.yaml:2:15: tun.addresses: "198.18.0.1" is not an address with prefix length`},
+		{"mtu too small", "tun:\n  mtu: 100\n", `test.yaml:2:8: tun.mtu 100 out of range`},
+		{"bad duration", "limits:\n  udp_idle: soon\n", `test.yaml:2:13: limits.udp_idle "soon"`},
+		{"negative limit", "limits:\n  max_flows: -1\n", `limits.max_flows must be positive`},
+		{"bad mark", "egress:\n  mark: lots\n", `test.yaml:2:9: egress.mark: "lots" is not a number`},
+		{"route-all not yet", "routing:\n  mode: all\n", `test.yaml:2:9: routing.mode "all" is not available`},
+		{"bad mode", "routing:\n  mode: sideways\n", `routing.mode "sideways": want none, all or split`},
+		{"bad level", "log:\n  level: loud\n", `log.level "loud"`},
+		{"syntax error", "policy:\n  rules: [\n", `test.yaml:2:`},
+		{"type error", "tun:\n  mtu: [1]\n", `test.yaml:2:8:`},
+		{"not a mapping", "- a\n- b\n", `test.yaml:1:1: the file must be a mapping`},
+		{"duplicate key", "tun:\n  mtu: 1500\n  mtu: 1400\n", `test.yaml:3:3:`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("test.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("Parse accepted bad config, want error containing %q", tt.want)
+			}
+			if _, ok := AsErrors(err); !ok {
+				t.Errorf("error %T is not policy.Errors", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error:\n%v\nwant it to contain:\n%s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseReportsEveryError(t *testing.T) {
+	_, err := Parse("f.yaml", []byte("policy:\n  rules:\n    - {name: a, action: nope}\n    - {name: b, action: allow, dst: [x]}\n"))
+	es, ok := AsErrors(err)
+	if !ok || len(es) != 2 {
+		t.Fatalf("want 2 errors, got %v", err)
+	}
+	if es[0].Line != 3 || es[1].Line != 4 {
+		t.Errorf("errors not in file order: %v", err)
+	}
+}
+
+func TestParseDefaultsAndValues(t *testing.T) {
+	cfg, err := Parse("f.yaml", []byte(`
+tun:
+  name: gw9
+  mtu: 9000
+egress:
+  mark: 0x10
+  interface: eth1
+limits:
+  udp_idle: 5s
+routing:
+  strict: false
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Tun.Name != "gw9" || cfg.Tun.MTU != 9000 {
+		t.Errorf("tun = %+v", cfg.Tun)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("198.18.0.1/30"), netip.MustParsePrefix("fd7a:7475:6e77::1/126")}
+	if len(cfg.Tun.Addresses) != 2 || cfg.Tun.Addresses[0] != want[0] || cfg.Tun.Addresses[1] != want[1] {
+		t.Errorf("default addresses = %v", cfg.Tun.Addresses)
+	}
+	if cfg.Egress.Mark != 0x10 || cfg.Egress.Interface != "eth1" {
+		t.Errorf("egress = %+v", cfg.Egress)
+	}
+	if cfg.Limits.UDPIdle != 5*time.Second || cfg.Limits.TCPIdle != 2*time.Hour || cfg.Limits.MaxFlows != 65536 {
+		t.Errorf("limits = %+v", cfg.Limits)
+	}
+	if cfg.Routing.Mode != "none" || cfg.Routing.Strict || cfg.Routing.Table != 7475 {
+		t.Errorf("routing = %+v", cfg.Routing)
+	}
+	if cfg.Policy.Default() != Deny || cfg.Policy.Len() != 0 {
+		t.Errorf("policy default = %v, %d rules", cfg.Policy.Default(), cfg.Policy.Len())
+	}
+}
+
+func TestEmptyFileIsDefaults(t *testing.T) {
+	cfg, err := Parse("empty.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Tun.Name != "tw0" || cfg.Egress.Mark != 0x7475 {
+		t.Errorf("cfg = %+v", cfg)
+	}
+}
+
+func TestEmbeddedDefault(t *testing.T) {
+	cfg, err := Default()
+	if err != nil {
+		t.Fatalf("embedded default does not parse: %v", err)
+	}
+	if cfg.Routing.Mode != "none" {
+		t.Errorf("embedded default routes traffic: mode %q", cfg.Routing.Mode)
+	}
+	if v := cfg.Policy.Decide(flow(TCP, "10.0.0.2:1", "192.0.2.1:443")); v.Action != Allow {
+		t.Errorf("default policy does not allow https: %+v", v)
+	}
+	if v := cfg.Policy.Decide(flow(TCP, "10.0.0.2:1", "192.0.2.1:445")); v.Action != Reject {
+		t.Errorf("default policy does not reject smb: %+v", v)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if err == nil || !os.IsNotExist(unwrapAll(err)) {
+		t.Fatalf("err = %v, want not-exist", err)
+	}
+}
+
+func unwrapAll(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}
+
+func TestRuleLine(t *testing.T) {
+	cfg, err := Parse("f.yaml", []byte("policy:\n  rules:\n    - name: a\n      action: allow\n    - name: b\n      action: deny\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Policy.RuleLine(0) != 3 || cfg.Policy.RuleLine(1) != 5 {
+		t.Errorf("rule lines = %d, %d; want 3, 5", cfg.Policy.RuleLine(0), cfg.Policy.RuleLine(1))
+	}
+}

@@ -1,0 +1,180 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// policy validates the policy section and compiles it.
+func (v *validator) policy(w *filePolicy) *Policy {
+	p := &Policy{}
+	def, err := ParseAction(w.Default)
+	if err != nil {
+		v.errorf("$.policy.default", "policy.default: %v", err)
+	}
+	p.def = def
+	seen := map[string]int{}
+	for i := range w.Rules {
+		r, ok := v.rule(i, &w.Rules[i], seen)
+		if ok {
+			p.rules = append(p.rules, r)
+		}
+	}
+	return p
+}
+
+// rule validates one rule. Messages name the rule so a reader of a long file
+// knows which one is meant.
+func (v *validator) rule(i int, w *fileRule, seen map[string]int) (rule, bool) {
+	base := fmt.Sprintf("$.policy.rules[%d]", i)
+	who := fmt.Sprintf("rule #%d", i+1)
+	if w.Name != "" {
+		who = fmt.Sprintf("rule %q", w.Name)
+	}
+	n := len(v.errs)
+	fail := func(field, format string, args ...any) {
+		path := base
+		if field != "" {
+			path += "." + field
+		}
+		v.errorf(path, "%s: %s", who, fmt.Sprintf(format, args...))
+	}
+	r := rule{name: w.Name, index: i, log: w.Log}
+	if n := v.node(base); n != nil && n.GetToken() != nil && n.GetToken().Position != nil {
+		r.line = n.GetToken().Position.Line
+	}
+	switch {
+	case w.Name == "":
+		fail("", "name is required")
+	case seen[w.Name] > 0:
+		fail("name", "duplicate name (first used by rule #%d)", seen[w.Name])
+	default:
+		seen[w.Name] = i + 1
+	}
+	act, err := ParseAction(w.Action)
+	if err != nil {
+		fail("action", "%v", err)
+	}
+	r.action = act
+	r.protos = v.protos(w.Proto, fail)
+	r.src = newPrefixSet(v.prefixes(base+".src", who+": src", w.Src))
+	r.dst = newPrefixSet(v.prefixes(base+".dst", who+": dst", w.Dst))
+	if len(w.Ports) > 0 && r.protos&ICMP != 0 {
+		fail("ports", "ports need proto tcp, udp or [tcp, udp] (ICMP has no ports)")
+	}
+	for j, pv := range w.Ports {
+		pr, err := parsePortRange(pv)
+		if err != nil {
+			fail(fmt.Sprintf("ports[%d]", j), "%v", err)
+			continue
+		}
+		r.ports = append(r.ports, pr)
+	}
+	return r, len(v.errs) == n
+}
+
+func (v *validator) protos(raw any, fail func(field, format string, args ...any)) Proto {
+	var names []any
+	switch x := raw.(type) {
+	case nil:
+		return anyProto
+	case string:
+		names = []any{x}
+	case []any:
+		names = x
+	default:
+		fail("proto", "want tcp, udp, icmp or a list of them")
+		return anyProto
+	}
+	if len(names) == 0 {
+		fail("proto", "empty list (omit proto to match any protocol)")
+		return anyProto
+	}
+	var ps Proto
+	for j, n := range names {
+		s, _ := n.(string)
+		p, err := ParseProto(s)
+		if err != nil {
+			fail(fmt.Sprintf("proto[%d]", j), "%v", err)
+			continue
+		}
+		ps |= p
+	}
+	return ps
+}
+
+// portRange is an inclusive range of destination ports.
+type portRange struct{ lo, hi uint16 }
+
+func parsePortRange(raw any) (portRange, error) {
+	var s string
+	switch x := raw.(type) {
+	case uint64:
+		s = strconv.FormatUint(x, 10)
+	case int64:
+		s = strconv.FormatInt(x, 10)
+	case int:
+		s = strconv.Itoa(x)
+	case string:
+		s = strings.TrimSpace(x)
+	default:
+		return portRange{}, fmt.Errorf("port %v: want a number 1-65535 or a range like \"2200-2299\"", raw)
+	}
+	lo, hi, isRange := strings.Cut(s, "-")
+	a, err := parsePort(lo)
+	if err != nil {
+		return portRange{}, err
+	}
+	b := a
+	if isRange {
+		if b, err = parsePort(hi); err != nil {
+			return portRange{}, err
+		}
+		if b < a {
+			return portRange{}, fmt.Errorf("port range %q is backwards", s)
+		}
+	}
+	return portRange{a, b}, nil
+}
+
+func parsePort(s string) (uint16, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("port %q: want 1-65535", s)
+	}
+	return uint16(n), nil
+}
+
+func parseUint32(raw any) (uint32, error) {
+	var n uint64
+	var err error
+	switch x := raw.(type) {
+	case uint64:
+		n = x
+	case int64:
+		if x < 0 {
+			return 0, fmt.Errorf("%d is negative", x)
+		}
+		n = uint64(x)
+	case int:
+		if x < 0 {
+			return 0, fmt.Errorf("%d is negative", x)
+		}
+		n = uint64(x)
+	case string:
+		n, err = strconv.ParseUint(x, 0, 32)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a number", x)
+		}
+	case nil:
+		return 0, nil
+	default:
+		return 0, fmt.Errorf("%v is not a number", raw)
+	}
+	if n > math.MaxUint32 {
+		return 0, fmt.Errorf("%d does not fit in 32 bits", n)
+	}
+	return uint32(n), nil
+}

@@ -1,0 +1,215 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+)
+
+// validator turns the wire config into a Config, collecting every problem
+// with the position of the YAML node it concerns.
+type validator struct {
+	file string
+	ast  *ast.File
+	errs Errors
+}
+
+// errorf records a problem at the node addressed by path ("$.a.b[2]"). When
+// the node is absent (a default value), the nearest present parent is used.
+func (v *validator) errorf(path, format string, args ...any) {
+	v.errs = append(v.errs, at(v.file, v.node(path), format, args...))
+}
+
+func (v *validator) node(path string) ast.Node {
+	for path != "" && path != "$" {
+		if p, err := yaml.PathString(path); err == nil {
+			if n, err := p.FilterFile(v.ast); err == nil && n != nil {
+				return n
+			}
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return nil
+}
+
+func (v *validator) config(w *fileConfig) *Config {
+	cfg := &Config{
+		Tun:     v.tun(&w.Tun),
+		Routing: v.routing(&w.Routing),
+		Egress:  v.egress(&w.Egress),
+		Limits:  v.limits(&w.Limits),
+		Log:     v.log(&w.Log),
+	}
+	cfg.Policy = v.policy(&w.Policy)
+	for _, a := range cfg.Tun.Addresses {
+		if a.Addr().Is6() && cfg.Tun.MTU < 1280 {
+			v.errorf("$.tun.mtu", "tun.mtu %d is below 1280, the minimum for IPv6 address %s", cfg.Tun.MTU, a)
+			break
+		}
+	}
+	return cfg
+}
+
+func (v *validator) tun(w *fileTun) TunConfig {
+	c := TunConfig{Name: w.Name, MTU: w.MTU}
+	if err := checkIfName(w.Name); err != nil {
+		v.errorf("$.tun.name", "tun.name: %v", err)
+	}
+	if w.MTU < 576 || w.MTU > 65535 {
+		v.errorf("$.tun.mtu", "tun.mtu %d out of range (576-65535)", w.MTU)
+	}
+	if len(w.Addresses) == 0 {
+		v.errorf("$.tun.addresses", "tun.addresses: at least one address is required")
+	}
+	for i, s := range w.Addresses {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			v.errorf(fmt.Sprintf("$.tun.addresses[%d]", i), "tun.addresses: %q is not an address with prefix length (like 198.18.0.1/30)", s)
+			continue
+		}
+		c.Addresses = append(c.Addresses, p)
+	}
+	return c
+}
+
+func (v *validator) routing(w *fileRouting) RoutingConfig {
+	c := RoutingConfig{Mode: w.Mode, Strict: true, From: w.From, Table: w.Table}
+	if w.Strict != nil {
+		c.Strict = *w.Strict
+	}
+	switch w.Mode {
+	case "none":
+	case "all", "split":
+		v.errorf("$.routing.mode", "routing.mode %q is not available in this version; use none and route traffic into the TUN yourself", w.Mode)
+	default:
+		v.errorf("$.routing.mode", "routing.mode %q: want none, all or split", w.Mode)
+	}
+	c.Include = v.prefixes("$.routing.include", "routing.include", w.Include)
+	c.Exclude = v.prefixes("$.routing.exclude", "routing.exclude", w.Exclude)
+	if len(w.From) > 0 {
+		v.errorf("$.routing.from", "routing.from is not available in this version")
+	}
+	if len(w.UIDs) > 0 {
+		v.errorf("$.routing.uids", "routing.uids is not available in this version")
+	}
+	if w.Table <= 0 || w.Table >= 253 && w.Table <= 255 {
+		v.errorf("$.routing.table", "routing.table %d: want a positive table id other than 253-255", w.Table)
+	}
+	return c
+}
+
+func (v *validator) egress(w *fileEgress) EgressConfig {
+	c := EgressConfig{Interface: w.Interface}
+	mark, err := parseUint32(w.Mark)
+	if err != nil {
+		v.errorf("$.egress.mark", "egress.mark: %v", err)
+	}
+	c.Mark = mark
+	if w.Interface != "" {
+		if err := checkIfName(w.Interface); err != nil {
+			v.errorf("$.egress.interface", "egress.interface: %v", err)
+		}
+	}
+	return c
+}
+
+func (v *validator) limits(w *fileLimits) Limits {
+	c := Limits{MaxFlows: w.MaxFlows, MaxPendingTCP: w.MaxPendingTCP, MaxUDPSessions: w.MaxUDPSessions}
+	for _, l := range []struct {
+		key string
+		n   int
+	}{{"max_flows", w.MaxFlows}, {"max_pending_tcp", w.MaxPendingTCP}, {"max_udp_sessions", w.MaxUDPSessions}} {
+		if l.n <= 0 {
+			v.errorf("$.limits."+l.key, "limits.%s must be positive, got %d", l.key, l.n)
+		}
+	}
+	c.UDPIdle = v.duration("udp_idle", w.UDPIdle)
+	c.TCPIdle = v.duration("tcp_idle", w.TCPIdle)
+	return c
+}
+
+func (v *validator) duration(key, s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		v.errorf("$.limits."+key, "limits.%s %q: want a positive duration like 60s or 2h", key, s)
+	}
+	return d
+}
+
+func (v *validator) log(w *fileLog) LogConfig {
+	if !oneOf(w.Level, "debug", "info", "warn", "error") {
+		v.errorf("$.log.level", "log.level %q: want debug, info, warn or error", w.Level)
+	}
+	if !oneOf(w.Format, "auto", "json", "console") {
+		v.errorf("$.log.format", "log.format %q: want auto, json or console", w.Format)
+	}
+	if w.Output == "" {
+		v.errorf("$.log.output", "log.output: want stderr, stdout or a file path")
+	}
+	return LogConfig(*w)
+}
+
+// prefixes parses a list of CIDRs or bare addresses (a bare address is a
+// single-host prefix).
+func (v *validator) prefixes(path, what string, ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, s := range ss {
+		p, err := parsePrefix(s)
+		if err != nil {
+			v.errorf(fmt.Sprintf("%s[%d]", path, i), "%s: %v", what, err)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR", s)
+		}
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR", s)
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q: zones are not allowed", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func checkIfName(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("name is empty")
+	case len(s) > 15:
+		return fmt.Errorf("%q is longer than 15 bytes", s)
+	case strings.ContainsAny(s, "/: \t\n") || s == "." || s == "..":
+		return fmt.Errorf("%q is not a valid interface name", s)
+	}
+	return nil
+}
+
+func oneOf(s string, set ...string) bool {
+	for _, x := range set {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
