@@ -1,0 +1,41 @@
+package netstack
+
+import (
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// hostDialer dials upstream from host sockets carrying SO_MARK (so policy
+// routing can send them around the TUN) and, if iface is set, bound to it.
+func hostDialer(mark uint32, iface string) DialFunc {
+	d := &net.Dialer{Control: socketControl(mark, iface)}
+	return d.DialContext
+}
+
+// socketControl applies the egress mark and interface to a new socket.
+func socketControl(mark uint32, iface string) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = setEgress(int(fd), mark, iface) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+}
+
+func setEgress(fd int, mark uint32, iface string) error {
+	if mark != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(mark)); err != nil {
+			return &net.OpError{Op: "setsockopt SO_MARK", Err: err}
+		}
+	}
+	if iface != "" {
+		if err := unix.BindToDevice(fd, iface); err != nil {
+			return &net.OpError{Op: "setsockopt SO_BINDTODEVICE", Err: err}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,24 @@
+//go:build !linux
+
+package netstack
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+)
+
+// hostDialer dials plain host sockets: marks and interface binding are
+// Linux features.
+func hostDialer(mark uint32, iface string) DialFunc {
+	d := &net.Dialer{}
+	return d.DialContext
+}
+
+// hostPinger is not implemented off Linux yet.
+func hostPinger(mark uint32, iface string) PingFunc {
+	return func(context.Context, netip.Addr) (EchoConn, error) {
+		return nil, errors.New("upstream ICMP echo is not supported on this platform yet")
+	}
+}

@@ -1,0 +1,279 @@
+package netstack
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
+)
+
+// headroom is the offset at which packets start in every buffer handed to
+// the Device; it leaves room for a virtio-net header.
+const headroom = 16
+
+// maxPacket is the largest packet the endpoint reads or writes.
+const maxPacket = 65535
+
+// endpoint is the link endpoint between a Device and the gVisor stack.
+// One goroutine reads batches from the device and delivers them (through
+// GRO) to the stack; gVisor's goroutines write through WritePackets, which
+// copies a batch into pooled buffers for one Device.Write call, or hands a
+// TCP segment to the device's offload path without copying.
+type endpoint struct {
+	dev     Device
+	offload tcpOffloader // nil: every packet takes the batched path
+	mtu     uint32
+	batch   int
+	inspect func(pkt []byte) bool // true: the packet was consumed (not for gVisor)
+	stats   *Stats
+
+	mu         sync.RWMutex // guards dispatcher
+	dispatcher stack.NetworkDispatcher
+
+	started atomic.Bool
+	done    chan struct{} // closed when the reader goroutine has exited
+	writes  sync.Pool     // *writeBatch
+}
+
+var (
+	_ stack.LinkEndpoint = (*endpoint)(nil)
+	_ stack.GSOEndpoint  = (*endpoint)(nil)
+)
+
+func newEndpoint(dev Device, mtu int, stats *Stats, inspect func([]byte) bool) *endpoint {
+	e := &endpoint{dev: dev, mtu: uint32(mtu), batch: max(dev.BatchSize(), 1), inspect: inspect, stats: stats, done: make(chan struct{})}
+	if o, ok := dev.(tcpOffloader); ok && o.CanOffloadTCP() {
+		e.offload = o
+	}
+	e.writes.New = func() any { return &writeBatch{} }
+	return e
+}
+
+// MTU implements stack.LinkEndpoint.
+func (e *endpoint) MTU() uint32 { return e.mtu }
+
+// SetMTU implements stack.LinkEndpoint.
+func (e *endpoint) SetMTU(mtu uint32) { e.mtu = mtu }
+
+// MaxHeaderLength implements stack.LinkEndpoint: IP packets, no link header.
+func (*endpoint) MaxHeaderLength() uint16 { return 0 }
+
+// LinkAddress implements stack.LinkEndpoint.
+func (*endpoint) LinkAddress() tcpip.LinkAddress { return "" }
+
+// SetLinkAddress implements stack.LinkEndpoint.
+func (*endpoint) SetLinkAddress(tcpip.LinkAddress) {}
+
+// Capabilities implements stack.LinkEndpoint.
+func (*endpoint) Capabilities() stack.LinkEndpointCapabilities { return stack.CapabilityNone }
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (*endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+
+// AddHeader implements stack.LinkEndpoint.
+func (*endpoint) AddHeader(*stack.PacketBuffer) {}
+
+// ParseHeader implements stack.LinkEndpoint.
+func (*endpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (*endpoint) SetOnCloseAction(func()) {}
+
+// Close implements stack.LinkEndpoint. The reader stops when the device is
+// closed; the owner closes the device.
+func (*endpoint) Close() {}
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (*endpoint) GSOMaxSize() uint32 { return 65000 }
+
+// SupportedGSO implements stack.GSOEndpoint: with an offloading device gVisor
+// hands over TCP segments of up to 64 KB and the kernel splits them.
+func (e *endpoint) SupportedGSO() stack.SupportedGSO {
+	if e.offload != nil {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}
+
+// Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
+// the reader goroutine.
+func (e *endpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+	if d != nil && e.started.CompareAndSwap(false, true) {
+		go e.readLoop()
+	}
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *endpoint) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint: it returns once the reader has exited
+// (after the device was closed), or at once if it never started.
+func (e *endpoint) Wait() {
+	if e.started.Load() {
+		<-e.done
+	}
+}
+
+// readLoop moves batches from the device into the stack until the device
+// is closed.
+func (e *endpoint) readLoop() {
+	defer close(e.done)
+	bufs := make([][]byte, e.batch)
+	sizes := make([]int, e.batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, headroom+maxPacket)
+	}
+	var g gro.GRO
+	g.Init(true)
+	for {
+		n, err := e.dev.Read(bufs, sizes, headroom)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A bad virtio header or an oversized GSO packet loses that
+			// read, not the loop.
+			e.stats.ReadErrors.Add(1)
+			if n == 0 {
+				continue
+			}
+		}
+		e.mu.RLock()
+		g.Dispatcher = e.dispatcher
+		e.mu.RUnlock()
+		for i := 0; i < n; i++ {
+			e.deliver(&g, bufs[i][headroom:headroom+sizes[i]])
+		}
+		g.Flush()
+	}
+}
+
+// deliver checks one packet and hands it to the stack.
+func (e *endpoint) deliver(g *gro.GRO, pkt []byte) {
+	proto, ok := e.stats.check(pkt)
+	if !ok || g.Dispatcher == nil {
+		return
+	}
+	e.stats.PacketsIn.Add(1)
+	if e.inspect != nil && e.inspect(pkt) {
+		return
+	}
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	pb.NetworkProtocolNumber = proto
+	g.Enqueue(pb)
+	pb.DecRef()
+}
+
+// WritePackets implements stack.LinkEndpoint. Safe for concurrent use.
+func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	b := e.writes.Get().(*writeBatch)
+	defer e.writes.Put(b)
+	b.reset()
+	written := 0
+	for _, pkt := range pkts.AsSlice() {
+		if e.offload != nil && pkt.GSOOptions.Type != stack.GSONone {
+			// Keep the device's view of this flow in order: what was
+			// batched before this segment goes out first.
+			written += e.flush(b)
+			if err := e.writeOffload(pkt); err != nil {
+				e.stats.WriteErrors.Add(1)
+				continue
+			}
+			written++
+			continue
+		}
+		if !b.add(pkt) {
+			e.stats.WriteErrors.Add(1) // larger than any packet we can write
+			continue
+		}
+		if len(b.bufs) == e.batch {
+			written += e.flush(b)
+		}
+	}
+	written += e.flush(b)
+	return written, nil
+}
+
+// WriteRaw writes one packet built outside the stack (ICMP replies and
+// errors). The packet must carry valid checksums.
+func (e *endpoint) WriteRaw(pkt []byte) error {
+	b := e.writes.Get().(*writeBatch)
+	defer e.writes.Put(b)
+	b.reset()
+	b.addBytes(pkt)
+	if e.flush(b) != 1 {
+		return errors.New("tun write failed")
+	}
+	return nil
+}
+
+func (e *endpoint) writeOffload(pkt *stack.PacketBuffer) error {
+	l3 := len(pkt.NetworkHeader().Slice())
+	hdr := l3 + len(pkt.TransportHeader().Slice())
+	if err := e.offload.WriteTCPOffload(pkt.AsSlices(), l3, hdr, int(pkt.GSOOptions.MSS)); err != nil {
+		return err
+	}
+	e.stats.PacketsOut.Add(1)
+	return nil
+}
+
+// flush writes the batch to the device and empties it.
+func (e *endpoint) flush(b *writeBatch) int {
+	if len(b.bufs) == 0 {
+		return 0
+	}
+	n := len(b.bufs)
+	if _, err := e.dev.Write(b.bufs, headroom); err != nil {
+		e.stats.WriteErrors.Add(1)
+	}
+	e.stats.PacketsOut.Add(uint64(n))
+	b.reset()
+	return n
+}
+
+// writeBatch is a reusable set of write buffers. Each has capacity for the
+// largest packet so the device may coalesce segments into it.
+type writeBatch struct {
+	store [][]byte
+	bufs  [][]byte
+}
+
+func (b *writeBatch) reset() { b.bufs = b.bufs[:0] }
+
+func (b *writeBatch) slot() []byte {
+	i := len(b.bufs)
+	if i == len(b.store) {
+		b.store = append(b.store, make([]byte, headroom+maxPacket))
+	}
+	return b.store[i][:headroom]
+}
+
+func (b *writeBatch) add(pkt *stack.PacketBuffer) bool {
+	if pkt.Size() > maxPacket {
+		return false
+	}
+	buf := b.slot()
+	for _, s := range pkt.AsSlices() {
+		buf = append(buf, s...)
+	}
+	b.bufs = append(b.bufs, buf)
+	return true
+}
+
+func (b *writeBatch) addBytes(pkt []byte) {
+	b.bufs = append(b.bufs, append(b.slot(), pkt...))
+}

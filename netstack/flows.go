@@ -1,0 +1,157 @@
+package netstack
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tunwall/tunwall/policy"
+)
+
+// flowKey identifies a flow by protocol and both endpoints.
+type flowKey struct {
+	proto    policy.Proto
+	src, dst netip.AddrPort
+}
+
+func keyOf(f policy.Flow) flowKey { return flowKey{f.Proto, f.Src, f.Dst} }
+
+// closer is an active flow the table can end.
+type closer interface {
+	close(reason string)
+}
+
+// flowTable tracks active flows: it enforces limits.max_flows and lets
+// Close end every flow.
+type flowTable struct {
+	max    int
+	nextID atomic.Uint64
+
+	mu     sync.Mutex // guards the following fields
+	flows  map[uint64]closer
+	closed bool           // closeAll was called: admit nothing more
+	active sync.WaitGroup // one count per admitted flow, until remove
+}
+
+func newFlowTable(max int) *flowTable {
+	return &flowTable{max: max, flows: make(map[uint64]closer)}
+}
+
+// id returns a fresh flow id (ids are shared by allowed and refused flows).
+func (t *flowTable) id() uint64 { return t.nextID.Add(1) }
+
+// reserve admits a flow that will register itself with add. It fails when
+// the table is full or shutting down.
+func (t *flowTable) reserve(id uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || len(t.flows) >= t.max {
+		return false
+	}
+	t.flows[id] = nil
+	t.active.Add(1)
+	return true
+}
+
+// add attaches the flow's closer to a reservation. If the table was closed
+// meanwhile, the flow is closed at once.
+func (t *flowTable) add(id uint64, c closer) {
+	t.mu.Lock()
+	closed := t.closed
+	if !closed {
+		t.flows[id] = c
+	}
+	t.mu.Unlock()
+	if closed {
+		c.close(reasonShutdown)
+	}
+}
+
+// remove releases a reservation or a flow.
+func (t *flowTable) remove(id uint64) {
+	t.mu.Lock()
+	_, ok := t.flows[id]
+	delete(t.flows, id)
+	t.mu.Unlock()
+	if ok {
+		t.active.Done()
+	}
+}
+
+func (t *flowTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.flows)
+}
+
+// closeAll ends every flow and refuses new ones.
+func (t *flowTable) closeAll(reason string) {
+	t.mu.Lock()
+	t.closed = true
+	var cs []closer
+	for _, c := range t.flows {
+		if c != nil {
+			cs = append(cs, c)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range cs {
+		c.close(reason)
+	}
+}
+
+// wait returns when every admitted flow has been removed.
+func (t *flowTable) wait() { t.active.Wait() }
+
+// verdictCache remembers deny and reject verdicts for a while, so that
+// retransmitted SYNs and later datagrams of a refused flow are handled the
+// same way without being judged and logged again.
+type verdictCache struct {
+	max int
+
+	mu      sync.Mutex // guards entries
+	entries map[flowKey]cachedVerdict
+}
+
+type cachedVerdict struct {
+	action  policy.Action
+	expires time.Time
+}
+
+func newVerdictCache(max int) *verdictCache {
+	return &verdictCache{max: max, entries: make(map[flowKey]cachedVerdict)}
+}
+
+// lookup returns the cached action for k and extends its life by ttl.
+func (c *verdictCache) lookup(k flowKey, now time.Time, ttl time.Duration) (policy.Action, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[k]
+	if !ok || now.After(e.expires) {
+		return 0, false
+	}
+	e.expires = now.Add(ttl)
+	c.entries[k] = e
+	return e.action, true
+}
+
+// store caches a verdict; when the cache is full the verdict is simply
+// not cached (the flow is judged again next time).
+func (c *verdictCache) store(k flowKey, a policy.Action, now time.Time, ttl time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) < c.max {
+		c.entries[k] = cachedVerdict{a, now.Add(ttl)}
+	}
+}
+
+func (c *verdictCache) sweep(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.entries {
+		if now.After(e.expires) {
+			delete(c.entries, k)
+		}
+	}
+}

@@ -1,0 +1,220 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tunwall/tunwall/policy"
+)
+
+// EchoConn is an upstream ICMP echo socket for one flow (one client, one
+// destination, one echo identifier).
+type EchoConn interface {
+	// WriteEcho sends an echo request with this sequence number and payload.
+	WriteEcho(seq uint16, payload []byte) error
+	// ReadEcho waits for the next echo reply of this flow and copies its
+	// payload into buf. After the read deadline it returns an error that
+	// wraps os.ErrDeadlineExceeded.
+	ReadEcho(buf []byte) (seq uint16, n int, err error)
+	SetReadDeadline(t time.Time) error
+	Close() error
+}
+
+// PingFunc opens an EchoConn towards dst.
+type PingFunc func(ctx context.Context, dst netip.Addr) (EchoConn, error)
+
+// icmpHandler answers echo requests from the device in place of gVisor:
+// only a real upstream reply produces a reply to the client.
+type icmpHandler struct {
+	g   *Gateway
+	dec *echoDecoder // reader goroutine only
+
+	mu    sync.Mutex // guards flows
+	flows map[icmpKey]*icmpFlow
+}
+
+type icmpKey struct {
+	src, dst netip.Addr
+	id       uint16
+}
+
+// icmpFlow is one allowed echo flow.
+type icmpFlow struct {
+	h       *icmpHandler
+	key     icmpKey
+	id      uint64
+	flow    policy.Flow
+	verdict policy.Verdict
+	conn    EchoConn
+	start   time.Time
+
+	mu       sync.Mutex // guards the following fields
+	out, in  int64
+	last     time.Time
+	reason   string
+	stopOnce sync.Once
+}
+
+func newICMPHandler(g *Gateway) *icmpHandler {
+	return &icmpHandler{g: g, dec: newEchoDecoder(), flows: make(map[icmpKey]*icmpFlow)}
+}
+
+// intercept is the endpoint's inspect hook: it consumes echo requests and
+// fragmented ICMP, and passes everything else to the stack.
+func (h *icmpHandler) intercept(pkt []byte) bool {
+	var req echoRequest
+	switch h.dec.classify(pkt, &req) {
+	case dropFragment:
+		h.g.stats.Fragments.Add(1)
+		return true
+	case isEcho:
+		h.echo(&req)
+		return true
+	}
+	return false
+}
+
+// echo handles one echo request: through an existing flow, or by judging
+// a new one.
+func (h *icmpHandler) echo(req *echoRequest) {
+	key := icmpKey{req.src, req.dst, req.id}
+	h.mu.Lock()
+	fl := h.flows[key]
+	h.mu.Unlock()
+	if fl != nil {
+		fl.send(req)
+		return
+	}
+	typ := uint8(icmp4Echo)
+	if req.dst.Is6() {
+		typ = icmp6Echo
+	}
+	f := policy.Flow{Proto: policy.ICMP, Src: netip.AddrPortFrom(req.src, 0), Dst: netip.AddrPortFrom(req.dst, 0), Type: typ}
+	now := time.Now()
+	idle := h.g.cfg.Limits.UDPIdle
+	ck := flowKey{policy.ICMP, netip.AddrPortFrom(req.src, req.id), f.Dst}
+	if a, ok := h.g.denied.lookup(ck, now, idle); ok {
+		if a == policy.Reject {
+			h.unreachable(req, true)
+		}
+		return
+	}
+	fid := h.g.flows.id()
+	v := h.g.policy.Load().Decide(f)
+	h.g.cfg.Events.Verdict(fid, f, v)
+	switch v.Action {
+	case policy.Deny:
+		h.g.denied.store(ck, v.Action, now, idle)
+		return
+	case policy.Reject:
+		h.g.denied.store(ck, v.Action, now, idle)
+		h.unreachable(req, true)
+		return
+	}
+	if !h.g.flows.reserve(fid) {
+		h.g.stats.RefusedFlows.Add(1)
+		h.g.cfg.Events.Refused(fid, f, "max_flows")
+		h.unreachable(req, true)
+		return
+	}
+	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
+	conn, err := h.g.cfg.Ping(ctx, req.dst)
+	cancel()
+	if err != nil {
+		h.g.stats.DialErrors.Add(1)
+		h.g.flows.remove(fid)
+		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
+		h.unreachable(req, false)
+		return
+	}
+	fl = &icmpFlow{h: h, key: key, id: fid, flow: f, verdict: v, conn: conn, start: now, last: now}
+	h.mu.Lock()
+	h.flows[key] = fl
+	h.mu.Unlock()
+	h.g.flows.add(fid, fl)
+	go fl.readLoop()
+	fl.send(req)
+}
+
+// unreachable answers req with "administratively prohibited" (policy) or
+// "host/address unreachable" (upstream failure).
+func (h *icmpHandler) unreachable(req *echoRequest, prohibited bool) {
+	typ, code := uint8(icmp4Unreachable), uint8(icmp4CodeHostUnreachable)
+	if prohibited {
+		code = icmp4CodeAdminProhibited
+	}
+	if req.dst.Is6() {
+		typ, code = icmp6Unreachable, icmp6CodeAddrUnreachable
+		if prohibited {
+			code = icmp6CodeAdminProhibited
+		}
+	}
+	h.g.ep.WriteRaw(icmpError(req.raw, req.src, req.dst, typ, code))
+}
+
+// send forwards one echo request upstream.
+func (fl *icmpFlow) send(req *echoRequest) {
+	if err := fl.conn.WriteEcho(req.seq, req.payload); err != nil {
+		return // like a lost packet: the client's ping reports it
+	}
+	fl.mu.Lock()
+	fl.out += int64(len(req.payload))
+	fl.last = time.Now()
+	fl.mu.Unlock()
+}
+
+// readLoop relays upstream replies to the client until the flow is idle
+// or closed, then reports its end.
+func (fl *icmpFlow) readLoop() {
+	idle := fl.h.g.cfg.Limits.UDPIdle
+	buf := make([]byte, 65535)
+	for {
+		fl.mu.Lock()
+		deadline := fl.last.Add(idle)
+		fl.mu.Unlock()
+		fl.conn.SetReadDeadline(deadline)
+		seq, n, err := fl.conn.ReadEcho(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(fl.deadline(idle)) {
+				continue // a request came in meanwhile: wait longer
+			}
+			fl.close(reasonIdle)
+			break
+		}
+		pkt := echoReply(fl.key.src, fl.key.dst, fl.key.id, seq, buf[:n])
+		if fl.h.g.ep.WriteRaw(pkt) == nil {
+			fl.mu.Lock()
+			fl.in += int64(n)
+			fl.last = time.Now()
+			fl.mu.Unlock()
+		}
+	}
+	fl.h.mu.Lock()
+	delete(fl.h.flows, fl.key)
+	fl.h.mu.Unlock()
+	fl.h.g.flows.remove(fl.id)
+	fl.mu.Lock()
+	st := FlowStats{BytesOut: fl.out, BytesIn: fl.in, Duration: time.Since(fl.start), Reason: fl.reason}
+	fl.mu.Unlock()
+	fl.h.g.cfg.Events.Closed(fl.id, fl.flow, fl.verdict, st)
+}
+
+func (fl *icmpFlow) deadline(idle time.Duration) time.Time {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return fl.last.Add(idle)
+}
+
+// close ends the flow (flow table: shutdown/limit; reader: idle).
+func (fl *icmpFlow) close(reason string) {
+	fl.mu.Lock()
+	if fl.reason == "" {
+		fl.reason = reason
+	}
+	fl.mu.Unlock()
+	fl.stopOnce.Do(func() { fl.conn.Close() })
+}

@@ -1,0 +1,178 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tunwall/tunwall/policy"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Device is the packet source and sink, such as a tun.Device.
+type Device interface {
+	// Read reads up to len(bufs) packets, each starting offset bytes into
+	// its buffer, and stores their lengths in sizes. len(sizes) must be >=
+	// len(bufs). After the device is closed it returns an error wrapping
+	// os.ErrClosed.
+	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+	// Write writes len(bufs) packets, each starting offset bytes into its
+	// buffer.
+	Write(bufs [][]byte, offset int) (int, error)
+	// BatchSize is the largest number of packets one Read or Write moves.
+	BatchSize() int
+}
+
+// tcpOffloader is implemented by devices that accept TCP segments with a
+// partial checksum and let the kernel segment them (tun.Device on Linux).
+type tcpOffloader interface {
+	CanOffloadTCP() bool
+	WriteTCPOffload(pkt [][]byte, l3Len, hdrLen, mss int) error
+}
+
+// DialFunc opens an upstream connection ("tcp" or "udp" network).
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// Config is what New needs.
+type Config struct {
+	Device Device         // required
+	MTU    int            // required
+	Policy *policy.Policy // required; replace later with SetPolicy
+	Limits policy.Limits  // zero fields take the v1 defaults
+	Dial   DialFunc       // upstream TCP/UDP; nil: a host dialer with Mark and Interface
+	Ping   PingFunc       // upstream ICMP echo; nil: host ping sockets with Mark and Interface
+	Events Events         // verdict and close events; nil: discarded
+	Log    zerolog.Logger // component diagnostics
+
+	Mark        uint32 // SO_MARK for the default dialer and pinger
+	Interface   string // SO_BINDTODEVICE for the default dialer and pinger
+	DialTimeout time.Duration
+}
+
+// Gateway is a running netstack: it reads from the device until Close.
+type Gateway struct {
+	cfg    Config
+	log    zerolog.Logger
+	stack  *stack.Stack
+	ep     *endpoint
+	policy atomic.Pointer[policy.Policy]
+	stats  Stats
+	flows  *flowTable
+	denied *verdictCache
+	tcp    *tcpHandler
+	udp    *udpHandler
+	icmp   *icmpHandler
+
+	ctx    context.Context // cancelled by Close: stops dials and janitors
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // janitor goroutine
+
+	closeOnce sync.Once
+}
+
+// New builds the stack on cfg.Device and starts reading from it.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Device == nil || cfg.Policy == nil || cfg.MTU <= 0 {
+		return nil, errors.New("netstack: Device, MTU and Policy are required")
+	}
+	cfg.Limits = withDefaults(cfg.Limits)
+	if cfg.Events == nil {
+		cfg.Events = nopEvents{}
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 30 * time.Second
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = hostDialer(cfg.Mark, cfg.Interface)
+	}
+	if cfg.Ping == nil {
+		cfg.Ping = hostPinger(cfg.Mark, cfg.Interface)
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Log.With().Str("component", "netstack").Logger()}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.policy.Store(cfg.Policy)
+	g.flows = newFlowTable(cfg.Limits.MaxFlows)
+	g.denied = newVerdictCache(cfg.Limits.MaxUDPSessions)
+	g.icmp = newICMPHandler(g)
+	g.ep = newEndpoint(cfg.Device, cfg.MTU, &g.stats, g.icmp.intercept)
+	s, err := newStack(g.ep)
+	if err != nil {
+		g.cancel()
+		return nil, err
+	}
+	g.stack = s
+	g.tcp = newTCPHandler(g)
+	g.udp = newUDPHandler(g)
+	g.wg.Add(1)
+	go g.janitor()
+	return g, nil
+}
+
+// SetPolicy replaces the policy for flows judged from now on.
+func (g *Gateway) SetPolicy(p *policy.Policy) { g.policy.Store(p) }
+
+// Stats returns the gateway's counters.
+func (g *Gateway) Stats() *Stats { return &g.stats }
+
+// ActiveFlows returns the number of flows currently relayed.
+func (g *Gateway) ActiveFlows() int { return g.flows.len() }
+
+// Close stops the gateway: it stops accepting flows, closes every active
+// flow (reason "shutdown") and tears down the stack. The device is the
+// caller's: close it afterwards to stop the reader. Close is idempotent.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		// Order: stop dials and timers, end the flows (their close events are
+		// logged while the stack can still send FIN/RST), then the stack.
+		g.cancel()
+		g.flows.closeAll(reasonShutdown)
+		g.flows.wait()
+		g.wg.Wait()
+		g.stack.Close()
+	})
+	return nil
+}
+
+// Wait blocks until the device reader has exited, which happens once the
+// device is closed.
+func (g *Gateway) Wait() { g.ep.Wait() }
+
+// janitor expires cached deny/reject verdicts.
+func (g *Gateway) janitor() {
+	defer g.wg.Done()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case now := <-t.C:
+			g.denied.sweep(now)
+		}
+	}
+}
+
+func withDefaults(l policy.Limits) policy.Limits {
+	set := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	set(&l.MaxFlows, 65536)
+	set(&l.MaxPendingTCP, 4096)
+	set(&l.MaxUDPSessions, 16384)
+	if l.UDPIdle <= 0 {
+		l.UDPIdle = 60 * time.Second
+	}
+	if l.TCPIdle <= 0 {
+		l.TCPIdle = 2 * time.Hour
+	}
+	return l
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf("netstack: "+format, args...) }

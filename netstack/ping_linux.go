@@ -1,0 +1,108 @@
+package netstack
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+// hostPinger opens one ICMP socket per echo flow, connected to the
+// destination: an unprivileged ping socket where net.ipv4.ping_group_range
+// allows it, a raw socket otherwise (CAP_NET_RAW).
+func hostPinger(mark uint32, iface string) PingFunc {
+	return func(_ context.Context, dst netip.Addr) (EchoConn, error) {
+		family, proto := unix.AF_INET, unix.IPPROTO_ICMP
+		if dst.Is6() {
+			family, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
+		}
+		raw := false
+		fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EPROTONOSUPPORT) {
+			raw = true
+			fd, err = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("icmp socket: %w", err)
+		}
+		if err := setEgress(fd, mark, iface); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		if err := unix.Connect(fd, sockaddr(dst)); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("icmp connect %s: %w", dst, err)
+		}
+		c := &pingConn{f: os.NewFile(uintptr(fd), "icmp"), v6: dst.Is6(), raw: raw, id: uint16(rand.Uint32())}
+		return c, nil
+	}
+}
+
+func sockaddr(a netip.Addr) unix.Sockaddr {
+	if a.Is4() {
+		return &unix.SockaddrInet4{Addr: a.As4()}
+	}
+	return &unix.SockaddrInet6{Addr: a.As16()}
+}
+
+// pingConn is a connected ICMP socket. Ping sockets get their echo id from
+// the kernel and see only their own replies; raw sockets see every ICMP
+// message from the destination and keep those carrying their own id.
+type pingConn struct {
+	f   *os.File
+	v6  bool
+	raw bool
+	id  uint16
+	buf [65536]byte
+}
+
+func (c *pingConn) WriteEcho(seq uint16, payload []byte) error {
+	msg := make([]byte, icmpHeaderLen+len(payload))
+	msg[0] = icmp4Echo
+	if c.v6 {
+		msg[0] = icmp6Echo // the kernel fills in the ICMPv6 checksum
+	}
+	binary.BigEndian.PutUint16(msg[4:], c.id)
+	binary.BigEndian.PutUint16(msg[6:], seq)
+	copy(msg[icmpHeaderLen:], payload)
+	if !c.v6 {
+		binary.BigEndian.PutUint16(msg[2:], ^checksum.Checksum(msg, 0))
+	}
+	_, err := c.f.Write(msg)
+	return err
+}
+
+func (c *pingConn) ReadEcho(buf []byte) (uint16, int, error) {
+	for {
+		n, err := c.f.Read(c.buf[:])
+		if err != nil {
+			return 0, 0, err
+		}
+		msg := c.buf[:n]
+		if c.raw && !c.v6 && n >= ipv4HeaderLen { // raw IPv4 sockets include the IP header
+			msg = msg[int(msg[0]&0xf)*4:]
+		}
+		if len(msg) < icmpHeaderLen {
+			continue
+		}
+		want := uint8(icmp4EchoReply)
+		if c.v6 {
+			want = icmp6EchoReply
+		}
+		if msg[0] != want || c.raw && binary.BigEndian.Uint16(msg[4:]) != c.id {
+			continue
+		}
+		return binary.BigEndian.Uint16(msg[6:]), copy(buf, msg[icmpHeaderLen:]), nil
+	}
+}
+
+func (c *pingConn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t) }
+
+func (c *pingConn) Close() error { return c.f.Close() }

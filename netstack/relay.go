@@ -1,0 +1,156 @@
+package netstack
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// side is one end of a relayed flow.
+type side struct {
+	conn  net.Conn
+	abort func() // tear down abruptly (TCP: send RST)
+}
+
+// closeWriter is a stream whose write half can be closed alone.
+type closeWriter interface{ CloseWrite() error }
+
+// relay copies between the originator (client) and the upstream socket
+// until both directions end, a side fails, the flow is idle for too long, or
+// close is called. It counts bytes both ways.
+type relay struct {
+	client, upstream side
+	datagram         bool // UDP: copy datagrams, no half-close, ends only by idle/close
+	idle             time.Duration
+
+	out, in atomic.Int64 // originator->destination, destination->originator
+	last    atomic.Int64 // unix nanos of the last byte moved
+
+	mu       sync.Mutex  // guards the following fields
+	reason   string      // first reason to end the flow wins
+	timer    *time.Timer // idle timer
+	finished bool        // run has returned; the timer must not re-arm
+
+	stopOnce sync.Once
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// run relays until the flow ends and returns the reason it ended.
+func (r *relay) run() string {
+	r.touch()
+	r.mu.Lock()
+	r.timer = time.AfterFunc(r.idle, r.checkIdle)
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.finished = true
+		r.timer.Stop()
+		r.mu.Unlock()
+	}()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.pipe(r.upstream, r.client, &r.out)
+	}()
+	r.pipe(r.client, r.upstream, &r.in)
+	wg.Wait()
+	r.stop("")
+	return r.endReason()
+}
+
+// pipe copies from src to dst until src ends. A clean end of a TCP stream
+// is passed on as a half-close; anything else ends the whole flow.
+func (r *relay) pipe(dst, src side, n *atomic.Int64) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		k, err := src.conn.Read(buf)
+		if k > 0 {
+			r.touch()
+			if _, werr := dst.conn.Write(buf[:k]); werr != nil {
+				r.close(reasonRST)
+				return
+			}
+			n.Add(int64(k))
+		}
+		if err == nil {
+			continue
+		}
+		if r.datagram && errors.Is(err, syscall.ECONNREFUSED) {
+			continue // an ICMP error for one datagram; the session goes on
+		}
+		if errors.Is(err, io.EOF) && !r.datagram {
+			if cw, ok := dst.conn.(closeWriter); ok && cw.CloseWrite() == nil {
+				return // half-close: the other direction goes on
+			}
+		}
+		r.close(reasonRST)
+		return
+	}
+}
+
+func (r *relay) touch() { r.last.Store(time.Now().UnixNano()) }
+
+// checkIdle runs on the idle timer: it ends an idle flow or re-arms itself.
+func (r *relay) checkIdle() {
+	since := time.Duration(time.Now().UnixNano() - r.last.Load())
+	r.mu.Lock()
+	if r.finished {
+		r.mu.Unlock()
+		return
+	}
+	if since < r.idle {
+		r.timer.Reset(r.idle - since)
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
+	r.close(reasonIdle)
+}
+
+// close ends the flow for reason (rst, idle, limit, shutdown): both sides
+// are torn down and run returns.
+func (r *relay) close(reason string) {
+	r.setReason(reason)
+	r.stop(reason)
+}
+
+// stop closes both sides once. Any reason but a clean finish aborts TCP
+// sides so the peers see a reset rather than a normal close.
+func (r *relay) stop(reason string) {
+	r.stopOnce.Do(func() {
+		for _, s := range []side{r.client, r.upstream} {
+			if reason != "" && s.abort != nil {
+				s.abort()
+			}
+			s.conn.Close()
+		}
+	})
+}
+
+func (r *relay) setReason(reason string) {
+	r.mu.Lock()
+	if r.reason == "" {
+		r.reason = reason
+	}
+	r.mu.Unlock()
+}
+
+func (r *relay) endReason() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reason == "" {
+		if r.datagram {
+			return reasonIdle
+		}
+		return reasonFIN
+	}
+	return r.reason
+}

@@ -1,0 +1,200 @@
+package netstack
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/tunwall/tunwall/policy"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// deniedTCPTTL is how long a denied SYN's verdict is remembered, covering
+// the client's SYN retransmissions (Linux gives up after about two minutes).
+const deniedTCPTTL = 3 * time.Minute
+
+// tcpHandler judges SYNs for flows gVisor does not know and sets up the
+// allowed ones.
+type tcpHandler struct {
+	g   *Gateway
+	fwd *tcp.Forwarder
+
+	mu      sync.Mutex // guards pending
+	pending map[stack.TransportEndpointID]*tcpFlow
+}
+
+// tcpFlow is one allowed TCP flow, from its SYN to its close event.
+type tcpFlow struct {
+	id      uint64
+	flow    policy.Flow
+	verdict policy.Verdict
+	start   time.Time
+	relay   relay
+}
+
+func newTCPHandler(g *Gateway) *tcpHandler {
+	h := &tcpHandler{g: g, pending: make(map[stack.TransportEndpointID]*tcpFlow)}
+	// The forwarder's own in-flight cap is set above ours so that our
+	// limit (with its RST and its count) is the one that applies.
+	h.fwd = tcp.NewForwarder(g.stack, 0, g.cfg.Limits.MaxPendingTCP+64, h.connect)
+	g.stack.SetTransportProtocolHandler(tcp.ProtocolNumber, h.handle)
+	return h
+}
+
+// handle runs on the packet path for every TCP segment that matches no
+// endpoint. Returning false makes the stack answer with RST.
+func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+	th := header.TCP(pkt.TransportHeader().Slice())
+	if len(th) < header.TCPMinimumSize {
+		return true
+	}
+	if fl := th.Flags(); !fl.Contains(header.TCPFlagSyn) || fl.Contains(header.TCPFlagAck) {
+		// Not the start of a flow: drop quietly, as a stateful firewall
+		// drops packets of connections it does not track.
+		h.g.stats.StrayTCP.Add(1)
+		return true
+	}
+	h.mu.Lock()
+	_, inFlight := h.pending[id]
+	h.mu.Unlock()
+	if inFlight {
+		return true // retransmitted SYN while upstream is being dialed
+	}
+	f := flowOf(policy.TCP, id)
+	now := time.Now()
+	if a, ok := h.g.denied.lookup(keyOf(f), now, deniedTCPTTL); ok {
+		return a != policy.Reject
+	}
+	fid := h.g.flows.id()
+	v := h.g.policy.Load().Decide(f)
+	h.g.cfg.Events.Verdict(fid, f, v)
+	switch v.Action {
+	case policy.Deny:
+		h.g.denied.store(keyOf(f), v.Action, now, deniedTCPTTL)
+		return true
+	case policy.Reject:
+		return false
+	}
+	if !h.admit(fid, f) {
+		return false
+	}
+	tf := &tcpFlow{id: fid, flow: f, verdict: v, start: now}
+	h.mu.Lock()
+	h.pending[id] = tf
+	h.mu.Unlock()
+	if !h.fwd.HandlePacket(id, pkt) {
+		h.finishPending(id, tf)
+		return false
+	}
+	return true
+}
+
+// admit applies max_pending_tcp and max_flows to an allowed SYN.
+func (h *tcpHandler) admit(fid uint64, f policy.Flow) bool {
+	h.mu.Lock()
+	n := len(h.pending)
+	h.mu.Unlock()
+	if n >= h.g.cfg.Limits.MaxPendingTCP {
+		h.g.stats.RefusedPendingTCP.Add(1)
+		h.g.cfg.Events.Refused(fid, f, "max_pending_tcp")
+		return false
+	}
+	if !h.g.flows.reserve(fid) {
+		h.g.stats.RefusedFlows.Add(1)
+		h.g.cfg.Events.Refused(fid, f, "max_flows")
+		return false
+	}
+	return true
+}
+
+func (h *tcpHandler) finishPending(id stack.TransportEndpointID, tf *tcpFlow) {
+	h.mu.Lock()
+	delete(h.pending, id)
+	h.mu.Unlock()
+	h.g.flows.remove(tf.id)
+}
+
+// connect runs in its own goroutine per allowed SYN: it dials upstream
+// first and only then completes the client's handshake.
+func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	h.mu.Lock()
+	tf := h.pending[id]
+	h.mu.Unlock()
+	if tf == nil { // cannot happen: handle registers before forwarding
+		r.Complete(true)
+		return
+	}
+	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
+	up, err := h.g.cfg.Dial(ctx, "tcp", tf.flow.Dst.String())
+	cancel()
+	if err != nil {
+		r.Complete(true) // RST, as if the destination had refused
+		h.g.stats.DialErrors.Add(1)
+		h.finishPending(id, tf)
+		h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST, Err: err})
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	r.Complete(terr != nil)
+	h.mu.Lock()
+	delete(h.pending, id)
+	h.mu.Unlock()
+	if terr != nil {
+		up.Close()
+		h.g.flows.remove(tf.id)
+		h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST})
+		return
+	}
+	h.run(tf, ep, gonet.NewTCPConn(&wq, ep), up)
+}
+
+// run relays an established flow and reports its end.
+func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net.Conn) {
+	tf.relay = relay{
+		client:   side{conn: client, abort: ep.Abort},
+		upstream: side{conn: up, abort: func() { abortTCP(up) }},
+		idle:     h.g.cfg.Limits.TCPIdle,
+	}
+	h.g.flows.add(tf.id, &tf.relay)
+	reason := tf.relay.run()
+	h.g.flows.remove(tf.id)
+	h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{
+		BytesOut: tf.relay.out.Load(),
+		BytesIn:  tf.relay.in.Load(),
+		Duration: time.Since(tf.start),
+		Reason:   reason,
+	})
+}
+
+// abortTCP makes closing a host TCP socket send RST.
+func abortTCP(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+}
+
+// flowOf converts an incoming packet's endpoint id into a policy flow: the
+// remote side is the originator, the local side the destination.
+func flowOf(p policy.Proto, id stack.TransportEndpointID) policy.Flow {
+	return policy.Flow{
+		Proto: p,
+		Src:   netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort),
+		Dst:   netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort),
+	}
+}
+
+func addrOf(a tcpip.Address) netip.Addr {
+	if a.Len() == 4 {
+		return netip.AddrFrom4(a.As4())
+	}
+	return netip.AddrFrom16(a.As16())
+}

@@ -1,0 +1,108 @@
+package netstack
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/tunwall/tunwall/policy"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// udpHandler judges the first datagram of every UDP 5-tuple gVisor has no
+// endpoint for, and turns allowed ones into relayed sessions.
+type udpHandler struct {
+	g        *Gateway
+	sessions atomic.Int64 // admitted sessions not yet ended
+}
+
+func newUDPHandler(g *Gateway) *udpHandler {
+	h := &udpHandler{g: g}
+	g.stack.SetTransportProtocolHandler(udp.ProtocolNumber, h.handle)
+	return h
+}
+
+// handle runs on the packet path. Returning false makes the stack answer
+// with ICMP port unreachable.
+func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+	f := flowOf(policy.UDP, id)
+	now := time.Now()
+	idle := h.g.cfg.Limits.UDPIdle
+	if a, ok := h.g.denied.lookup(keyOf(f), now, idle); ok {
+		return a != policy.Reject
+	}
+	fid := h.g.flows.id()
+	v := h.g.policy.Load().Decide(f)
+	h.g.cfg.Events.Verdict(fid, f, v)
+	if v.Action != policy.Allow {
+		h.g.denied.store(keyOf(f), v.Action, now, idle)
+		return v.Action == policy.Deny
+	}
+	if !h.admit(fid, f) {
+		return false
+	}
+	// Dial before answering anything: an unreachable upstream gets the
+	// client an ICMP error rather than a session that goes nowhere.
+	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
+	up, err := h.g.cfg.Dial(ctx, "udp", f.Dst.String())
+	cancel()
+	if err != nil {
+		h.g.stats.DialErrors.Add(1)
+		h.release(fid)
+		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
+		return false
+	}
+	var wq waiter.Queue
+	ep, terr := udp.NewForwarderRequest(h.g.stack, id, pkt).CreateEndpoint(&wq)
+	if terr != nil {
+		up.Close()
+		h.release(fid)
+		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST})
+		return true
+	}
+	s := &relay{
+		client:   side{conn: gonet.NewUDPConn(&wq, ep)},
+		upstream: side{conn: up},
+		datagram: true,
+		idle:     idle,
+	}
+	h.g.flows.add(fid, s)
+	go h.run(fid, f, v, now, s)
+	return true
+}
+
+// admit applies max_udp_sessions and max_flows.
+func (h *udpHandler) admit(fid uint64, f policy.Flow) bool {
+	if h.sessions.Add(1) > int64(h.g.cfg.Limits.MaxUDPSessions) {
+		h.sessions.Add(-1)
+		h.g.stats.RefusedUDPSessions.Add(1)
+		h.g.cfg.Events.Refused(fid, f, "max_udp_sessions")
+		return false
+	}
+	if !h.g.flows.reserve(fid) {
+		h.sessions.Add(-1)
+		h.g.stats.RefusedFlows.Add(1)
+		h.g.cfg.Events.Refused(fid, f, "max_flows")
+		return false
+	}
+	return true
+}
+
+func (h *udpHandler) release(fid uint64) {
+	h.sessions.Add(-1)
+	h.g.flows.remove(fid)
+}
+
+func (h *udpHandler) run(fid uint64, f policy.Flow, v policy.Verdict, start time.Time, s *relay) {
+	reason := s.run()
+	h.release(fid)
+	h.g.cfg.Events.Closed(fid, f, v, FlowStats{
+		BytesOut: s.out.Load(),
+		BytesIn:  s.in.Load(),
+		Duration: time.Since(start),
+		Reason:   reason,
+	})
+}

@@ -1,0 +1,54 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/tunwall/tunwall/policy"
+	"github.com/vishvananda/netlink"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+	"golang.org/x/sys/unix"
+)
+
+// Open creates the TUN device described by cfg, assigns its addresses and
+// brings it up. On any error nothing is left behind.
+func Open(cfg policy.TunConfig) (*Device, error) {
+	if _, err := netlink.LinkByName(cfg.Name); err == nil {
+		return nil, fmt.Errorf("open tun %s: an interface with that name already exists", cfg.Name)
+	}
+	wd, err := wgtun.CreateTUN(cfg.Name, cfg.MTU)
+	if err != nil {
+		return nil, fmt.Errorf("open tun %s: %w", cfg.Name, err)
+	}
+	d := &Device{Device: wd, name: cfg.Name, mtu: cfg.MTU}
+	if err := configure(d, cfg); err != nil {
+		return nil, errors.Join(err, d.Close())
+	}
+	if wd.BatchSize() > 1 {
+		// A batch size above one means the device was opened with a
+		// virtio-net header and TSO offloads enabled.
+		d.offload = &vnetWriter{file: wd.File()}
+	}
+	return d, nil
+}
+
+func configure(d *Device, cfg policy.TunConfig) error {
+	link, err := netlink.LinkByName(d.name)
+	if err != nil {
+		return fmt.Errorf("find tun %s: %w", d.name, err)
+	}
+	for _, p := range cfg.Addresses {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+		if p.Addr().Is6() {
+			addr.Flags = unix.IFA_F_NODAD // usable at once, no duplicate detection wait
+		}
+		if err := netlink.AddrAdd(link, addr); err != nil {
+			return fmt.Errorf("add address %s to %s: %w", p, d.name, err)
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring up %s: %w", d.name, err)
+	}
+	return nil
+}
