@@ -71,8 +71,11 @@ func (*endpoint) LinkAddress() tcpip.LinkAddress { return "" }
 // SetLinkAddress implements stack.LinkEndpoint.
 func (*endpoint) SetLinkAddress(tcpip.LinkAddress) {}
 
-// Capabilities implements stack.LinkEndpoint.
-func (*endpoint) Capabilities() stack.LinkEndpointCapabilities { return stack.CapabilityNone }
+// Capabilities implements stack.LinkEndpoint. Receive checksums are
+// verified by deliver before a packet reaches the stack.
+func (*endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityRXChecksumOffload
+}
 
 // ARPHardwareType implements stack.LinkEndpoint.
 func (*endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
@@ -168,12 +171,17 @@ func (e *endpoint) deliver(g *gro.GRO, pkt []byte) {
 	if !ok || g.Dispatcher == nil {
 		return
 	}
+	if !checksumsOK(pkt) {
+		e.stats.BadChecksum.Add(1)
+		return
+	}
 	e.stats.PacketsIn.Add(1)
 	if e.inspect != nil && e.inspect(pkt) {
 		return
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	pb.NetworkProtocolNumber = proto
+	pb.RXChecksumValidated = true
 	g.Enqueue(pb)
 	pb.DecRef()
 }

@@ -35,6 +35,6 @@ type Events interface {
 
 type nopEvents struct{}
 
-func (nopEvents) Verdict(uint64, policy.Flow, policy.Verdict)            {}
+func (nopEvents) Verdict(uint64, policy.Flow, policy.Verdict)           {}
 func (nopEvents) Closed(uint64, policy.Flow, policy.Verdict, FlowStats) {}
 func (nopEvents) Refused(uint64, policy.Flow, string)                   {}

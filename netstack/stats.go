@@ -16,10 +16,11 @@ type Stats struct {
 	WriteErrors atomic.Uint64 // packets the device refused
 
 	// Malformed packets from the device, dropped before the stack sees them.
-	Truncated  atomic.Uint64 // shorter than their IP header
-	BadVersion atomic.Uint64 // IP version neither 4 nor 6
-	BadLength  atomic.Uint64 // header or total length inconsistent with the packet
-	Fragments  atomic.Uint64 // fragmented ICMP (echo is only handled whole)
+	Truncated   atomic.Uint64 // shorter than their IP header
+	BadVersion  atomic.Uint64 // IP version neither 4 nor 6
+	BadLength   atomic.Uint64 // header or total length inconsistent with the packet
+	Fragments   atomic.Uint64 // fragmented ICMP (echo is only handled whole)
+	BadChecksum atomic.Uint64 // IP, TCP, UDP or ICMP checksum wrong
 
 	StrayTCP atomic.Uint64 // non-SYN segments for flows that do not exist
 
@@ -33,7 +34,7 @@ type Stats struct {
 
 // Malformed returns the total of packets dropped as malformed.
 func (s *Stats) Malformed() uint64 {
-	return s.Truncated.Load() + s.BadVersion.Load() + s.BadLength.Load()
+	return s.Truncated.Load() + s.BadVersion.Load() + s.BadLength.Load() + s.BadChecksum.Load()
 }
 
 // check validates the IP header of a packet read from the device and returns

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"github.com/tunwall/tunwall/policy"
+)
+
+func cmdExplain(args []string, stdout io.Writer) error {
+	path, rest, err := flags("explain", args, false)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 3 {
+		return usageError{fmt.Errorf("explain: want PROTO SRC DST[:PORT], got %d arguments", len(rest))}
+	}
+	f, err := parseFlow(rest[0], rest[1], rest[2])
+	if err != nil {
+		return usageError{fmt.Errorf("explain: %w", err)}
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	v := cfg.Policy.Decide(f)
+	if v.Index < 0 {
+		fmt.Fprintf(stdout, "%s: no rule matches, policy.default is %s\n", v.Action, v.Action)
+		return nil
+	}
+	fmt.Fprintf(stdout, "%s: rule %q (rule #%d, %s:%d)\n", v.Action, v.Rule, v.Index+1, cfg.Source, cfg.Policy.RuleLine(v.Index))
+	return nil
+}
+
+// parseFlow reads the explain arguments. SRC may carry a port; DST must for
+// tcp and udp, and must not for icmp.
+func parseFlow(proto, src, dst string) (policy.Flow, error) {
+	p, err := policy.ParseProto(strings.ToLower(proto))
+	if err != nil {
+		return policy.Flow{}, err
+	}
+	f := policy.Flow{Proto: p}
+	if f.Src, err = parseEndpoint(src, false); err != nil {
+		return f, fmt.Errorf("SRC: %w", err)
+	}
+	if f.Dst, err = parseEndpoint(dst, p != policy.ICMP); err != nil {
+		return f, fmt.Errorf("DST: %w", err)
+	}
+	if p == policy.ICMP {
+		if f.Dst.Port() != 0 {
+			return f, fmt.Errorf("DST: icmp has no ports")
+		}
+		f.Type = 8
+		if f.Dst.Addr().Is6() {
+			f.Type = 128
+		}
+	}
+	if f.Src.Addr().Is4() != f.Dst.Addr().Is4() {
+		return f, fmt.Errorf("SRC and DST are of different address families")
+	}
+	return f, nil
+}
+
+// parseEndpoint accepts "addr", "addr:port" or "[v6addr]:port".
+func parseEndpoint(s string, needPort bool) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		if ap.Port() == 0 && needPort {
+			return ap, fmt.Errorf("%q: port must be 1-65535", s)
+		}
+		return ap, nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not an address or address:port", s)
+	}
+	if needPort {
+		return netip.AddrPort{}, fmt.Errorf("%q: a port is required (like %s)", s, netip.AddrPortFrom(a, 443))
+	}
+	return netip.AddrPortFrom(a.Unmap(), 0), nil
+}

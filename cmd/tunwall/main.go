@@ -1,0 +1,66 @@
+// Command tunwall is a userspace firewall gateway: traffic routed into its
+// TUN device is judged flow by flow against a policy, and allowed flows are
+// relayed from host sockets. See README.md.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Exit codes (the CLI contract).
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+// usageError marks errors that exit with code 2 (bad usage or config).
+type usageError struct{ error }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(args[1:], stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout)
+	case "explain":
+		err = cmdExplain(args[1:], stdout)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, versionString())
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		err = usageError{fmt.Errorf("unknown command %q", args[0])}
+	}
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "tunwall:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitRuntime
+}
+
+const usage = `usage:
+  tunwall run     [-c FILE]                      run the gateway (needs CAP_NET_ADMIN)
+  tunwall check   -c FILE                        validate a config file
+  tunwall explain [-c FILE] PROTO SRC DST[:PORT] show the verdict for one flow
+  tunwall version
+
+Without -c, run and explain use the embedded default configuration.
+Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
+`

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tunwall/tunwall/internal/flowlog"
+	"github.com/tunwall/tunwall/netstack"
+	"github.com/tunwall/tunwall/tun"
+)
+
+// Deny/reject lines allowed per second before they are summarised.
+const (
+	logBurst  = 100
+	logWindow = time.Second
+)
+
+// cmdRun runs the gateway until SIGINT or SIGTERM, then shuts down in
+// order: flows and stack, then the device (which takes its addresses and
+// routes with it), then the log.
+func cmdRun(args []string, stderr io.Writer) error {
+	path, rest, err := flags("run", args, false)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageError{fmt.Errorf("run: unexpected arguments %q", rest)}
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	zl, logFile, err := flowlog.Open(cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	zl.Info().Str("event", "start").Str("config", cfg.Source).Str("policy_hash", cfg.Hash).
+		Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).Int("rules", cfg.Policy.Len()).
+		Str("version", versionString()).Msg("starting")
+	dev, err := tun.Open(cfg.Tun)
+	if err != nil {
+		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
+		return err
+	}
+	flows := flowlog.NewLog(zl.With().Str("component", "flow").Logger(), logBurst, logWindow)
+	gw, err := netstack.New(netstack.Config{
+		Device:    dev,
+		MTU:       cfg.Tun.MTU,
+		Policy:    cfg.Policy,
+		Limits:    cfg.Limits,
+		Events:    flows,
+		Log:       zl,
+		Mark:      cfg.Egress.Mark,
+		Interface: cfg.Egress.Interface,
+	})
+	if err != nil {
+		err = errors.Join(err, dev.Close())
+		flows.Close()
+		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
+		return err
+	}
+	zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
+		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Msg("ready")
+
+	<-ctx.Done()
+	zl.Info().Str("event", "stopping").Int("flows", gw.ActiveFlows()).Msg("signal received, stopping")
+	if os.Getenv("TUNWALL_DUMP_STATS") != "" {
+		gw.DumpStackStats(stderr)
+	}
+	gw.Close()
+	err = dev.Close()
+	gw.Wait()
+	flows.Close()
+	st := gw.Stats()
+	zl.Info().Str("event", "stop").Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).
+		Uint64("packets_in", st.PacketsIn.Load()).Uint64("packets_out", st.PacketsOut.Load()).
+		Uint64("malformed", st.Malformed()).Uint64("read_errors", st.ReadErrors.Load()).Uint64("write_errors", st.WriteErrors.Load()).Msg("stopped")
+	return err
+}

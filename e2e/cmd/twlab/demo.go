@@ -1,0 +1,3 @@
+package main
+
+func demo(tunwall string) error { return errUsage }

@@ -1,0 +1,47 @@
+// Command twlab is tunwall's lab tool: the services and load generators the
+// end-to-end tests and benchmarks run inside the lab namespaces, and the
+// bench and demo drivers themselves.
+//
+//	twlab serve                              echo/hash/gen services on 7001-7003
+//	twlab crr ADDR WORKERS SECONDS           connect-request-response rate (JSON)
+//	twlab rr tcp|udp ADDR N                  1-byte round-trip latency (JSON)
+//	twlab hold ADDR N                        hold N connections open
+//	twlab bench TUNWALL OUT.json             kernel vs tunwall benchmark
+//	twlab demo TUNWALL                       show allowed and blocked flows
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+func main() {
+	if err := dispatch(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "twlab:", err)
+		os.Exit(1)
+	}
+}
+
+func dispatch(a []string) error {
+	if len(a) == 0 {
+		return errUsage
+	}
+	num := func(s string) int { n, _ := strconv.Atoi(s); return n }
+	switch {
+	case a[0] == "serve":
+		return serve()
+	case a[0] == "crr" && len(a) == 4:
+		return crr(a[1], num(a[2]), time.Duration(num(a[3]))*time.Second)
+	case a[0] == "rr" && len(a) == 4:
+		return rr(a[1], a[2], num(a[3]))
+	case a[0] == "hold" && len(a) == 3:
+		return hold(a[1], num(a[2]))
+	case a[0] == "bench" && len(a) == 3:
+		return bench(a[1], a[2])
+	case a[0] == "demo" && len(a) == 2:
+		return demo(a[1])
+	}
+	return errUsage
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Lab service ports (TCP, and UDP for echo).
+const (
+	portEcho = "7001" // TCP and UDP: send back what arrives; TCP half-closes after EOF
+	portHash = "7002" // TCP: read to EOF, answer "<bytes> <sha256>\n"
+	portGen  = "7003" // TCP: read "<n> <seed>\n", send n bytes of Stream(seed)
+)
+
+// serve runs the lab services until the process is killed.
+func serve() error {
+	handlers := map[string]func(net.Conn){portEcho: echoTCP, portHash: hashTCP, portGen: genTCP}
+	for port, h := range handlers {
+		ln, err := net.Listen("tcp", ":"+port)
+		if err != nil {
+			return err
+		}
+		go acceptLoop(ln, h)
+	}
+	pc, err := net.ListenPacket("udp", ":"+portEcho)
+	if err != nil {
+		return err
+	}
+	go echoUDP(pc)
+	fmt.Println("ready")
+	select {}
+}
+
+func acceptLoop(ln net.Listener, h func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			h(c)
+		}()
+	}
+}
+
+func echoTCP(c net.Conn) {
+	io.Copy(c, c)
+	c.(*net.TCPConn).CloseWrite()
+	io.Copy(io.Discard, c)
+}
+
+func hashTCP(c net.Conn) {
+	h := sha256.New()
+	n, _ := io.Copy(h, c)
+	fmt.Fprintf(c, "%d %s\n", n, hex.EncodeToString(h.Sum(nil)))
+}
+
+func genTCP(c net.Conn) {
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return
+	}
+	f := strings.Fields(line)
+	if len(f) != 2 {
+		return
+	}
+	n, _ := strconv.ParseInt(f[0], 10, 64)
+	seed, _ := strconv.ParseUint(f[1], 10, 64)
+	io.CopyN(c, NewStream(seed), n)
+}
+
+func echoUDP(pc net.PacketConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo(buf[:n], addr)
+	}
+}

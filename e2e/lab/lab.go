@@ -1,0 +1,174 @@
+// Package lab builds the three-namespace topology tunwall's end-to-end
+// tests, demo and benchmarks run in:
+//
+//	client ns --veth-- gateway ns --veth-- server ns
+//	10.77.1.2          10.77.1.1  10.77.2.1  10.77.2.2
+//	fd77:1::2          fd77:1::1  fd77:2::1  fd77:2::2
+//
+// The gateway forwards between its veths (the kernel path). Route sends
+// everything arriving from the client into a TUN device instead (the
+// tunwall path): an "ip rule iif g0" points at a table whose default
+// routes go to the TUN. Everything lives in namespaces the Lab creates and
+// Close deletes; the machine's own namespace is never touched.
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Addresses of the lab hosts.
+const (
+	ClientV4  = "10.77.1.2"
+	ClientV6  = "fd77:1::2"
+	GwClient4 = "10.77.1.1"
+	GwServer4 = "10.77.2.1"
+	ServerV4  = "10.77.2.2"
+	ServerV6  = "fd77:2::2"
+	// Absent4 and Absent6 are on the server's link but belong to no host.
+	Absent4 = "10.77.2.99"
+	Absent6 = "fd77:2::99"
+
+	// Table is the gateway's routing table for traffic sent into the TUN.
+	Table = "100"
+)
+
+// Lab is one instance of the topology.
+type Lab struct {
+	Client, Gateway, Server string // namespace names
+}
+
+// New creates the namespaces, links and addresses. prefix makes the
+// namespace names unique (at most 8 characters).
+func New(prefix string) (*Lab, error) {
+	l := &Lab{Client: prefix + "-cli", Gateway: prefix + "-gw", Server: prefix + "-srv"}
+	steps := [][]string{
+		{"ip", "netns", "add", l.Client},
+		{"ip", "netns", "add", l.Gateway},
+		{"ip", "netns", "add", l.Server},
+		{"ip", "link", "add", "c0", "netns", l.Client, "type", "veth", "peer", "name", "g0", "netns", l.Gateway},
+		{"ip", "link", "add", "s0", "netns", l.Server, "type", "veth", "peer", "name", "g1", "netns", l.Gateway},
+	}
+	host := func(ns, dev, v4, v6, gw4, gw6 string) {
+		steps = append(steps,
+			l.in(ns, "ip", "link", "set", "lo", "up"),
+			l.in(ns, "ip", "addr", "add", v4+"/24", "dev", dev),
+			l.in(ns, "ip", "addr", "add", v6+"/64", "dev", dev, "nodad"),
+			l.in(ns, "ip", "link", "set", dev, "up"),
+			l.in(ns, "ip", "route", "add", "default", "via", gw4),
+			l.in(ns, "ip", "-6", "route", "add", "default", "via", gw6),
+		)
+	}
+	host(l.Client, "c0", ClientV4, ClientV6, GwClient4, "fd77:1::1")
+	host(l.Server, "s0", ServerV4, ServerV6, GwServer4, "fd77:2::1")
+	g := l.Gateway
+	steps = append(steps,
+		l.in(g, "ip", "link", "set", "lo", "up"),
+		l.in(g, "ip", "addr", "add", GwClient4+"/24", "dev", "g0"),
+		l.in(g, "ip", "addr", "add", "fd77:1::1/64", "dev", "g0", "nodad"),
+		l.in(g, "ip", "addr", "add", GwServer4+"/24", "dev", "g1"),
+		l.in(g, "ip", "addr", "add", "fd77:2::1/64", "dev", "g1", "nodad"),
+		l.in(g, "ip", "link", "set", "g0", "up"),
+		l.in(g, "ip", "link", "set", "g1", "up"),
+		// Forwarding on; reverse-path filtering off, because replies come
+		// out of the TUN with the server's address as source.
+		l.in(g, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+			"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"),
+	)
+	for _, s := range steps {
+		if _, err := run(s...); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// in builds a command that runs inside namespace ns.
+func (l *Lab) in(ns string, args ...string) []string {
+	return append([]string{"ip", "netns", "exec", ns}, args...)
+}
+
+// Cmd returns an unstarted command running inside namespace ns.
+func (l *Lab) Cmd(ns string, args ...string) *exec.Cmd {
+	full := l.in(ns, args...)
+	return exec.Command(full[0], full[1:]...)
+}
+
+// Run runs a command in namespace ns and returns its combined output.
+func (l *Lab) Run(ns string, args ...string) (string, error) {
+	return run(l.in(ns, args...)...)
+}
+
+// Route sends traffic arriving from the client into TUN device dev (which
+// must exist) through policy routing, for both families.
+func (l *Lab) Route(dev string) error {
+	for _, fam := range []string{"-4", "-6"} {
+		if _, err := l.Run(l.Gateway, "ip", fam, "route", "replace", "default", "dev", dev, "table", Table); err != nil {
+			return err
+		}
+		if _, err := l.Run(l.Gateway, "ip", fam, "rule", "add", "iif", "g0", "lookup", Table, "pref", "100"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Unroute removes the rules added by Route (the routes go with the device).
+func (l *Lab) Unroute() {
+	for _, fam := range []string{"-4", "-6"} {
+		l.Run(l.Gateway, "ip", fam, "rule", "del", "iif", "g0", "lookup", Table, "pref", "100")
+		l.Run(l.Gateway, "ip", fam, "route", "flush", "table", Table)
+	}
+}
+
+// WaitLink waits until interface dev exists and is up in namespace ns.
+func (l *Lab) WaitLink(ctx context.Context, ns, dev string) error {
+	for {
+		out, err := l.Run(ns, "ip", "-o", "link", "show", "dev", dev)
+		if err == nil && strings.Contains(out, ",UP") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("link %s in %s not up: %w", dev, ns, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Close deletes the namespaces, and with them everything inside.
+func (l *Lab) Close() {
+	for _, ns := range []string{l.Client, l.Gateway, l.Server} {
+		run("ip", "netns", "del", ns)
+	}
+}
+
+func run(args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// Supported reports why the lab cannot run here, or "" if it can.
+func Supported() string {
+	if os.Geteuid() != 0 {
+		return "needs root (network namespaces, veth, TUN)"
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return "needs iproute2 (ip)"
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return "needs /dev/net/tun"
+	}
+	return ""
+}
