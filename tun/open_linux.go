@@ -7,8 +7,8 @@ import (
 
 	"github.com/tunwall/tunwall/policy"
 	"github.com/vishvananda/netlink"
-	wgtun "golang.zx2c4.com/wireguard/tun"
 	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
 // Open creates the TUN device described by cfg, assigns its addresses and
