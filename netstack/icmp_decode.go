@@ -98,7 +98,7 @@ func (d *echoDecoder) classify6(pkt []byte, req *echoRequest) packetClass {
 		dst:     netip.AddrFrom16([16]byte(pkt[24:40])),
 		id:      d.echo6.Identifier,
 		seq:     d.echo6.SeqNumber,
-		payload: d.echo6.Payload,
+		payload: d.icmp6.Payload[4:], // ICMPv6Echo leaves its own payload unset
 		raw:     pkt,
 	}
 	return isEcho

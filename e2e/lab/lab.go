@@ -16,10 +16,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"time"
+
+	"github.com/vishvananda/netns"
 )
 
 // Addresses of the lab hosts.
@@ -30,6 +34,9 @@ const (
 	GwServer4 = "10.77.2.1"
 	ServerV4  = "10.77.2.2"
 	ServerV6  = "fd77:2::2"
+	// ServerAlt4 and ServerAlt6 are second addresses of the server.
+	ServerAlt4 = "10.77.2.3"
+	ServerAlt6 = "fd77:2::3"
 	// Absent4 and Absent6 are on the server's link but belong to no host.
 	Absent4 = "10.77.2.99"
 	Absent6 = "fd77:2::99"
@@ -51,9 +58,18 @@ func New(prefix string) (*Lab, error) {
 		{"ip", "netns", "add", l.Client},
 		{"ip", "netns", "add", l.Gateway},
 		{"ip", "netns", "add", l.Server},
+	}
+	// No duplicate address detection: links are usable the moment they are
+	// up (link-local addresses would otherwise stay tentative for a while,
+	// stalling neighbour discovery). Set before the links exist, so they
+	// inherit it.
+	for _, ns := range []string{l.Client, l.Gateway, l.Server} {
+		steps = append(steps, l.in(ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"))
+	}
+	steps = append(steps, [][]string{
 		{"ip", "link", "add", "c0", "netns", l.Client, "type", "veth", "peer", "name", "g0", "netns", l.Gateway},
 		{"ip", "link", "add", "s0", "netns", l.Server, "type", "veth", "peer", "name", "g1", "netns", l.Gateway},
-	}
+	}...)
 	host := func(ns, dev, v4, v6, gw4, gw6 string) {
 		steps = append(steps,
 			l.in(ns, "ip", "link", "set", "lo", "up"),
@@ -66,6 +82,9 @@ func New(prefix string) (*Lab, error) {
 	}
 	host(l.Client, "c0", ClientV4, ClientV6, GwClient4, "fd77:1::1")
 	host(l.Server, "s0", ServerV4, ServerV6, GwServer4, "fd77:2::1")
+	steps = append(steps,
+		l.in(l.Server, "ip", "addr", "add", ServerAlt4+"/24", "dev", "s0"),
+		l.in(l.Server, "ip", "addr", "add", ServerAlt6+"/64", "dev", "s0", "nodad"))
 	g := l.Gateway
 	steps = append(steps,
 		l.in(g, "ip", "link", "set", "lo", "up"),
@@ -86,7 +105,33 @@ func New(prefix string) (*Lab, error) {
 			return nil, err
 		}
 	}
+	if err := l.warmUp(); err != nil {
+		l.Close()
+		return nil, err
+	}
 	return l, nil
+}
+
+// warmUp pings the gateway from both hosts, both families, until each
+// answers: the first IPv6 packets on fresh links can be lost while
+// neighbour discovery settles, and tests must not see that.
+func (l *Lab) warmUp() error {
+	probes := []struct{ ns, addr string }{
+		{l.Client, GwClient4}, {l.Client, "fd77:1::1"},
+		{l.Server, GwServer4}, {l.Server, "fd77:2::1"},
+	}
+	for _, p := range probes {
+		var err error
+		for try := 0; try < 20; try++ {
+			if _, err = l.Run(p.ns, "ping", "-n", "-c", "1", "-W", "1", p.addr); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("lab warm-up: %s cannot reach %s: %w", p.ns, p.addr, err)
+		}
+	}
+	return nil
 }
 
 // in builds a command that runs inside namespace ns.
@@ -140,6 +185,28 @@ func (l *Lab) WaitLink(ctx context.Context, ns, dev string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Dial opens a connection from inside namespace ns. The socket stays in
+// that namespace; the returned Conn is used like any other.
+func (l *Lab) Dial(ns, network, addr string, timeout time.Duration) (net.Conn, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return nil, err
+	}
+	defer netns.Set(orig)
+	return net.DialTimeout(network, addr, timeout)
 }
 
 // Close deletes the namespaces, and with them everything inside.

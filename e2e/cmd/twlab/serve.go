@@ -9,6 +9,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/tunwall/tunwall/e2e/lab"
 )
 
 // Lab service ports (TCP, and UDP for echo).
@@ -28,11 +30,24 @@ func serve() error {
 		}
 		go acceptLoop(ln, h)
 	}
-	pc, err := net.ListenPacket("udp", ":"+portEcho)
+	// One UDP socket per local address, so replies leave from the address
+	// the request was sent to (an unbound socket would let the kernel pick
+	// any of the host's addresses as the source).
+	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return err
 	}
-	go echoUDP(pc)
+	for _, a := range addrs {
+		ip := a.(*net.IPNet).IP
+		if ip.IsLinkLocalUnicast() {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip.String(), portEcho))
+		if err != nil {
+			return err
+		}
+		go echoUDP(pc)
+	}
 	fmt.Println("ready")
 	select {}
 }
@@ -73,7 +88,7 @@ func genTCP(c net.Conn) {
 	}
 	n, _ := strconv.ParseInt(f[0], 10, 64)
 	seed, _ := strconv.ParseUint(f[1], 10, 64)
-	io.CopyN(c, NewStream(seed), n)
+	io.CopyN(c, lab.NewStream(seed), n)
 }
 
 func echoUDP(pc net.PacketConn) {

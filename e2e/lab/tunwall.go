@@ -1,0 +1,85 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+// Tunwall is a tunwall process running in the lab's gateway namespace.
+type Tunwall struct {
+	Cmd  *exec.Cmd
+	Log  string // path of the file its log goes to
+	Dev  string
+	done chan struct{}
+	err  error // exit status, valid after done is closed
+}
+
+// StartTunwall runs "bin run -c config" in the gateway namespace with its
+// log written to logPath, waits until device dev is up, and routes the
+// client's traffic into it.
+func (l *Lab) StartTunwall(bin, config, logPath, dev string) (*Tunwall, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	args := []string{"run"}
+	if config != "" {
+		args = append(args, "-c", config)
+	}
+	tw := &Tunwall{Cmd: l.Cmd(l.Gateway, append([]string{bin}, args...)...), Log: logPath, Dev: dev, done: make(chan struct{})}
+	tw.Cmd.Stdout, tw.Cmd.Stderr = f, f
+	if err := tw.Cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		tw.err = tw.Cmd.Wait()
+		close(tw.done)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-tw.done:
+			cancel() // exited early: stop waiting for the link
+		case <-ctx.Done():
+		}
+	}()
+	if err := l.WaitLink(ctx, l.Gateway, dev); err != nil {
+		tw.Stop(time.Second)
+		log, _ := os.ReadFile(logPath)
+		return nil, fmt.Errorf("tunwall did not come up: %w\n%s", err, log)
+	}
+	if err := l.Route(dev); err != nil {
+		tw.Stop(time.Second)
+		return nil, err
+	}
+	return tw, nil
+}
+
+// Stop sends SIGTERM and waits up to timeout for the process to exit
+// (then kills it). It returns the exit error (nil for exit status 0).
+func (tw *Tunwall) Stop(timeout time.Duration) error {
+	select {
+	case <-tw.done:
+		return tw.err
+	default:
+	}
+	tw.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-tw.done:
+		return tw.err
+	case <-time.After(timeout):
+		tw.Cmd.Process.Kill()
+		<-tw.done
+		return errors.New("tunwall did not exit after SIGTERM; killed")
+	}
+}
+
+// Done is closed when the process has exited.
+func (tw *Tunwall) Done() <-chan struct{} { return tw.done }

@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"testing"
+	"time"
+)
+
+// event is one parsed line of the flow log.
+type event map[string]any
+
+func (e event) str(k string) string {
+	s, _ := e[k].(string)
+	return s
+}
+
+func (e event) num(k string) int64 {
+	f, _ := e[k].(float64)
+	return int64(f)
+}
+
+// readEvents parses every JSON line of the log at path.
+func readEvents(t *testing.T, path string) []event {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var evs []event
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var e event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("log line is not JSON: %q: %v", sc.Text(), err)
+		}
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+// waitEvent polls the log until an event matches, for up to 5 seconds.
+func waitEvent(t *testing.T, path string, match func(event) bool) event {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, e := range readEvents(t, path) {
+			if match(e) {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no matching event in %s", path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// flowEvent matches an event of kind ev for the flow from src (ip:port, or
+// a bare address for ICMP) to dst.
+func flowEvent(ev, src, dst string) func(event) bool {
+	return func(e event) bool { return e.str("event") == ev && e.str("src") == src && e.str("dst") == dst }
+}
+
+// assertVerdict waits for the verdict of a flow and checks action and rule.
+func assertVerdict(t *testing.T, src, dst, action, rule string) {
+	t.Helper()
+	e := waitEvent(t, gw.Log, flowEvent("verdict", src, dst))
+	if e.str("action") != action || e.str("rule") != rule {
+		t.Errorf("verdict for %s -> %s: action %q rule %q, want %q by %q", src, dst, e.str("action"), e.str("rule"), action, rule)
+	}
+}

@@ -1,0 +1,76 @@
+package e2e
+
+import (
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestUDPEcho(t *testing.T) {
+	need(t)
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			c, err := dialClient(t, "udp", net.JoinHostPort(fam.server, "7001"), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 2048)
+			for i, msg := range []string{"first datagram", "second datagram, same session"} {
+				c.SetDeadline(time.Now().Add(2 * time.Second))
+				if _, err := c.Write([]byte(msg)); err != nil {
+					t.Fatal(err)
+				}
+				n, err := c.Read(buf)
+				if err != nil || string(buf[:n]) != msg {
+					t.Fatalf("datagram %d: got %q, %v", i, buf[:n], err)
+				}
+			}
+			assertVerdict(t, c.LocalAddr().String(), c.RemoteAddr().String(), "allow", "lab-services")
+		})
+	}
+}
+
+func TestUDPRejected(t *testing.T) {
+	need(t)
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			c, err := dialClient(t, "udp", net.JoinHostPort(fam.server, "7009"), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Write([]byte("anyone?")); err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Read(make([]byte, 64))
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("read after rejected datagram: %v, want ECONNREFUSED (ICMP port unreachable)", err)
+			}
+			assertVerdict(t, c.LocalAddr().String(), c.RemoteAddr().String(), "reject", "reject-7009")
+		})
+	}
+}
+
+func TestUDPDenied(t *testing.T) {
+	need(t)
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			c, err := dialClient(t, "udp", net.JoinHostPort(fam.server, "7010"), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write([]byte("anyone?")); err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Read(make([]byte, 64))
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("read after denied datagram: %v, want a timeout (nothing comes back)", err)
+			}
+			assertVerdict(t, c.LocalAddr().String(), c.RemoteAddr().String(), "deny", "deny-7010")
+		})
+	}
+}
