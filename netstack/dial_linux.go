@@ -10,7 +10,10 @@ import (
 // hostDialer dials upstream from host sockets carrying SO_MARK (so policy
 // routing can send them around the TUN) and, if iface is set, bound to it.
 func hostDialer(mark uint32, iface string) DialFunc {
-	d := &net.Dialer{Control: socketControl(mark, iface)}
+	// No TCP keepalive: the client's own keepalives end at the gateway's
+	// stack, idle flows are ended by limits.tcp_idle, and the four
+	// setsockopt calls per flow would cost connection rate.
+	d := &net.Dialer{Control: socketControl(mark, iface), KeepAlive: -1}
 	return d.DialContext
 }
 

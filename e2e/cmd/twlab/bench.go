@@ -1,3 +1,288 @@
 package main
 
-func bench(tunwall, out string) error { return errUsage }
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tunwall/tunwall/e2e/lab"
+)
+
+// figure is one benchmark measurement on both paths.
+type figure struct {
+	Name    string   `json:"name"`
+	Unit    string   `json:"unit"`
+	Kernel  *float64 `json:"kernel"`
+	Tunwall *float64 `json:"tunwall"`
+	Ratio   *float64 `json:"ratio"` // tunwall / kernel
+	Note    string   `json:"note,omitempty"`
+}
+
+// benchConfig is the gateway's configuration under benchmark: allow
+// everything, log flows to a file as a deployment would.
+const benchConfig = `tun: {name: twbench}
+log: {level: info, format: json, output: %s}
+policy:
+  default: allow
+`
+
+// Benchmark sizes.
+const (
+	iperfSeconds = "4"
+	crrWorkers   = "32"
+	crrSeconds   = "4"
+	rrCount      = "20000"
+	idleFlows    = 2000
+)
+
+// bench measures the kernel forwarding path and the tunwall path in one
+// lab, one after the other, with the same tools, and writes the table to
+// stdout and the figures to out.
+func bench(tunwall, out string) error {
+	if why := lab.Supported(); why != "" {
+		return fmt.Errorf("bench %s", why)
+	}
+	l, err := lab.New(fmt.Sprintf("twb%d", os.Getpid()%10000))
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	self, _ := os.Executable()
+	stopSrv, err := startServices(l, self)
+	if err != nil {
+		return err
+	}
+	defer stopSrv()
+	dir, err := os.MkdirTemp("", "tunwall-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	fmt.Println("kernel path ...")
+	kernel, err := measure(l, self, nil)
+	if err != nil {
+		return fmt.Errorf("kernel path: %w", err)
+	}
+	cfg := filepath.Join(dir, "bench.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(benchConfig, filepath.Join(dir, "flows.log"))), 0o644)
+	tw, err := l.StartTunwall(tunwall, cfg, filepath.Join(dir, "tunwall.log"), "twbench")
+	if err != nil {
+		return err
+	}
+	fmt.Println("tunwall path ...")
+	twFigs, err := measure(l, self, tw)
+	l.Unroute()
+	if serr := tw.Stop(10 * time.Second); serr != nil && err == nil {
+		err = fmt.Errorf("tunwall stop: %w", serr)
+	}
+	if err != nil {
+		return fmt.Errorf("tunwall path: %w", err)
+	}
+	figs := combine(kernel, twFigs)
+	printTable(figs)
+	data, _ := json.MarshalIndent(map[string]any{
+		"date": time.Now().UTC().Format(time.RFC3339), "figures": figs,
+		"method": "3 namespaces, veth, 1500 MTU; iperf3 " + iperfSeconds + "s; crr " + crrWorkers + " clients closing by RST; 1-byte ping-pong x" + rrCount,
+	}, "", "  ")
+	return os.WriteFile(out, append(data, '\n'), 0o644)
+}
+
+// startServices runs iperf3 and twlab serve in the server namespace.
+func startServices(l *lab.Lab, self string) (func(), error) {
+	var cmds []*exec.Cmd
+	stop := func() {
+		for _, c := range cmds {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}
+	// Each prints a line once it listens (iperf3 after a separator line;
+	// --forceflush because its stdout is a pipe).
+	for _, args := range [][]string{{"iperf3", "-s", "--forceflush"}, {self, "serve"}} {
+		c := l.Cmd(l.Server, args...)
+		r, err := c.StdoutPipe()
+		if err != nil {
+			return stop, err
+		}
+		if err := c.Start(); err != nil {
+			stop()
+			return nil, err
+		}
+		cmds = append(cmds, c)
+		br := bufio.NewReader(r)
+		line, err := br.ReadString('\n')
+		for err == nil && (strings.TrimSpace(line) == "" || strings.HasPrefix(line, "---")) {
+			line, err = br.ReadString('\n')
+		}
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("%s did not start: %w", args[0], err)
+		}
+		go io.Copy(io.Discard, br)
+	}
+	return stop, nil
+}
+
+// measure runs every benchmark on the current path; tw is nil for the
+// kernel path.
+func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, error) {
+	m := map[string]float64{}
+	server := lab.ServerV4
+	for _, t := range []struct {
+		key  string
+		args []string
+	}{
+		{"tcp_up", nil}, {"tcp_down", []string{"-R"}}, {"tcp_4", []string{"-P", "4"}},
+	} {
+		cpu0, pcpu0 := systemCPU(), processCPU(tw)
+		bps, bytes, err := iperf(l, server, t.args...)
+		if err != nil {
+			return nil, err
+		}
+		m[t.key] = bps / 1e9
+		if t.key == "tcp_up" {
+			m["cpu_per_gb"] = (systemCPU() - cpu0) / (bytes / 1e9)
+			if tw != nil {
+				m["proc_cpu_per_gb"] = (processCPU(tw) - pcpu0) / (bytes / 1e9)
+			}
+		}
+	}
+	var crr struct{ Rate float64 }
+	if err := runJSON(l, &crr, self, "crr", net.JoinHostPort(server, "7001"), crrWorkers, crrSeconds); err != nil {
+		return nil, err
+	}
+	m["crr"] = crr.Rate
+	for _, proto := range []string{"tcp", "udp"} {
+		var rr struct{ P50, P99 float64 }
+		if err := runJSON(l, &rr, self, "rr", proto, net.JoinHostPort(server, "7001"), rrCount); err != nil {
+			return nil, err
+		}
+		m[proto+"_rr_p50"], m[proto+"_rr_p99"] = rr.P50, rr.P99
+	}
+	mem, rss, err := idleMemory(l, self, tw)
+	if err != nil {
+		return nil, err
+	}
+	m["mem_per_flow"] = mem
+	if tw != nil {
+		m["rss_per_flow"] = rss
+	}
+	return m, nil
+}
+
+func iperf(l *lab.Lab, server string, extra ...string) (bps, bytes float64, err error) {
+	args := append([]string{"iperf3", "-c", server, "-t", iperfSeconds, "-J"}, extra...)
+	out, err := l.Cmd(l.Client, args...).Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("iperf3 %v: %w: %s", extra, err, out)
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+				Bytes         float64 `json:"bytes"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return 0, 0, err
+	}
+	return r.End.SumReceived.BitsPerSecond, r.End.SumReceived.Bytes, nil
+}
+
+func runJSON(l *lab.Lab, v any, args ...string) error {
+	out, err := l.Cmd(l.Client, args...).Output()
+	if err != nil {
+		return fmt.Errorf("%v: %w", args[1:], err)
+	}
+	// The tools print snake_case keys; match them loosely.
+	var raw map[string]any
+	if err := json.Unmarshal(out, &raw); err != nil {
+		return err
+	}
+	norm := map[string]any{}
+	for k, x := range raw {
+		norm[strings.TrimSuffix(k, "_us")] = x
+	}
+	b, _ := json.Marshal(norm)
+	return json.Unmarshal(b, v)
+}
+
+// idleMemory holds idleFlows connections open and returns the system
+// memory used per flow (MemTotal-MemAvailable delta) and, for tunwall, its
+// RSS delta per flow, in KiB.
+func idleMemory(l *lab.Lab, self string, tw *lab.Tunwall) (mem, rss float64, err error) {
+	sys0, rss0 := usedMemory(), processRSS(tw)
+	c := l.Cmd(l.Client, self, "hold", net.JoinHostPort(lab.ServerV4, "7001"), strconv.Itoa(idleFlows))
+	stdin, _ := c.StdinPipe()
+	stdout, _ := c.StdoutPipe()
+	if err := c.Start(); err != nil {
+		return 0, 0, err
+	}
+	defer func() { stdin.Close(); c.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		return 0, 0, fmt.Errorf("hold %d flows: %q %v", idleFlows, line, err)
+	}
+	time.Sleep(500 * time.Millisecond) // let buffers settle after the handshakes
+	return (usedMemory() - sys0) / idleFlows, (processRSS(tw) - rss0) / idleFlows, nil
+}
+
+// systemCPU returns the machine's busy CPU seconds so far (/proc/stat).
+func systemCPU() float64 {
+	b, _ := os.ReadFile("/proc/stat")
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	var busy float64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseFloat(v, 64)
+		busy += n
+	}
+	return busy / 100 // USER_HZ
+}
+
+// processCPU returns tunwall's user+system CPU seconds.
+func processCPU(tw *lab.Tunwall) float64 {
+	if tw == nil {
+		return 0
+	}
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tw.Cmd.Process.Pid))
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100
+}
+
+func processRSS(tw *lab.Tunwall) float64 {
+	if tw == nil {
+		return 0
+	}
+	return meminfoField(fmt.Sprintf("/proc/%d/status", tw.Cmd.Process.Pid), "VmRSS:")
+}
+
+func usedMemory() float64 {
+	return meminfoField("/proc/meminfo", "MemTotal:") - meminfoField("/proc/meminfo", "MemAvailable:")
+}
+
+func meminfoField(path, key string) float64 {
+	b, _ := os.ReadFile(path)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, key) {
+			n, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return n
+		}
+	}
+	return 0
+}

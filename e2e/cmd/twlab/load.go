@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,6 +21,18 @@ import (
 // byte, read it back and close with RST, as fast as they can.
 func crr(addr string, workers int, d time.Duration) error {
 	var done, failed atomic.Int64
+	var errMu sync.Mutex
+	errs := map[string]int{}
+	fail := func(err error) {
+		failed.Add(1)
+		msg := err.Error()
+		if i := strings.LastIndex(msg, ": "); i >= 0 {
+			msg = msg[i+2:]
+		}
+		errMu.Lock()
+		errs[msg]++
+		errMu.Unlock()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -34,7 +47,7 @@ func crr(addr string, workers int, d time.Duration) error {
 				c, err := dialer.DialContext(ctx, "tcp", addr)
 				if err != nil {
 					if ctx.Err() == nil {
-						failed.Add(1)
+						fail(err)
 					}
 					continue
 				}
@@ -46,7 +59,7 @@ func crr(addr string, workers int, d time.Duration) error {
 				c.(*net.TCPConn).SetLinger(0)
 				c.Close()
 				if err != nil {
-					failed.Add(1)
+					fail(err)
 					continue
 				}
 				done.Add(1)
@@ -55,7 +68,7 @@ func crr(addr string, workers int, d time.Duration) error {
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
-	return emit(map[string]any{"rate": float64(done.Load()) / secs, "done": done.Load(), "failed": failed.Load()})
+	return emit(map[string]any{"rate": float64(done.Load()) / secs, "done": done.Load(), "failed": failed.Load(), "errors": errs})
 }
 
 // rr measures 1-byte request-response latency on one connection.
