@@ -26,8 +26,8 @@ func crr(addr string, workers int, d time.Duration) error {
 	fail := func(err error) {
 		failed.Add(1)
 		msg := err.Error()
-		if i := strings.LastIndex(msg, ": "); i >= 0 {
-			msg = msg[i+2:]
+		if i := strings.Index(msg, "->"); i >= 0 { // drop the varying local port
+			msg = msg[:strings.LastIndex(msg[:i], ":")] + msg[i:]
 		}
 		errMu.Lock()
 		errs[msg]++
@@ -37,16 +37,19 @@ func crr(addr string, workers int, d time.Duration) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	start := time.Now()
+	end := start.Add(d)
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			b := []byte{1}
 			dialer := net.Dialer{Timeout: 2 * time.Second}
-			for ctx.Err() == nil {
+			for time.Now().Before(end) {
 				c, err := dialer.DialContext(ctx, "tcp", addr)
 				if err != nil {
-					if ctx.Err() == nil {
+					// Past the end, dials fail at once even before the
+					// context reports it: those are not failures.
+					if time.Now().Before(end) {
 						fail(err)
 					}
 					continue
