@@ -2,7 +2,7 @@
 // end-to-end tests and benchmarks run inside the lab namespaces, and the
 // bench and demo drivers themselves.
 //
-//	twlab serve                              echo/hash/gen services on 7001-7003
+//	twlab serve [tcp:PORT|udp:PORT ...]      echo/hash/gen services on 7001-7003 (+ extra)
 //	twlab crr ADDR WORKERS SECONDS           connect-request-response rate (JSON)
 //	twlab rr tcp|udp ADDR N                  1-byte round-trip latency (JSON)
 //	twlab hold ADDR N                        hold N connections open
@@ -31,7 +31,7 @@ func dispatch(a []string) error {
 	num := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	switch {
 	case a[0] == "serve":
-		return serve()
+		return serve(a[1:]...)
 	case a[0] == "crr" && len(a) == 4:
 		return crr(a[1], num(a[2]), time.Duration(num(a[3]))*time.Second)
 	case a[0] == "rr" && len(a) == 4:

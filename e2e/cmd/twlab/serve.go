@@ -20,9 +20,22 @@ const (
 	portGen  = "7003" // TCP: read "<n> <seed>\n", send n bytes of Stream(seed)
 )
 
-// serve runs the lab services until the process is killed.
-func serve() error {
+// serve runs the lab services until the process is killed. extra names
+// more ports: "tcp:80" answers like a tiny web server, "udp:53" echoes.
+func serve(extra ...string) error {
 	handlers := map[string]func(net.Conn){portEcho: echoTCP, portHash: hashTCP, portGen: genTCP}
+	udpPorts := []string{portEcho}
+	for _, e := range extra {
+		proto, port, _ := strings.Cut(e, ":")
+		switch proto {
+		case "tcp":
+			handlers[port] = helloTCP
+		case "udp":
+			udpPorts = append(udpPorts, port)
+		default:
+			return fmt.Errorf("serve: %q: want tcp:PORT or udp:PORT", e)
+		}
+	}
 	for port, h := range handlers {
 		ln, err := net.Listen("tcp", ":"+port)
 		if err != nil {
@@ -42,11 +55,13 @@ func serve() error {
 		if ip.IsLinkLocalUnicast() {
 			continue
 		}
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip.String(), portEcho))
-		if err != nil {
-			return err
+		for _, port := range udpPorts {
+			pc, err := net.ListenPacket("udp", net.JoinHostPort(ip.String(), port))
+			if err != nil {
+				return err
+			}
+			go echoUDP(pc)
 		}
-		go echoUDP(pc)
 	}
 	fmt.Println("ready")
 	select {}
@@ -89,6 +104,12 @@ func genTCP(c net.Conn) {
 	n, _ := strconv.ParseInt(f[0], 10, 64)
 	seed, _ := strconv.ParseUint(f[1], 10, 64)
 	io.CopyN(c, lab.NewStream(seed), n)
+}
+
+// helloTCP answers one request line like a minimal web server.
+func helloTCP(c net.Conn) {
+	bufio.NewReader(c).ReadString('\n')
+	fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from the lab server (%s)\n", c.LocalAddr())
 }
 
 func echoUDP(pc net.PacketConn) {
