@@ -127,20 +127,22 @@ func (g *Gateway) ActiveFlows() int { return g.flows.len() }
 // caller's: close it afterwards to stop the reader. Close is idempotent.
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
-		// Order: stop dials and timers, end the flows (their close events are
-		// logged while the stack can still send FIN/RST), then the stack.
+		// Order: stop dials and timers; abort the relayed flows while the
+		// stack can still send their RSTs; close the stack, which also
+		// aborts handshakes still waiting for a client's final ACK; then
+		// wait for every flow's goroutines to report and exit.
 		g.cancel()
 		g.flows.closeAll(reasonShutdown)
+		g.stack.Close()
 		g.flows.wait()
 		g.wg.Wait()
-		g.stack.Close()
 	})
 	return nil
 }
 
-// Wait blocks until the device reader has exited, which happens once the
-// device is closed.
-func (g *Gateway) Wait() { g.ep.Wait() }
+// Wait blocks until the stack's goroutines and the device reader have
+// exited. Call it after Close and after closing the device.
+func (g *Gateway) Wait() { g.stack.Wait() }
 
 // janitor expires cached deny/reject verdicts.
 func (g *Gateway) janitor() {

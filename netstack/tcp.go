@@ -148,10 +148,14 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 	h.mu.Lock()
 	delete(h.pending, id)
 	h.mu.Unlock()
-	if terr != nil {
+	if terr != nil { // the client never completed the handshake
 		up.Close()
 		h.g.flows.remove(tf.id)
-		h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST})
+		reason := reasonRST
+		if h.g.ctx.Err() != nil {
+			reason = reasonShutdown
+		}
+		h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reason})
 		return
 	}
 	h.run(tf, ep, gonet.NewTCPConn(&wq, ep), up)

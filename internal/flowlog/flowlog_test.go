@@ -1,0 +1,138 @@
+package flowlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tunwall/tunwall/netstack"
+	"github.com/tunwall/tunwall/policy"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer is a goroutine-safe log destination.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) lines(t *testing.T) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+var (
+	tcpFlow  = policy.Flow{Proto: policy.TCP, Src: netip.MustParseAddrPort("10.0.0.2:40000"), Dst: netip.MustParseAddrPort("192.0.2.1:443")}
+	icmpFlow = policy.Flow{Proto: policy.ICMP, Src: netip.MustParseAddrPort("10.0.0.2:0"), Dst: netip.MustParseAddrPort("192.0.2.1:0"), Type: 8}
+)
+
+func newTestLog(level zerolog.Level, burst int, window time.Duration) (*Log, *syncBuffer) {
+	buf := &syncBuffer{}
+	return NewLog(New(buf, "json", false).Level(level), burst, window), buf
+}
+
+func TestEventFields(t *testing.T) {
+	l, buf := newTestLog(zerolog.InfoLevel, 10, time.Hour)
+	l.Verdict(1, tcpFlow, policy.Verdict{Action: policy.Reject, Rule: "no-https"})
+	l.Verdict(2, icmpFlow, policy.Verdict{Action: policy.Allow, Rule: "ping", Log: true})
+	l.Verdict(3, tcpFlow, policy.Verdict{Action: policy.Allow, Rule: "quiet"}) // debug: not at info
+	l.Closed(2, tcpFlow, policy.Verdict{Rule: "web"}, netstack.FlowStats{BytesOut: 10, BytesIn: 20, Duration: 1500 * time.Millisecond, Reason: "fin"})
+	l.Closed(4, tcpFlow, policy.Verdict{Rule: "web"}, netstack.FlowStats{Reason: "rst", Err: errors.New("connection refused")})
+	l.Close()
+	got := buf.lines(t)
+	if len(got) != 4 {
+		t.Fatalf("want 4 lines, got %d: %v", len(got), got)
+	}
+	want := []map[string]any{
+		{"event": "verdict", "flow": 1.0, "proto": "tcp", "src": "10.0.0.2:40000", "dst": "192.0.2.1:443", "action": "reject", "rule": "no-https", "level": "info"},
+		{"event": "verdict", "flow": 2.0, "proto": "icmp", "src": "10.0.0.2", "dst": "192.0.2.1", "icmp_type": 8.0, "action": "allow", "rule": "ping"},
+		{"event": "close", "flow": 2.0, "rule": "web", "bytes_out": 10.0, "bytes_in": 20.0, "duration_ms": 1500.0, "reason": "fin"},
+		{"event": "close", "flow": 4.0, "reason": "rst", "error": "connection refused"},
+	}
+	for i, w := range want {
+		for k, v := range w {
+			if got[i][k] != v {
+				t.Errorf("line %d: %s = %v, want %v", i, k, got[i][k], v)
+			}
+		}
+		if _, ok := got[i]["time"]; !ok {
+			t.Errorf("line %d has no time", i)
+		}
+	}
+}
+
+func TestDenyLinesRateLimited(t *testing.T) {
+	l, buf := newTestLog(zerolog.InfoLevel, 5, time.Hour)
+	for i := 0; i < 105; i++ {
+		l.Verdict(uint64(i), tcpFlow, policy.Verdict{Action: policy.Deny, Rule: "default"})
+	}
+	l.Refused(200, tcpFlow, "max_flows")
+	l.Close() // ends the window: the summary is written
+	lines := buf.lines(t)
+	if len(lines) != 6 {
+		t.Fatalf("want 5 verdict lines and 1 summary, got %d", len(lines))
+	}
+	s := lines[5]
+	if s["event"] != "suppressed" || s["count"] != 101.0 || s["window_ms"] != float64(time.Hour.Milliseconds()) {
+		t.Errorf("summary = %v, want 101 suppressed", s)
+	}
+}
+
+func TestWindowResets(t *testing.T) {
+	l, buf := newTestLog(zerolog.InfoLevel, 1, 20*time.Millisecond)
+	defer l.Close()
+	l.Verdict(1, tcpFlow, policy.Verdict{Action: policy.Deny, Rule: "default"})
+	l.Verdict(2, tcpFlow, policy.Verdict{Action: policy.Deny, Rule: "default"})
+	deadline := time.Now().Add(5 * time.Second)
+	for len(buf.lines(t)) < 2 { // the window timer writes the summary
+		if time.Now().After(deadline) {
+			t.Fatal("no suppressed summary after the window")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	l.Verdict(3, tcpFlow, policy.Verdict{Action: policy.Deny, Rule: "default"})
+	if n := len(buf.lines(t)); n != 3 {
+		t.Errorf("after the window a deny line should pass again: %d lines", n)
+	}
+}
+
+func TestConsoleFormat(t *testing.T) {
+	var b bytes.Buffer
+	zl := New(&b, "auto", true)
+	zl.Info().Str("event", "verdict").Msg("deny")
+	if strings.HasPrefix(b.String(), "{") || !strings.Contains(b.String(), "event=") {
+		t.Errorf("auto on a TTY should be console, got %q", b.String())
+	}
+	b.Reset()
+	zl = New(&b, "auto", false)
+	zl.Info().Msg("x")
+	if !strings.HasPrefix(b.String(), "{") {
+		t.Errorf("auto off a TTY should be JSON, got %q", b.String())
+	}
+}

@@ -1,0 +1,230 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/rs/zerolog"
+	"github.com/tunwall/tunwall/policy"
+)
+
+// fakeDevice is a channel-backed Device: tests inject packets as if read
+// from a TUN and receive what the gateway writes.
+type fakeDevice struct {
+	in     chan []byte
+	out    chan []byte
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newFakeDevice() *fakeDevice {
+	return &fakeDevice{in: make(chan []byte, 64), out: make(chan []byte, 256), closed: make(chan struct{})}
+}
+
+func (d *fakeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case p := <-d.in:
+		sizes[0] = copy(bufs[0][offset:], p)
+		return 1, nil
+	case <-d.closed:
+		return 0, os.ErrClosed
+	}
+}
+
+func (d *fakeDevice) Write(bufs [][]byte, offset int) (int, error) {
+	for _, b := range bufs {
+		d.out <- append([]byte(nil), b[offset:]...)
+	}
+	return len(bufs), nil
+}
+
+func (d *fakeDevice) BatchSize() int { return 8 }
+
+func (d *fakeDevice) Close() { d.once.Do(func() { close(d.closed) }) }
+
+// recorder is an Events sink that keeps everything.
+type recorder struct {
+	mu       sync.Mutex
+	verdicts []policy.Verdict
+	closes   []FlowStats
+	refused  []string
+}
+
+// snapshot returns copies of what was recorded so far.
+func (r *recorder) snapshot() (verdicts []policy.Verdict, closes []FlowStats, refused []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]policy.Verdict(nil), r.verdicts...), append([]FlowStats(nil), r.closes...), append([]string(nil), r.refused...)
+}
+
+func (r *recorder) verdictList() []policy.Verdict { v, _, _ := r.snapshot(); return v }
+func (r *recorder) closeList() []FlowStats        { _, c, _ := r.snapshot(); return c }
+func (r *recorder) refusedList() []string         { _, _, f := r.snapshot(); return f }
+
+func (r *recorder) Verdict(_ uint64, _ policy.Flow, v policy.Verdict) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.verdicts = append(r.verdicts, v)
+}
+
+func (r *recorder) Closed(_ uint64, _ policy.Flow, _ policy.Verdict, st FlowStats) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closes = append(r.closes, st)
+}
+
+func (r *recorder) Refused(_ uint64, _ policy.Flow, limit string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refused = append(r.refused, limit)
+}
+
+// testPolicy is the rule set the netstack tests share.
+const testPolicy = `
+policy:
+  default: deny
+  rules:
+    - {name: web, action: allow, proto: [tcp, udp], ports: [80]}
+    - {name: refuse, action: reject, proto: [tcp, udp], ports: [81]}
+    - {name: ping-ok, action: allow, proto: icmp, dst: [192.0.2.1, 192.0.2.2, "2001:db8::1"]}
+    - {name: ping-no, action: reject, proto: icmp, dst: [192.0.2.3]}
+`
+
+type harness struct {
+	t   *testing.T
+	dev *fakeDevice
+	gw  *Gateway
+	ev  *recorder
+}
+
+// newHarness starts a gateway on a fake device with testPolicy and the
+// given dialer and pinger (nil: ones that fail).
+func newHarness(t *testing.T, dial DialFunc, ping PingFunc, lim policy.Limits) *harness {
+	t.Helper()
+	cfg, err := policy.Parse("test.yaml", []byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dial == nil {
+		dial = func(context.Context, string, string) (net.Conn, error) {
+			return nil, errors.New("no upstream in this test")
+		}
+	}
+	if ping == nil {
+		ping = func(context.Context, netip.Addr) (EchoConn, error) {
+			return nil, errors.New("no upstream in this test")
+		}
+	}
+	h := &harness{t: t, dev: newFakeDevice(), ev: &recorder{}}
+	h.gw, err = New(Config{Device: h.dev, MTU: 1500, Policy: cfg.Policy, Limits: lim, Dial: dial, Ping: ping, Events: h.ev, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.gw.Close()
+		h.dev.Close()
+		h.gw.Wait()
+	})
+	return h
+}
+
+func (h *harness) send(pkt []byte) { h.dev.in <- pkt }
+
+// next returns the next packet the gateway wrote, or fails after 5s.
+func (h *harness) next() gopacket.Packet {
+	h.t.Helper()
+	select {
+	case b := <-h.dev.out:
+		first := layers.LayerTypeIPv4
+		if b[0]>>4 == 6 {
+			first = layers.LayerTypeIPv6
+		}
+		return gopacket.NewPacket(b, first, gopacket.Default)
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("gateway wrote nothing")
+		return nil
+	}
+}
+
+// nothingBefore proves the gateway wrote nothing for the packets sent so
+// far: it sends a SYN to the rejected port 81 and requires the very next
+// written packet to be the RST answering it. The device is read in order,
+// so any answer to earlier packets from the reader would come first.
+func (h *harness) nothingBefore(src string) {
+	h.t.Helper()
+	h.send(tcpSyn(h.t, src+":4999", "192.0.2.1:81"))
+	p := h.next()
+	tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if !ok || !tcp.RST || tcp.DstPort != 4999 {
+		h.t.Fatalf("expected only the marker RST, got %v", p)
+	}
+}
+
+// Packet builders (valid checksums).
+
+func serialize(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
+	t.Helper()
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func ipLayer(src, dst netip.Addr, proto layers.IPProtocol) (gopacket.SerializableLayer, gopacket.NetworkLayer) {
+	if src.Is4() {
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+		return ip, ip
+	}
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	return ip, ip
+}
+
+func tcpSyn(t testing.TB, src, dst string) []byte {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	ip, nl := ipLayer(s.Addr(), d.Addr(), layers.IPProtocolTCP)
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), SYN: true, Seq: 1000, Window: 65535}
+	tcp.SetNetworkLayerForChecksum(nl)
+	return serialize(t, ip, tcp)
+}
+
+func udpPacket(t testing.TB, src, dst string, payload []byte) []byte {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	ip, nl := ipLayer(s.Addr(), d.Addr(), layers.IPProtocolUDP)
+	udp := &layers.UDP{SrcPort: layers.UDPPort(s.Port()), DstPort: layers.UDPPort(d.Port())}
+	udp.SetNetworkLayerForChecksum(nl)
+	return serialize(t, ip, udp, gopacket.Payload(payload))
+}
+
+func echoRequestPacket(t testing.TB, src, dst string, id, seq uint16, payload []byte) []byte {
+	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
+	if s.Is4() {
+		ip, _ := ipLayer(s, d, layers.IPProtocolICMPv4)
+		icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: id, Seq: seq}
+		return serialize(t, ip, icmp, gopacket.Payload(payload))
+	}
+	ip, nl := ipLayer(s, d, layers.IPProtocolICMPv6)
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeEchoRequest, 0)}
+	icmp.SetNetworkLayerForChecksum(nl)
+	return serialize(t, ip, icmp, &layers.ICMPv6Echo{Identifier: id, SeqNumber: seq}, gopacket.Payload(payload))
+}
+
+func tcpAck(t testing.TB, src, dst string, seq, ack uint32) []byte {
+	return tcpData(t, src, dst, seq, ack, nil)
+}
+
+func tcpData(t testing.TB, src, dst string, seq, ack uint32, payload []byte) []byte {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	ip, nl := ipLayer(s.Addr(), d.Addr(), layers.IPProtocolTCP)
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), ACK: true, PSH: len(payload) > 0, Seq: seq, Ack: ack, Window: 65535}
+	tcp.SetNetworkLayerForChecksum(nl)
+	return serialize(t, ip, tcp, gopacket.Payload(payload))
+}

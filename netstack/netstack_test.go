@@ -1,0 +1,321 @@
+package netstack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket/layers"
+	"github.com/tunwall/tunwall/policy"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestTCPRejectSendsRST(t *testing.T) {
+	h := newHarness(t, nil, nil, policy.Limits{})
+	for _, tc := range []struct{ src, dst string }{{"10.0.0.2:5000", "192.0.2.1:81"}, {"[fd00::2]:5000", "[2001:db8::1]:81"}} {
+		h.send(tcpSyn(t, tc.src, tc.dst))
+		tcp, ok := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)
+		if !ok || !tcp.RST || tcp.SrcPort != 81 || tcp.DstPort != 5000 || tcp.Ack != 1001 {
+			t.Fatalf("%s: want RST answering the SYN, got %+v", tc.dst, tcp)
+		}
+	}
+	if len(h.ev.verdictList()) != 2 || h.ev.verdictList()[0].Rule != "refuse" || h.ev.verdictList()[0].Action != policy.Reject {
+		t.Errorf("verdicts = %+v", h.ev.verdictList())
+	}
+}
+
+func TestTCPDenyIsSilent(t *testing.T) {
+	h := newHarness(t, nil, nil, policy.Limits{})
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:22"))
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:22")) // a retransmission: judged once
+	h.nothingBefore("10.0.0.2")
+	if n := len(h.ev.verdictList()); n != 2 || h.ev.verdictList()[0].Action != policy.Deny || h.ev.verdictList()[0].Rule != policy.DefaultRule {
+		t.Errorf("want one deny verdict (plus the marker's), got %+v", h.ev.verdictList())
+	}
+}
+
+func TestTCPStraySegmentsDropped(t *testing.T) {
+	h := newHarness(t, nil, nil, policy.Limits{})
+	ack := tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80")
+	ack[33] = 0x10 // flags: ACK only (IPv4 header 20 bytes + 13)
+	fixTCPChecksum(ack)
+	h.send(ack)
+	h.nothingBefore("10.0.0.2")
+	if h.gw.Stats().StrayTCP.Load() != 1 {
+		t.Errorf("stray segment not counted")
+	}
+}
+
+// TestTCPAllowDialsFirst: the SYN-ACK is sent only after the upstream dial
+// has succeeded, and data is relayed both ways.
+func TestTCPAllowDialsFirst(t *testing.T) {
+	release := make(chan struct{})
+	dialed := make(chan string, 1)
+	up, upPeer := net.Pipe()
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dialed <- network + " " + addr
+		<-release
+		return up, nil
+	}
+	h := newHarness(t, dial, nil, policy.Limits{})
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
+	if got := <-dialed; got != "tcp 192.0.2.1:80" {
+		t.Fatalf("dialed %q", got)
+	}
+	h.nothingBefore("10.0.0.2") // no SYN-ACK while the dial is pending
+	close(release)
+	tcp := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if !tcp.SYN || !tcp.ACK || tcp.Ack != 1001 {
+		t.Fatalf("want SYN-ACK after the dial, got %+v", tcp)
+	}
+	// Complete the handshake and send data: it must reach upstream.
+	h.send(tcpAck(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, tcp.Seq+1))
+	h.send(tcpData(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, tcp.Seq+1, []byte("GET /")))
+	buf := make([]byte, 16)
+	upPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := io.ReadFull(upPeer, buf[:5]); err != nil || string(buf[:n]) != "GET /" {
+		t.Fatalf("upstream got %q, %v", buf[:n], err)
+	}
+	upPeer.Close()
+}
+
+func TestTCPDialFailureRSTs(t *testing.T) {
+	h := newHarness(t, nil, nil, policy.Limits{})
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
+	tcp := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if !tcp.RST {
+		t.Fatalf("want RST when upstream is unreachable, got %+v", tcp)
+	}
+	waitFor(t, func() bool { return len(h.ev.closeList()) == 1 })
+	if st := h.ev.closeList()[0]; st.Reason != reasonRST || st.Err == nil {
+		t.Errorf("close event %+v, want reason rst with the dial error", st)
+	}
+	if h.gw.Stats().DialErrors.Load() != 1 {
+		t.Error("dial error not counted")
+	}
+}
+
+func TestMaxPendingTCP(t *testing.T) {
+	block := make(chan struct{})
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("released")
+	}
+	h := newHarness(t, dial, nil, policy.Limits{MaxPendingTCP: 1})
+	defer close(block)
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
+	h.send(tcpSyn(t, "10.0.0.2:5001", "192.0.2.1:80"))
+	tcp := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if !tcp.RST || tcp.DstPort != 5001 {
+		t.Fatalf("second handshake over the limit: want RST to 5001, got %+v", tcp)
+	}
+	if h.gw.Stats().RefusedPendingTCP.Load() != 1 || len(h.ev.refusedList()) != 1 || h.ev.refusedList()[0] != "max_pending_tcp" {
+		t.Errorf("refusal not counted/logged: %v", h.ev.refusedList())
+	}
+}
+
+func TestUDPRejectSendsPortUnreachable(t *testing.T) {
+	h := newHarness(t, nil, nil, policy.Limits{})
+	h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:81", []byte("hi")))
+	icmp, ok := h.next().Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if !ok || icmp.TypeCode != layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort) {
+		t.Fatalf("want ICMP port unreachable, got %+v", icmp)
+	}
+}
+
+func TestUDPDenyIsSilent(t *testing.T) {
+	h := newHarness(t, nil, nil, policy.Limits{})
+	for i := 0; i < 3; i++ {
+		h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:53", []byte("q")))
+	}
+	h.nothingBefore("10.0.0.2")
+	if len(h.ev.verdictList()) != 2 {
+		t.Errorf("three datagrams of one denied flow: want one verdict, got %d (incl. marker)", len(h.ev.verdictList()))
+	}
+}
+
+func TestUDPRelay(t *testing.T) {
+	echo, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, a, err := echo.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(append([]byte("re: "), b[:n]...), a)
+		}
+	}()
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return net.Dial(network, echo.LocalAddr().String())
+	}
+	h := newHarness(t, dial, nil, policy.Limits{})
+	h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:80", []byte("ping")))
+	p := h.next()
+	udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	ip := p.NetworkLayer().(*layers.IPv4)
+	if !ok || string(udp.Payload) != "re: ping" || udp.SrcPort != 80 || udp.DstPort != 5000 || !ip.SrcIP.Equal(net.IPv4(192, 0, 2, 1)) {
+		t.Fatalf("reply not relayed with the original addresses: %v", p)
+	}
+}
+
+// fakeEcho answers echo requests only if alive.
+type fakeEcho struct {
+	alive   bool
+	replies chan [2]any
+	closed  chan struct{}
+}
+
+func (f *fakeEcho) WriteEcho(seq uint16, payload []byte) error {
+	if f.alive {
+		f.replies <- [2]any{seq, append([]byte(nil), payload...)}
+	}
+	return nil
+}
+
+func (f *fakeEcho) ReadEcho(buf []byte) (uint16, int, error) {
+	select {
+	case r := <-f.replies:
+		return r[0].(uint16), copy(buf, r[1].([]byte)), nil
+	case <-f.closed:
+		return 0, 0, net.ErrClosed
+	}
+}
+
+func (f *fakeEcho) SetReadDeadline(time.Time) error { return nil }
+func (f *fakeEcho) Close() error                    { close(f.closed); return nil }
+
+func TestICMPEchoOnlyRealReplies(t *testing.T) {
+	ping := func(_ context.Context, dst netip.Addr) (EchoConn, error) {
+		alive := dst == netip.MustParseAddr("192.0.2.1") || dst == netip.MustParseAddr("2001:db8::1")
+		return &fakeEcho{alive: alive, replies: make(chan [2]any, 4), closed: make(chan struct{})}, nil
+	}
+	h := newHarness(t, nil, ping, policy.Limits{})
+	h.send(echoRequestPacket(t, "10.0.0.2", "192.0.2.2", 7, 1, []byte("nobody home")))
+	h.nothingBefore("10.0.0.2")
+	for _, tc := range []struct{ src, dst string }{{"10.0.0.2", "192.0.2.1"}, {"fd00::2", "2001:db8::1"}} {
+		h.send(echoRequestPacket(t, tc.src, tc.dst, 7, 42, []byte("hello")))
+		p := h.next()
+		var id, seq uint16
+		var payload []byte
+		if v4, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4); ok && v4.TypeCode.Type() == layers.ICMPv4TypeEchoReply {
+			id, seq, payload = v4.Id, v4.Seq, v4.Payload
+		} else if e6, ok := p.Layer(layers.LayerTypeICMPv6Echo).(*layers.ICMPv6Echo); ok {
+			id, seq, payload = e6.Identifier, e6.SeqNumber, p.Layer(layers.LayerTypeICMPv6).LayerPayload()[4:]
+		}
+		if id != 7 || seq != 42 || !bytes.Equal(payload, []byte("hello")) || p.ErrorLayer() != nil {
+			t.Fatalf("%s: want echo reply id 7 seq 42 'hello', got %v", tc.dst, p)
+		}
+		if p.NetworkLayer().NetworkFlow().Src().String() != tc.dst {
+			t.Errorf("reply source %v, want %s", p.NetworkLayer().NetworkFlow().Src(), tc.dst)
+		}
+	}
+}
+
+func TestICMPRejectAdminProhibited(t *testing.T) {
+	h := newHarness(t, nil, nil, policy.Limits{})
+	h.send(echoRequestPacket(t, "10.0.0.2", "192.0.2.3", 7, 1, []byte("x")))
+	icmp, ok := h.next().Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if !ok || icmp.TypeCode != layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeCommAdminProhibited) {
+		t.Fatalf("want admin prohibited, got %+v", icmp)
+	}
+}
+
+func TestMalformedPacketsDropped(t *testing.T) {
+	h := newHarness(t, nil, nil, policy.Limits{})
+	good := tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80")
+	badSum := append([]byte(nil), good...)
+	badSum[len(badSum)-1] ^= 0xff
+	longLen := append([]byte(nil), good...)
+	longLen[2], longLen[3] = 0xff, 0xff
+	for _, p := range [][]byte{
+		{0x45, 0, 0},        // truncated IPv4
+		{0x60, 0, 0, 0},     // truncated IPv6
+		{0x75, 0, 0, 20, 0}, // version 7
+		make([]byte, 40),    // version 0
+		longLen,             // total length beyond the packet
+		badSum,              // TCP checksum wrong
+	} {
+		h.send(p)
+	}
+	h.nothingBefore("10.0.0.2")
+	st := h.gw.Stats()
+	if st.Truncated.Load() != 2 || st.BadVersion.Load() != 2 || st.BadLength.Load() != 1 || st.BadChecksum.Load() != 1 {
+		t.Errorf("counters: truncated %d version %d length %d checksum %d",
+			st.Truncated.Load(), st.BadVersion.Load(), st.BadLength.Load(), st.BadChecksum.Load())
+	}
+}
+
+func TestCloseEndsFlows(t *testing.T) {
+	up, upPeer := net.Pipe()
+	defer upPeer.Close()
+	go io.Copy(io.Discard, upPeer)
+	h := newHarness(t, func(context.Context, string, string) (net.Conn, error) { return up, nil }, nil, policy.Limits{})
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
+	synAck := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)
+	h.send(tcpAck(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1))
+	waitFor(t, func() bool { return h.gw.ActiveFlows() == 1 })
+	h.gw.Close()
+	if h.gw.ActiveFlows() != 0 || len(h.ev.closeList()) != 1 || h.ev.closeList()[0].Reason != reasonShutdown {
+		t.Fatalf("after Close: %d flows, closes %+v", h.gw.ActiveFlows(), h.ev.closeList())
+	}
+}
+
+// TestCloseAbortsHandshakes: a client that never sends its final ACK must
+// not hold up Close (the stack would wait two minutes for it).
+func TestCloseAbortsHandshakes(t *testing.T) {
+	up, upPeer := net.Pipe()
+	defer upPeer.Close()
+	h := newHarness(t, func(context.Context, string, string) (net.Conn, error) { return up, nil }, nil, policy.Limits{})
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
+	h.next() // SYN-ACK, never acknowledged
+	done := make(chan struct{})
+	go func() { h.gw.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waits for a handshake that will never complete")
+	}
+	if len(h.ev.closeList()) != 1 || h.ev.closeList()[0].Reason != reasonShutdown {
+		t.Errorf("closes %+v, want one with reason shutdown", h.ev.closeList())
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// fixTCPChecksum recomputes the TCP checksum of an IPv4 packet without
+// options.
+func fixTCPChecksum(pkt []byte) {
+	pkt[36], pkt[37] = 0, 0
+	sum := pseudoHeader(pkt[12:16], pkt[16:20], 6, len(pkt)-20)
+	c := ^checksumOf(pkt[20:], sum)
+	pkt[36], pkt[37] = byte(c>>8), byte(c)
+}
+
+var _ = os.ErrClosed
