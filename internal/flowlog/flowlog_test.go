@@ -136,3 +136,40 @@ func TestConsoleFormat(t *testing.T) {
 		t.Errorf("auto off a TTY should be JSON, got %q", b.String())
 	}
 }
+
+func TestBufferedWriterKeepsOrderAndFlushes(t *testing.T) {
+	var out syncBuffer
+	w := newBufferedWriter(&out, 64, time.Hour)
+	var want strings.Builder
+	for i := 0; i < 100; i++ { // crosses the 64-byte threshold many times
+		line := strings.Repeat(string(rune('a'+i%26)), i%7+1) + "\n"
+		w.Write([]byte(line))
+		want.WriteString(line)
+	}
+	w.Close()
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	if out.b.String() != want.String() {
+		t.Fatal("buffered output differs from what was written")
+	}
+}
+
+func TestBufferedWriterFlushesOnInterval(t *testing.T) {
+	var out syncBuffer
+	w := newBufferedWriter(&out, 1<<20, 10*time.Millisecond)
+	defer w.Close()
+	w.Write([]byte("line\n"))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out.mu.Lock()
+		s := out.b.String()
+		out.mu.Unlock()
+		if s == "line\n" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("line not written within the interval")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

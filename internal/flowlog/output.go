@@ -11,11 +11,19 @@ import (
 	"github.com/tunwall/tunwall/policy"
 )
 
+// Log lines are buffered for at most flushInterval (or flushBytes) before
+// they are written.
+const (
+	flushInterval = 50 * time.Millisecond
+	flushBytes    = 64 << 10
+)
+
 // Open builds the process logger described by cfg. The returned closer
-// closes the log file, if one was opened.
+// writes out buffered lines and closes the log file, if one was opened;
+// call it last.
 func Open(cfg policy.LogConfig) (zerolog.Logger, io.Closer, error) {
 	var out *os.File
-	var closer io.Closer = io.NopCloser(nil)
+	var file io.Closer
 	switch cfg.Output {
 	case "stderr", "":
 		out = os.Stderr
@@ -26,14 +34,29 @@ func Open(cfg policy.LogConfig) (zerolog.Logger, io.Closer, error) {
 		if err != nil {
 			return zerolog.Nop(), nil, fmt.Errorf("open log: %w", err)
 		}
-		out, closer = f, f
+		out, file = f, f
 	}
 	level, err := zerolog.ParseLevel(cfg.Level)
 	if err != nil {
+		if file != nil {
+			file.Close()
+		}
 		return zerolog.Nop(), nil, fmt.Errorf("log level: %w", err)
 	}
-	return New(out, cfg.Format, isatty.IsTerminal(out.Fd())).Level(level), closer, nil
+	bw := newBufferedWriter(out, flushBytes, flushInterval)
+	closer := closerFunc(func() error {
+		bw.Close()
+		if file != nil {
+			return file.Close()
+		}
+		return nil
+	})
+	return New(bw, cfg.Format, isatty.IsTerminal(out.Fd())).Level(level), closer, nil
 }
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
 
 // New returns a logger writing to w: JSON, or the console format when format
 // is "console", or "auto" and w is a terminal.
