@@ -145,15 +145,11 @@ func TestTCPRejected(t *testing.T) {
 			if d := time.Since(start); d > time.Second {
 				t.Errorf("refusal took %v, want under 1s", d)
 			}
-			evs := readEvents(t, gw.Log)
-			found := false
-			for _, e := range evs {
-				if e.str("event") == "verdict" && e.str("dst") == net.JoinHostPort(fam.server, "7009") && e.str("proto") == "tcp" {
-					found = e.str("action") == "reject" && e.str("rule") == "reject-7009"
-				}
-			}
-			if !found {
-				t.Error("no reject verdict by reject-7009 in the log")
+			e := waitEvent(t, gw.Log, func(e event) bool {
+				return e.str("event") == "verdict" && e.str("dst") == net.JoinHostPort(fam.server, "7009") && e.str("proto") == "tcp"
+			})
+			if e.str("action") != "reject" || e.str("rule") != "reject-7009" {
+				t.Errorf("verdict %q by %q, want reject by reject-7009", e.str("action"), e.str("rule"))
 			}
 		})
 	}

@@ -158,15 +158,21 @@ func (e *endpoint) readLoop() {
 		e.mu.RLock()
 		g.Dispatcher = e.dispatcher
 		e.mu.RUnlock()
+		// GRO only pays when a read brought several segments (a GSO
+		// packet the device split); a lone packet goes straight in.
+		// Nothing stays in GRO across reads, so order is kept.
+		coalesce := n > 1
 		for i := 0; i < n; i++ {
-			e.deliver(&g, bufs[i][headroom:headroom+sizes[i]])
+			e.deliver(&g, coalesce, bufs[i][headroom:headroom+sizes[i]])
 		}
-		g.Flush()
+		if coalesce {
+			g.Flush()
+		}
 	}
 }
 
 // deliver checks one packet and hands it to the stack.
-func (e *endpoint) deliver(g *gro.GRO, pkt []byte) {
+func (e *endpoint) deliver(g *gro.GRO, coalesce bool, pkt []byte) {
 	proto, ok := e.stats.check(pkt)
 	if !ok || g.Dispatcher == nil {
 		return
@@ -182,7 +188,11 @@ func (e *endpoint) deliver(g *gro.GRO, pkt []byte) {
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	pb.NetworkProtocolNumber = proto
 	pb.RXChecksumValidated = true
-	g.Enqueue(pb)
+	if coalesce {
+		g.Enqueue(pb)
+	} else {
+		g.Dispatcher.DeliverNetworkPacket(proto, pb)
+	}
 	pb.DecRef()
 }
 

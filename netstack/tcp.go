@@ -75,12 +75,9 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	fid := h.g.flows.id()
 	v := h.g.policy.Load().Decide(f)
 	h.g.cfg.Events.Verdict(fid, f, v)
-	switch v.Action {
-	case policy.Deny:
+	if v.Action != policy.Allow {
 		h.g.denied.store(keyOf(f), v.Action, now, deniedTCPTTL)
-		return true
-	case policy.Reject:
-		return false
+		return v.Action == policy.Deny
 	}
 	if !h.admit(fid, f) {
 		return false

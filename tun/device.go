@@ -37,6 +37,9 @@ func (d *Device) MTU() int { return d.mtu }
 // Close removes the device. It is safe to call more than once.
 func (d *Device) Close() error {
 	d.closeOnce.Do(func() {
+		if d.offload != nil {
+			d.offload.close() // no raw write may race the descriptor's reuse
+		}
 		if err := d.Device.Close(); err != nil {
 			d.closeErr = fmt.Errorf("close tun %s: %w", d.name, err)
 		}
@@ -61,4 +64,5 @@ func (d *Device) WriteTCPOffload(pkt [][]byte, l3Len, hdrLen, mss int) error {
 // offload. Implemented per platform.
 type offloadWriter interface {
 	writeTCP(pkt [][]byte, l3Len, hdrLen, mss int) error
+	close()
 }

@@ -2,19 +2,48 @@ package tun
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // vnetWriter writes packets with a virtio-net header straight to the TUN
-// file, so the kernel finishes checksums and segments large TCP packets.
+// file descriptor, so the kernel finishes checksums and segments large TCP
+// packets.
+//
+// The write is a raw system call: writes to a TUN device never block, and
+// a raw call keeps the Go scheduler from handing this thread's processor
+// to another thread while the kernel delivers the packet (which, with many
+// small packets, cost more than the delivery).
 type vnetWriter struct {
-	file *os.File
+	mu     sync.RWMutex // guards fd against close: writers hold it shared
+	fd     int
+	closed bool
 }
 
 const vnetHdrLen = 10 // sizeof(struct virtio_net_hdr)
+
+// maxIovecs bounds the slices of one packet (gVisor builds packets from a
+// few header and payload views).
+const maxIovecs = 64
+
+var errClosed = errors.New("tun closed")
+
+func newVnetWriter(f *os.File) (*vnetWriter, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	w := &vnetWriter{}
+	if err := rc.Control(func(fd uintptr) { w.fd = int(fd) }); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
 
 func (w *vnetWriter) writeTCP(pkt [][]byte, l3Len, hdrLen, mss int) error {
 	var hdr [vnetHdrLen]byte
@@ -34,23 +63,41 @@ func (w *vnetWriter) writeTCP(pkt [][]byte, l3Len, hdrLen, mss int) error {
 	binary.LittleEndian.PutUint16(hdr[6:], uint16(l3Len))
 	binary.LittleEndian.PutUint16(hdr[8:], 16) // TCP checksum offset
 
-	var iov [8][]byte
-	vec := append(iov[:0], hdr[:])
-	vec = append(vec, pkt...)
-	rc, err := w.file.SyscallConn()
-	if err != nil {
-		return err
+	var iov [maxIovecs]unix.Iovec
+	n := 0
+	iov[n].Base, iov[n].Len = &hdr[0], vnetHdrLen
+	n++
+	for _, s := range pkt {
+		if len(s) == 0 {
+			continue
+		}
+		if n == maxIovecs {
+			return fmt.Errorf("write tun: packet in more than %d pieces", maxIovecs-1)
+		}
+		iov[n].Base = &s[0]
+		iov[n].SetLen(len(s))
+		n++
 	}
-	var werr error
-	err = rc.Write(func(fd uintptr) bool {
-		_, werr = unix.Writev(int(fd), vec)
-		return werr != unix.EAGAIN
-	})
-	if err != nil {
-		return fmt.Errorf("write tun: %w", err)
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return errClosed
 	}
-	if werr != nil {
-		return fmt.Errorf("write tun: %w", werr)
+	for {
+		_, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(w.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return fmt.Errorf("write tun: %w", errno)
 	}
-	return nil
+}
+
+// close stops further writes; the caller closes the file afterwards.
+func (w *vnetWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 }

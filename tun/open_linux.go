@@ -28,7 +28,11 @@ func Open(cfg policy.TunConfig) (*Device, error) {
 	if wd.BatchSize() > 1 {
 		// A batch size above one means the device was opened with a
 		// virtio-net header and TSO offloads enabled.
-		d.offload = &vnetWriter{file: wd.File()}
+		w, err := newVnetWriter(wd.File())
+		if err != nil {
+			return nil, errors.Join(err, d.Close())
+		}
+		d.offload = w
 	}
 	return d, nil
 }

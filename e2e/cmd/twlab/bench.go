@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -100,11 +101,15 @@ func bench(tunwall, out string) error {
 	}
 	figs := combine(kernel, twFigs)
 	printTable(figs)
-	data, _ := json.MarshalIndent(map[string]any{
+	var data bytes.Buffer
+	enc := json.NewEncoder(&data)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	enc.Encode(map[string]any{
 		"date": time.Now().UTC().Format(time.RFC3339), "figures": figs,
 		"method": "3 namespaces, veth, 1500 MTU; iperf3 " + iperfSeconds + "s; crr " + crrWorkers + " clients closing by RST, median of 3 x " + crrSeconds + "s per path, paths alternating; 1-byte ping-pong x" + rrCount,
-	}, "", "  ")
-	return os.WriteFile(out, append(data, '\n'), 0o644)
+	})
+	return os.WriteFile(out, data.Bytes(), 0o644)
 }
 
 // startServices runs iperf3 and twlab serve in the server namespace.
