@@ -319,3 +319,79 @@ func fixTCPChecksum(pkt []byte) {
 }
 
 var _ = os.ErrClosed
+
+// udpEcho starts a loopback UDP echo server for relay tests.
+func udpEcho(t *testing.T) DialFunc {
+	t.Helper()
+	echo, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echo.Close() })
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, a, err := echo.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(b[:n], a)
+		}
+	}()
+	return func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return net.Dial(network, echo.LocalAddr().String())
+	}
+}
+
+func TestUDPIdleTimeout(t *testing.T) {
+	h := newHarness(t, udpEcho(t), nil, policy.Limits{UDPIdle: 50 * time.Millisecond})
+	h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:80", []byte("one")))
+	h.next() // the echo
+	waitFor(t, func() bool { return len(h.ev.closeList()) == 1 })
+	st := h.ev.closeList()[0]
+	if st.Reason != reasonIdle || st.BytesOut != 3 || st.BytesIn != 3 {
+		t.Errorf("close %+v, want idle with 3 bytes each way", st)
+	}
+	if h.gw.ActiveFlows() != 0 {
+		t.Error("idle session still counted")
+	}
+}
+
+func TestMaxUDPSessions(t *testing.T) {
+	h := newHarness(t, udpEcho(t), nil, policy.Limits{MaxUDPSessions: 1})
+	h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:80", []byte("a")))
+	h.next()
+	h.send(udpPacket(t, "10.0.0.2:5001", "192.0.2.1:80", []byte("b")))
+	icmp, ok := h.next().Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if !ok || icmp.TypeCode.Type() != layers.ICMPv4TypeDestinationUnreachable {
+		t.Fatalf("second session over max_udp_sessions: want ICMP unreachable, got %+v", icmp)
+	}
+	if got := h.ev.refusedList(); len(got) != 1 || got[0] != "max_udp_sessions" {
+		t.Errorf("refused %v", got)
+	}
+	if h.gw.Stats().RefusedUDPSessions.Load() != 1 {
+		t.Error("refusal not counted")
+	}
+}
+
+func TestMaxFlows(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("released")
+	}
+	h := newHarness(t, dial, nil, policy.Limits{MaxFlows: 1})
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80")) // holds the only slot while dialing
+	h.send(tcpSyn(t, "10.0.0.2:5001", "192.0.2.1:80"))
+	tcp := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if !tcp.RST || tcp.DstPort != 5001 {
+		t.Fatalf("flow over max_flows: want RST to 5001, got %+v", tcp)
+	}
+	if got := h.ev.refusedList(); len(got) != 1 || got[0] != "max_flows" {
+		t.Errorf("refused %v", got)
+	}
+}
