@@ -173,3 +173,28 @@ func TestTCPDenied(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamSocketMarked: the gateway's upstream socket for a client flow
+// carries egress.mark (default 0x7475), which is what keeps policy routing
+// from looping it back into the TUN in the routing modes.
+func TestUpstreamSocketMarked(t *testing.T) {
+	need(t)
+	c, err := dialClient(t, "tcp", net.JoinHostPort(lab.ServerV4, "7001"), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	out, err := lb.Run(lb.Gateway, "ss", "-tnHe", "state", "established", "dst", lab.ServerV4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "fwmark:0x7475") {
+		t.Fatalf("upstream socket without the egress mark:\n%s", out)
+	}
+}
