@@ -96,22 +96,13 @@ func (h *icmpHandler) echo(req *echoRequest) {
 	f := policy.Flow{Proto: policy.ICMP, Src: netip.AddrPortFrom(req.src, 0), Dst: netip.AddrPortFrom(req.dst, 0), Type: typ}
 	now := time.Now()
 	idle := h.g.cfg.Limits.UDPIdle
+	// Echo flows are told apart by identifier: it stands in the source port.
 	ck := flowKey{policy.ICMP, netip.AddrPortFrom(req.src, req.id), f.Dst}
-	if a, ok := h.g.denied.lookup(ck, now, idle); ok {
-		if a == policy.Reject {
-			h.unreachable(req, true)
-		}
-		return
-	}
-	fid := h.g.flows.id()
-	v := h.g.policy.Load().Decide(f)
-	h.g.cfg.Events.Verdict(fid, f, v)
+	fid, v := h.g.judge(f, ck, now, idle)
 	switch v.Action {
 	case policy.Deny:
-		h.g.denied.store(ck, v.Action, now, idle)
 		return
 	case policy.Reject:
-		h.g.denied.store(ck, v.Action, now, idle)
 		h.unreachable(req, true)
 		return
 	}

@@ -144,6 +144,22 @@ func (g *Gateway) Close() error {
 // exited. Call it after Close and after closing the device.
 func (g *Gateway) Wait() { g.stack.Wait() }
 
+// judge returns the verdict for a new flow: a deny or reject remembered for
+// this flow (extended by ttl), or a fresh decision, which gets an id and a
+// verdict event and, if it refuses the flow, is remembered for ttl.
+func (g *Gateway) judge(f policy.Flow, k flowKey, now time.Time, ttl time.Duration) (id uint64, v policy.Verdict) {
+	if a, ok := g.denied.lookup(k, now, ttl); ok {
+		return 0, policy.Verdict{Action: a}
+	}
+	id = g.flows.id()
+	v = g.policy.Load().Decide(f)
+	g.cfg.Events.Verdict(id, f, v)
+	if v.Action != policy.Allow {
+		g.denied.store(k, v.Action, now, ttl)
+	}
+	return id, v
+}
+
 // janitor expires cached deny/reject verdicts.
 func (g *Gateway) janitor() {
 	defer g.wg.Done()

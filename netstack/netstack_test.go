@@ -105,17 +105,22 @@ func TestTCPDialFailureRSTs(t *testing.T) {
 	}
 }
 
-func TestMaxPendingTCP(t *testing.T) {
-	block := make(chan struct{})
-	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+// blockingDial returns a dialer that fails only once block is closed (or
+// the gateway shuts down), keeping its flows pending until then.
+func blockingDial(block chan struct{}) DialFunc {
+	return func(ctx context.Context, _, _ string) (net.Conn, error) {
 		select {
 		case <-block:
 		case <-ctx.Done():
 		}
 		return nil, errors.New("released")
 	}
-	h := newHarness(t, dial, nil, policy.Limits{MaxPendingTCP: 1})
+}
+
+func TestMaxPendingTCP(t *testing.T) {
+	block := make(chan struct{})
 	defer close(block)
+	h := newHarness(t, blockingDial(block), nil, policy.Limits{MaxPendingTCP: 1})
 	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
 	h.send(tcpSyn(t, "10.0.0.2:5001", "192.0.2.1:80"))
 	tcp := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)
@@ -377,14 +382,7 @@ func TestMaxUDPSessions(t *testing.T) {
 func TestMaxFlows(t *testing.T) {
 	block := make(chan struct{})
 	defer close(block)
-	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		select {
-		case <-block:
-		case <-ctx.Done():
-		}
-		return nil, errors.New("released")
-	}
-	h := newHarness(t, dial, nil, policy.Limits{MaxFlows: 1})
+	h := newHarness(t, blockingDial(block), nil, policy.Limits{MaxFlows: 1})
 	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80")) // holds the only slot while dialing
 	h.send(tcpSyn(t, "10.0.0.2:5001", "192.0.2.1:80"))
 	tcp := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)

@@ -69,14 +69,8 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	}
 	f := flowOf(policy.TCP, id)
 	now := time.Now()
-	if a, ok := h.g.denied.lookup(keyOf(f), now, deniedTCPTTL); ok {
-		return a != policy.Reject
-	}
-	fid := h.g.flows.id()
-	v := h.g.policy.Load().Decide(f)
-	h.g.cfg.Events.Verdict(fid, f, v)
+	fid, v := h.g.judge(f, keyOf(f), now, deniedTCPTTL)
 	if v.Action != policy.Allow {
-		h.g.denied.store(keyOf(f), v.Action, now, deniedTCPTTL)
 		return v.Action == policy.Deny
 	}
 	if !h.admit(fid, f) {

@@ -31,14 +31,8 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	f := flowOf(policy.UDP, id)
 	now := time.Now()
 	idle := h.g.cfg.Limits.UDPIdle
-	if a, ok := h.g.denied.lookup(keyOf(f), now, idle); ok {
-		return a != policy.Reject
-	}
-	fid := h.g.flows.id()
-	v := h.g.policy.Load().Decide(f)
-	h.g.cfg.Events.Verdict(fid, f, v)
+	fid, v := h.g.judge(f, keyOf(f), now, idle)
 	if v.Action != policy.Allow {
-		h.g.denied.store(keyOf(f), v.Action, now, idle)
 		return v.Action == policy.Deny
 	}
 	if !h.admit(fid, f) {
