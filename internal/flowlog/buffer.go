@@ -11,9 +11,8 @@ import (
 // costs no system call of its own. Close writes what is left. A process
 // killed outright loses at most one interval of lines.
 type bufferedWriter struct {
-	out      io.Writer
-	max      int
-	interval time.Duration
+	out io.Writer
+	max int
 
 	mu  sync.Mutex // guards buf
 	buf []byte
@@ -26,8 +25,8 @@ type bufferedWriter struct {
 }
 
 func newBufferedWriter(out io.Writer, max int, interval time.Duration) *bufferedWriter {
-	w := &bufferedWriter{out: out, max: max, interval: interval, stop: make(chan struct{}), done: make(chan struct{})}
-	go w.loop()
+	w := &bufferedWriter{out: out, max: max, stop: make(chan struct{}), done: make(chan struct{})}
+	go every(interval, w.stop, w.done, w.flush)
 	return w
 }
 
@@ -54,20 +53,6 @@ func (w *bufferedWriter) flush() {
 	w.mu.Unlock()
 	if len(data) > 0 {
 		w.out.Write(data)
-	}
-}
-
-func (w *bufferedWriter) loop() {
-	defer close(w.done)
-	t := time.NewTicker(w.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case <-t.C:
-			w.flush()
-		}
 	}
 }
 

@@ -30,7 +30,7 @@ var _ netstack.Events = (*Log)(nil)
 // refused lines through per window, and reports the rest as "suppressed".
 func NewLog(zl zerolog.Logger, burst int, window time.Duration) *Log {
 	l := &Log{zl: zl, window: window, burst: burst, stop: make(chan struct{}), done: make(chan struct{})}
-	go l.tick()
+	go every(l.window, l.stop, l.done, l.flush)
 	return l
 }
 
@@ -43,16 +43,17 @@ func (l *Log) Close() {
 	})
 }
 
-func (l *Log) tick() {
-	defer close(l.done)
-	t := time.NewTicker(l.window)
+// every calls f each interval until stop is closed, then closes done.
+func every(interval time.Duration, stop <-chan struct{}, done chan<- struct{}, f func()) {
+	defer close(done)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-l.stop:
+		case <-stop:
 			return
 		case <-t.C:
-			l.flush()
+			f()
 		}
 	}
 }
