@@ -68,7 +68,8 @@ func (t *flowTable) add(id uint64, c closer) {
 	}
 }
 
-// remove releases a reservation or a flow.
+// remove releases a reservation or a flow. Callers report the flow's
+// close event first: Close waits for every remove.
 func (t *flowTable) remove(id uint64) {
 	t.mu.Lock()
 	_, ok := t.flows[id]

@@ -117,8 +117,8 @@ func (h *icmpHandler) echo(req *echoRequest) {
 	cancel()
 	if err != nil {
 		h.g.stats.DialErrors.Add(1)
-		h.g.flows.remove(fid)
 		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
+		h.g.flows.remove(fid)
 		h.unreachable(req, false)
 		return
 	}
@@ -187,11 +187,11 @@ func (fl *icmpFlow) readLoop() {
 	fl.h.mu.Lock()
 	delete(fl.h.flows, fl.key)
 	fl.h.mu.Unlock()
-	fl.h.g.flows.remove(fl.id)
 	fl.mu.Lock()
 	st := FlowStats{BytesOut: fl.out, BytesIn: fl.in, Duration: time.Since(fl.start), Reason: fl.reason}
 	fl.mu.Unlock()
 	fl.h.g.cfg.Events.Closed(fl.id, fl.flow, fl.verdict, st)
+	fl.h.g.flows.remove(fl.id)
 }
 
 func (fl *icmpFlow) deadline(idle time.Duration) time.Time {

@@ -80,7 +80,8 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	h.mu.Lock()
 	h.pending[id] = tf
 	h.mu.Unlock()
-	if !h.fwd.HandlePacket(id, pkt) {
+	if !h.fwd.HandlePacket(id, pkt) { // a SYN the forwarder cannot parse
+		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST})
 		h.finishPending(id, tf)
 		return false
 	}
@@ -129,8 +130,8 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 	if err != nil {
 		r.Complete(true) // RST, as if the destination had refused
 		h.g.stats.DialErrors.Add(1)
-		h.finishPending(id, tf)
 		h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST, Err: err})
+		h.finishPending(id, tf)
 		return
 	}
 	var wq waiter.Queue
@@ -141,12 +142,12 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 	h.mu.Unlock()
 	if terr != nil { // the client never completed the handshake
 		up.Close()
-		h.g.flows.remove(tf.id)
 		reason := reasonRST
 		if h.g.ctx.Err() != nil {
 			reason = reasonShutdown
 		}
 		h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reason})
+		h.g.flows.remove(tf.id)
 		return
 	}
 	h.run(tf, ep, gonet.NewTCPConn(&wq, ep), up)
@@ -161,13 +162,13 @@ func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net
 	}
 	h.g.flows.add(tf.id, &tf.relay)
 	reason := tf.relay.run()
-	h.g.flows.remove(tf.id)
 	h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{
 		BytesOut: tf.relay.out.Load(),
 		BytesIn:  tf.relay.in.Load(),
 		Duration: time.Since(tf.start),
 		Reason:   reason,
 	})
+	h.g.flows.remove(tf.id) // last: Close waits for this, so the event is out
 }
 
 // abortTCP makes closing a host TCP socket send RST.

@@ -45,16 +45,16 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	cancel()
 	if err != nil {
 		h.g.stats.DialErrors.Add(1)
-		h.release(fid)
 		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
+		h.release(fid)
 		return false
 	}
 	var wq waiter.Queue
 	ep, terr := udp.NewForwarderRequest(h.g.stack, id, pkt).CreateEndpoint(&wq)
 	if terr != nil {
 		up.Close()
-		h.release(fid)
 		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST})
+		h.release(fid)
 		return true
 	}
 	s := &relay{
@@ -92,11 +92,11 @@ func (h *udpHandler) release(fid uint64) {
 
 func (h *udpHandler) run(fid uint64, f policy.Flow, v policy.Verdict, start time.Time, s *relay) {
 	reason := s.run()
-	h.release(fid)
 	h.g.cfg.Events.Closed(fid, f, v, FlowStats{
 		BytesOut: s.out.Load(),
 		BytesIn:  s.in.Load(),
 		Duration: time.Since(start),
 		Reason:   reason,
 	})
+	h.release(fid) // last: Close waits for this, so the event is out
 }
