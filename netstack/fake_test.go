@@ -228,3 +228,30 @@ func tcpData(t testing.TB, src, dst string, seq, ack uint32, payload []byte) []b
 	tcp.SetNetworkLayerForChecksum(nl)
 	return serialize(t, ip, tcp, gopacket.Payload(payload))
 }
+
+func netipPort(addr string, port int) string {
+	return netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port)).String()
+}
+
+// nextTCP returns the next TCP segment the gateway wrote.
+func (h *harness) nextTCP(tb testing.TB) *layers.TCP {
+	select {
+	case b := <-h.dev.out:
+		p := gopacket.NewPacket(b, layers.LayerTypeIPv4, gopacket.Lazy)
+		if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+			return tcp
+		}
+		tb.Fatalf("not TCP: %v", p)
+	case <-time.After(5 * time.Second):
+		tb.Fatal("gateway wrote nothing")
+	}
+	return nil
+}
+
+func tcpRST(t testing.TB, src, dst string, seq, ack uint32) []byte {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	ip, nl := ipLayer(s.Addr(), d.Addr(), layers.IPProtocolTCP)
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), RST: true, ACK: true, Seq: seq, Ack: ack}
+	tcp.SetNetworkLayerForChecksum(nl)
+	return serialize(t, ip, tcp)
+}
