@@ -249,17 +249,20 @@ func (e *endpoint) writeOffload(pkt *stack.PacketBuffer) error {
 	return nil
 }
 
-// flush writes the batch to the device and empties it.
+// flush writes the batch to the device, empties it and returns how many
+// packets were written (none if the device failed the write).
 func (e *endpoint) flush(b *writeBatch) int {
 	if len(b.bufs) == 0 {
 		return 0
 	}
-	n := len(b.bufs)
-	if _, err := e.dev.Write(b.bufs, headroom); err != nil {
+	bufs := b.bufs
+	n := len(bufs)
+	b.reset()
+	if _, err := e.dev.Write(bufs, headroom); err != nil {
 		e.stats.WriteErrors.Add(1)
+		return 0
 	}
 	e.stats.PacketsOut.Add(uint64(n))
-	b.reset()
 	return n
 }
 
