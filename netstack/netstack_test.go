@@ -153,25 +153,7 @@ func TestUDPDenyIsSilent(t *testing.T) {
 }
 
 func TestUDPRelay(t *testing.T) {
-	echo, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		b := make([]byte, 1500)
-		for {
-			n, a, err := echo.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			echo.WriteTo(append([]byte("re: "), b[:n]...), a)
-		}
-	}()
-	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return net.Dial(network, echo.LocalAddr().String())
-	}
-	h := newHarness(t, dial, nil, policy.Limits{})
+	h := newHarness(t, udpEcho(t, "re: "), nil, policy.Limits{})
 	h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:80", []byte("ping")))
 	p := h.next()
 	udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
@@ -325,8 +307,9 @@ func fixTCPChecksum(pkt []byte) {
 
 var _ = os.ErrClosed
 
-// udpEcho starts a loopback UDP echo server for relay tests.
-func udpEcho(t *testing.T) DialFunc {
+// udpEcho starts a loopback UDP server answering every datagram with
+// prefix+datagram, and returns a dialer that reaches it.
+func udpEcho(t *testing.T, prefix string) DialFunc {
 	t.Helper()
 	echo, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -340,7 +323,7 @@ func udpEcho(t *testing.T) DialFunc {
 			if err != nil {
 				return
 			}
-			echo.WriteTo(b[:n], a)
+			echo.WriteTo(append([]byte(prefix), b[:n]...), a)
 		}
 	}()
 	return func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -349,7 +332,7 @@ func udpEcho(t *testing.T) DialFunc {
 }
 
 func TestUDPIdleTimeout(t *testing.T) {
-	h := newHarness(t, udpEcho(t), nil, policy.Limits{UDPIdle: 50 * time.Millisecond})
+	h := newHarness(t, udpEcho(t, ""), nil, policy.Limits{UDPIdle: 50 * time.Millisecond})
 	h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:80", []byte("one")))
 	h.next() // the echo
 	waitFor(t, func() bool { return len(h.ev.closeList()) == 1 })
@@ -363,7 +346,7 @@ func TestUDPIdleTimeout(t *testing.T) {
 }
 
 func TestMaxUDPSessions(t *testing.T) {
-	h := newHarness(t, udpEcho(t), nil, policy.Limits{MaxUDPSessions: 1})
+	h := newHarness(t, udpEcho(t, ""), nil, policy.Limits{MaxUDPSessions: 1})
 	h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:80", []byte("a")))
 	h.next()
 	h.send(udpPacket(t, "10.0.0.2:5001", "192.0.2.1:80", []byte("b")))
