@@ -60,6 +60,3 @@ func pseudoHeader(src, dst []byte, proto uint8, length int) uint16 {
 	sum = checksum.Checksum(tail[:], sum)
 	return checksum.Combine(sum, uint16(proto))
 }
-
-// checksumOf sums b onto initial (ones' complement, not inverted).
-func checksumOf(b []byte, initial uint16) uint16 { return checksum.Checksum(b, initial) }

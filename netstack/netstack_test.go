@@ -7,13 +7,13 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/google/gopacket/layers"
 	"github.com/tunwall/tunwall/policy"
 	"go.uber.org/goleak"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 func TestMain(m *testing.M) {
@@ -301,11 +301,9 @@ func waitFor(t *testing.T, cond func() bool) {
 func fixTCPChecksum(pkt []byte) {
 	pkt[36], pkt[37] = 0, 0
 	sum := pseudoHeader(pkt[12:16], pkt[16:20], 6, len(pkt)-20)
-	c := ^checksumOf(pkt[20:], sum)
+	c := ^checksum.Checksum(pkt[20:], sum)
 	pkt[36], pkt[37] = byte(c>>8), byte(c)
 }
-
-var _ = os.ErrClosed
 
 // udpEcho starts a loopback UDP server answering every datagram with
 // prefix+datagram, and returns a dialer that reaches it.

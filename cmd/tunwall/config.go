@@ -41,18 +41,25 @@ func loadConfig(path string) (*policy.Config, error) {
 	return cfg, nil
 }
 
-func cmdCheck(args []string, stdout io.Writer) error {
-	path, rest, err := flags("check", args, true)
+// configOnly parses a subcommand that takes -c and no other arguments and
+// loads its configuration.
+func configOnly(name string, args []string, required bool) (*policy.Config, error) {
+	path, rest, err := flags(name, args, required)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(rest) > 0 {
-		return usageError{fmt.Errorf("check: unexpected arguments %q", rest)}
+		return nil, usageError{fmt.Errorf("%s: unexpected arguments %q", name, rest)}
 	}
-	cfg, err := loadConfig(path)
+	return loadConfig(path)
+}
+
+func cmdCheck(args []string, stdout io.Writer) error {
+	cfg, err := configOnly("check", args, true)
 	if err != nil {
 		return err
 	}
+	path := cfg.Source
 	fmt.Fprintf(stdout, "%s: ok (%d rules, default %s, tun %s, routing %s)\n",
 		path, cfg.Policy.Len(), cfg.Policy.Default(), cfg.Tun.Name, cfg.Routing.Mode)
 	return nil

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -25,14 +24,7 @@ const (
 // order: flows and stack, then the device (which takes its addresses and
 // routes with it), then the log.
 func cmdRun(args []string, stderr io.Writer) error {
-	path, rest, err := flags("run", args, false)
-	if err != nil {
-		return err
-	}
-	if len(rest) > 0 {
-		return usageError{fmt.Errorf("run: unexpected arguments %q", rest)}
-	}
-	cfg, err := loadConfig(path)
+	cfg, err := configOnly("run", args, false)
 	if err != nil {
 		return err
 	}
