@@ -29,11 +29,17 @@ type RoutingConfig struct {
 	Mode    string // none | all | split
 	Include []netip.Prefix
 	Exclude []netip.Prefix
-	Strict  bool
-	From    []string
-	UIDs    []UIDRange
-	Table   int
+	Strict  bool // fail closed: an unreachable backstop outlives the process
+	// KeepBlocked keeps the backstop (and the rules that reach it) after a
+	// clean stop too, until "tunwall down".
+	KeepBlocked bool
+	From        []string
+	UIDs        []UIDRange
+	Table       int
 }
+
+// Routes reports whether tunwall installs routes and rules of its own.
+func (r RoutingConfig) Routes() bool { return r.Mode != "none" || len(r.From) > 0 }
 
 // UIDRange is an inclusive range of user ids.
 type UIDRange struct{ First, Last uint32 }
@@ -83,6 +89,7 @@ type fileRouting struct {
 	Include []string `yaml:"include"`
 	Exclude []string `yaml:"exclude"`
 	Strict  *bool    `yaml:"strict"`
+	Keep    bool     `yaml:"keep_blocked"`
 	From    []string `yaml:"from"`
 	UIDs    []any    `yaml:"uids"`
 	Table   int      `yaml:"table"`

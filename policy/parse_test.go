@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -34,7 +35,17 @@ func TestParseErrors(t *testing.T) {
 		{"bad duration", "limits:\n  udp_idle: soon\n", `test.yaml:2:13: limits.udp_idle "soon"`},
 		{"negative limit", "limits:\n  max_flows: -1\n", `limits.max_flows must be positive`},
 		{"bad mark", "egress:\n  mark: lots\n", `test.yaml:2:9: egress.mark: "lots" is not a number`},
-		{"route-all not yet", "routing:\n  mode: all\n", `test.yaml:2:9: routing.mode "all" is not available`},
+		{"split without include", "routing:\n  mode: split\n", `test.yaml:2:9: routing.mode split needs routing.include`},
+		{"include without split", "routing:\n  mode: all\n  include: [10.0.0.0/8]\n", `test.yaml:3:12: routing.include only applies to routing.mode split`},
+		{"exclude with none", "routing:\n  exclude: [10.0.0.0/8]\n", `test.yaml:2:12: routing.exclude applies to routing.mode all or split`},
+		{"bad exclude", "routing:\n  mode: all\n  exclude: [10.0.0.1/8]\n", `test.yaml:3:13: routing.exclude: "10.0.0.1/8" has host bits set`},
+		{"uids with none", "routing:\n  uids: [1000]\n", `routing.uids chooses whose traffic mode all or split sends`},
+		{"bad uid", "routing:\n  mode: all\n  uids: [bob]\n", `test.yaml:3:10: routing.uids: "bob" is not a number`},
+		{"backwards uids", "routing:\n  mode: all\n  uids: [\"2000-1000\"]\n", `routing.uids: range "2000-1000" is backwards`},
+		{"bad from", "routing:\n  from: [\"eth/0\"]\n", `test.yaml:2:10: routing.from: "eth/0" is not a valid interface name`},
+		{"from twice", "routing:\n  from: [eth1, eth1]\n", `routing.from: "eth1" is listed twice`},
+		{"from the tun", "tun:\n  name: tw9\nrouting:\n  from: [tw9]\n", `routing.from: "tw9" is tunwall's own TUN device`},
+		{"routing without mark", "egress:\n  mark: 0\nrouting:\n  mode: all\n", `test.yaml:2:9: egress.mark is 0, but routing sends traffic into the TUN`},
 		{"bad mode", "routing:\n  mode: sideways\n", `routing.mode "sideways": want none, all or split`},
 		{"bad level", "log:\n  level: loud\n", `log.level "loud"`},
 		{"syntax error", "policy:\n  rules: [\n", `test.yaml:2:`},
@@ -156,5 +167,47 @@ func TestRuleLine(t *testing.T) {
 	}
 	if cfg.Policy.RuleLine(0) != 3 || cfg.Policy.RuleLine(1) != 5 {
 		t.Errorf("rule lines = %d, %d; want 3, 5", cfg.Policy.RuleLine(0), cfg.Policy.RuleLine(1))
+	}
+}
+
+func TestRoutingModes(t *testing.T) {
+	cfg, err := Parse("r.yaml", []byte(`
+routing:
+  mode: split
+  include: [10.1.0.0/16, "fd00::/8", 192.0.2.7]
+  exclude: [10.1.2.0/24]
+  uids: [1000, "2000-2999", " 3000 "]
+  from: [lan0]
+  keep_blocked: true
+  table: 100
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Routing
+	if r.Mode != "split" || !r.Strict || !r.KeepBlocked || r.Table != 100 || !r.Routes() {
+		t.Errorf("routing = %+v", r)
+	}
+	if len(r.Include) != 3 || r.Include[2] != netip.MustParsePrefix("192.0.2.7/32") || len(r.Exclude) != 1 {
+		t.Errorf("include %v exclude %v", r.Include, r.Exclude)
+	}
+	wantUIDs := []UIDRange{{1000, 1000}, {2000, 2999}, {3000, 3000}}
+	if fmt.Sprint(r.UIDs) != fmt.Sprint(wantUIDs) {
+		t.Errorf("uids = %v, want %v", r.UIDs, wantUIDs)
+	}
+	if len(r.From) != 1 || r.From[0] != "lan0" {
+		t.Errorf("from = %v", r.From)
+	}
+
+	gw, err := Parse("gw.yaml", []byte("routing:\n  from: [lan0]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gw.Routing.Mode != "none" || !gw.Routing.Routes() {
+		t.Errorf("LAN gateway alone: mode %q routes=%v, want none and true", gw.Routing.Mode, gw.Routing.Routes())
+	}
+	none, _ := Default()
+	if none.Routing.Routes() {
+		t.Error("the embedded default installs routes")
 	}
 }

@@ -49,6 +49,7 @@ func (v *validator) config(w *fileConfig) *Config {
 		Log:     v.log(&w.Log),
 	}
 	cfg.Policy = v.policy(&w.Policy)
+	v.routingNeeds(cfg)
 	for _, a := range cfg.Tun.Addresses {
 		if a.Addr().Is6() && cfg.Tun.MTU < 1280 {
 			v.errorf("$.tun.mtu", "tun.mtu %d is below 1280, the minimum for IPv6 address %s", cfg.Tun.MTU, a)
@@ -76,32 +77,6 @@ func (v *validator) tun(w *fileTun) TunConfig {
 			continue
 		}
 		c.Addresses = append(c.Addresses, p)
-	}
-	return c
-}
-
-func (v *validator) routing(w *fileRouting) RoutingConfig {
-	c := RoutingConfig{Mode: w.Mode, Strict: true, From: w.From, Table: w.Table}
-	if w.Strict != nil {
-		c.Strict = *w.Strict
-	}
-	switch w.Mode {
-	case "none":
-	case "all", "split":
-		v.errorf("$.routing.mode", "routing.mode %q is not available in this version; use none and route traffic into the TUN yourself", w.Mode)
-	default:
-		v.errorf("$.routing.mode", "routing.mode %q: want none, all or split", w.Mode)
-	}
-	c.Include = v.prefixes("$.routing.include", "routing.include", w.Include)
-	c.Exclude = v.prefixes("$.routing.exclude", "routing.exclude", w.Exclude)
-	if len(w.From) > 0 {
-		v.errorf("$.routing.from", "routing.from is not available in this version")
-	}
-	if len(w.UIDs) > 0 {
-		v.errorf("$.routing.uids", "routing.uids is not available in this version")
-	}
-	if w.Table <= 0 || w.Table >= 253 && w.Table <= 255 {
-		v.errorf("$.routing.table", "routing.table %d: want a positive table id other than 253-255", w.Table)
 	}
 	return c
 }
