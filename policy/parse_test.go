@@ -37,7 +37,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad mark", "egress:\n  mark: lots\n", `test.yaml:2:9: egress.mark: "lots" is not a number`},
 		{"split without include", "routing:\n  mode: split\n", `test.yaml:2:9: routing.mode split needs routing.include`},
 		{"include without split", "routing:\n  mode: all\n  include: [10.0.0.0/8]\n", `test.yaml:3:12: routing.include only applies to routing.mode split`},
-		{"exclude with none", "routing:\n  exclude: [10.0.0.0/8]\n", `test.yaml:2:12: routing.exclude applies to routing.mode all or split`},
+		{"exclude with none", "routing:\n  exclude: [10.0.0.0/8]\n", `test.yaml:2:12: routing.exclude applies when tunwall routes`},
 		{"bad exclude", "routing:\n  mode: all\n  exclude: [10.0.0.1/8]\n", `test.yaml:3:13: routing.exclude: "10.0.0.1/8" has host bits set`},
 		{"uids with none", "routing:\n  uids: [1000]\n", `routing.uids chooses whose traffic mode all or split sends`},
 		{"bad uid", "routing:\n  mode: all\n  uids: [bob]\n", `test.yaml:3:10: routing.uids: "bob" is not a number`},

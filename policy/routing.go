@@ -24,8 +24,8 @@ func (v *validator) routing(w *fileRouting) RoutingConfig {
 	case w.Mode != "split" && len(w.Include) > 0:
 		v.errorf("$.routing.include", "routing.include only applies to routing.mode split (mode is %q)", w.Mode)
 	}
-	if w.Mode == "none" && len(w.Exclude) > 0 {
-		v.errorf("$.routing.exclude", "routing.exclude applies to routing.mode all or split (mode is none)")
+	if w.Mode == "none" && len(w.From) == 0 && len(w.Exclude) > 0 {
+		v.errorf("$.routing.exclude", "routing.exclude applies when tunwall routes: mode all or split, or routing.from")
 	}
 	seen := map[string]bool{}
 	for i, name := range w.From {

@@ -8,11 +8,15 @@ import (
 	"github.com/tunwall/tunwall/policy"
 )
 
-// flags parses a subcommand's -c flag; required says whether it must be set.
-func flags(name string, args []string, required bool) (path string, rest []string, err error) {
+// flags parses a subcommand's -c flag; required says whether it must be
+// set. bools are the subcommand's boolean flags by name.
+func flags(name string, args []string, required bool, bools ...boolFlag) (path string, rest []string, err error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&path, "c", "", "configuration file")
+	for _, b := range bools {
+		fs.BoolVar(b.p, b.name, false, "")
+	}
 	if err := fs.Parse(args); err != nil {
 		return "", nil, usageError{fmt.Errorf("%s: %w", name, err)}
 	}
@@ -20,6 +24,12 @@ func flags(name string, args []string, required bool) (path string, rest []strin
 		return "", nil, usageError{fmt.Errorf("%s: -c FILE is required", name)}
 	}
 	return path, fs.Args(), nil
+}
+
+// boolFlag is a subcommand's on/off flag (--name).
+type boolFlag struct {
+	name string
+	p    *bool
 }
 
 // loadConfig reads path, or the embedded default when path is empty.
@@ -43,8 +53,8 @@ func loadConfig(path string) (*policy.Config, error) {
 
 // configOnly parses a subcommand that takes -c and no other arguments and
 // loads its configuration.
-func configOnly(name string, args []string, required bool) (*policy.Config, error) {
-	path, rest, err := flags(name, args, required)
+func configOnly(name string, args []string, required bool, bools ...boolFlag) (*policy.Config, error) {
+	path, rest, err := flags(name, args, required, bools...)
 	if err != nil {
 		return nil, err
 	}

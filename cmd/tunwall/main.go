@@ -33,6 +33,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = cmdRun(args[1:], stderr)
+	case "down":
+		err = cmdDown(args[1:], stdout)
 	case "check":
 		err = cmdCheck(args[1:], stdout)
 	case "explain":
@@ -56,7 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 const usage = `usage:
-  tunwall run     [-c FILE]                      run the gateway (needs CAP_NET_ADMIN)
+  tunwall run     [-c FILE] [--keep-blocked]     run the gateway (needs CAP_NET_ADMIN)
+  tunwall down    [-c FILE]                      remove tunwall's routes, rules and backstop
   tunwall check   -c FILE                        validate a config file
   tunwall explain [-c FILE] PROTO SRC DST[:PORT] show the verdict for one flow
   tunwall version

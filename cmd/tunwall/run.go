@@ -22,12 +22,15 @@ const (
 
 // cmdRun runs the gateway until SIGINT or SIGTERM, then shuts down in
 // order: flows and stack, then the device (which takes its addresses and
-// routes with it), then the log.
+// routes with it), then tunwall's rules and backstop (kept with
+// --keep-blocked), then the log.
 func cmdRun(args []string, stderr io.Writer) error {
-	cfg, err := configOnly("run", args, false)
+	var keep bool
+	cfg, err := configOnly("run", args, false, boolFlag{"keep-blocked", &keep})
 	if err != nil {
 		return err
 	}
+	keep = keep || cfg.Routing.KeepBlocked
 	zl, logFile, err := flowlog.Open(cfg.Log)
 	if err != nil {
 		return err
@@ -46,8 +49,20 @@ func cmdRun(args []string, stderr io.Writer) error {
 	zl.Info().Str("event", "start").Str("config", cfg.Source).Str("policy_hash", cfg.Hash).
 		Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).Int("rules", cfg.Policy.Len()).
 		Str("version", versionString()).Msg("starting")
-	dev, err := tun.Open(cfg.Tun)
+	// Routing first: a strict backstop must exist before the TUN does.
+	rt, err := tun.Install(cfg.Routing, cfg.Tun.Name, cfg.Egress.Mark)
 	if err != nil {
+		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
+		return err
+	}
+	dev, err := tun.Open(cfg.Tun)
+	if err == nil {
+		if err = rt.Attach(dev); err != nil {
+			err = errors.Join(err, dev.Close())
+		}
+	}
+	if err != nil {
+		err = errors.Join(err, rt.Remove(keep))
 		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
 		return err
 	}
@@ -63,13 +78,14 @@ func cmdRun(args []string, stderr io.Writer) error {
 		Interface: cfg.Egress.Interface,
 	})
 	if err != nil {
-		err = errors.Join(err, dev.Close())
+		err = errors.Join(err, dev.Close(), rt.Remove(keep))
 		flows.Close()
 		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
 		return err
 	}
 	zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
-		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Msg("ready")
+		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).
+		Strs("routing", rt.Installed()).Msg("ready")
 
 	<-ctx.Done()
 	zl.Info().Str("event", "stopping").Int("flows", gw.ActiveFlows()).Msg("signal received, stopping")
@@ -79,10 +95,11 @@ func cmdRun(args []string, stderr io.Writer) error {
 	gw.Close()
 	err = dev.Close()
 	gw.Wait()
+	err = errors.Join(err, rt.Remove(keep))
 	flows.Close()
 	st := gw.Stats()
 	zl.Info().Str("event", "stop").Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).
 		Uint64("packets_in", st.PacketsIn.Load()).Uint64("packets_out", st.PacketsOut.Load()).
-		Uint64("malformed", st.Malformed()).Uint64("read_errors", st.ReadErrors.Load()).Uint64("write_errors", st.WriteErrors.Load()).Msg("stopped")
+		Uint64("malformed", st.Malformed()).Uint64("read_errors", st.ReadErrors.Load()).Uint64("write_errors", st.WriteErrors.Load()).Bool("kept_blocked", keep && cfg.Routing.Strict && cfg.Routing.Routes()).Msg("stopped")
 	return err
 }
