@@ -35,6 +35,11 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Other users run twlab too (the per-app routing tests).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	bin = dir
 	for _, pkg := range []string{"../cmd/tunwall", "./cmd/twlab"} {
 		out, err := exec.Command("go", "build", "-o", dir, pkg).CombinedOutput()

@@ -23,6 +23,21 @@ type Tunwall struct {
 // log written to logPath, waits until device dev is up, and routes the
 // client's traffic into it.
 func (l *Lab) StartTunwall(bin, config, logPath, dev string) (*Tunwall, error) {
+	tw, err := l.Launch(bin, config, logPath, dev)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Route(dev); err != nil {
+		tw.Stop(time.Second)
+		return nil, err
+	}
+	return tw, nil
+}
+
+// Launch runs "bin run -c config [extra...]" in the gateway namespace with
+// its log (stdout and stderr) written to logPath and waits until device
+// dev is up. Routing is the configuration's business.
+func (l *Lab) Launch(bin, config, logPath, dev string, extra ...string) (*Tunwall, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -32,6 +47,7 @@ func (l *Lab) StartTunwall(bin, config, logPath, dev string) (*Tunwall, error) {
 	if config != "" {
 		args = append(args, "-c", config)
 	}
+	args = append(args, extra...)
 	tw := &Tunwall{Cmd: l.Cmd(l.Gateway, append([]string{bin}, args...)...), Log: logPath, Dev: dev, done: make(chan struct{})}
 	tw.Cmd.Stdout, tw.Cmd.Stderr = f, f
 	if err := tw.Cmd.Start(); err != nil {
@@ -55,11 +71,13 @@ func (l *Lab) StartTunwall(bin, config, logPath, dev string) (*Tunwall, error) {
 		log, _ := os.ReadFile(logPath)
 		return nil, fmt.Errorf("tunwall did not come up: %w\n%s", err, log)
 	}
-	if err := l.Route(dev); err != nil {
-		tw.Stop(time.Second)
-		return nil, err
-	}
 	return tw, nil
+}
+
+// Kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (tw *Tunwall) Kill() {
+	tw.Cmd.Process.Kill()
+	<-tw.done
 }
 
 // Stop sends SIGTERM and waits up to timeout for the process to exit

@@ -6,6 +6,9 @@
 //	twlab crr ADDR WORKERS SECONDS           connect-request-response rate (JSON)
 //	twlab rr tcp|udp ADDR N                  1-byte round-trip latency (JSON)
 //	twlab hold ADDR N                        hold N connections open
+//	twlab probe tcp|udp ADDR                 one echo exchange (JSON outcome)
+//	twlab spray SECONDS ADDR...              TCP and UDP echoes every 20 ms (JSON outcomes)
+//	twlab count IFACE QUIET_MS SECONDS       count arriving TCP/UDP/echo packets (JSON)
 //	twlab bench TUNWALL OUT.json             kernel vs tunwall benchmark
 //	twlab demo TUNWALL                       show allowed and blocked flows
 package main
@@ -38,6 +41,12 @@ func dispatch(a []string) error {
 		return rr(a[1], a[2], num(a[3]))
 	case a[0] == "hold" && len(a) == 3:
 		return hold(a[1], num(a[2]))
+	case a[0] == "probe" && len(a) == 3:
+		return probe(a[1], a[2])
+	case a[0] == "spray" && len(a) >= 3:
+		return spray(time.Duration(num(a[1]))*time.Second, a[2:])
+	case a[0] == "count" && len(a) == 4:
+		return count(a[1], time.Duration(num(a[2]))*time.Millisecond, time.Duration(num(a[3]))*time.Second)
 	case a[0] == "bench" && len(a) == 3:
 		return bench(a[1], a[2])
 	case a[0] == "demo" && len(a) == 2:

@@ -1,0 +1,365 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunwall/tunwall/e2e/lab"
+)
+
+// The routing-mode tests each build a lab of their own and run tunwall in
+// its gateway namespace with routing.mode all/split, uids or from: then
+// tunwall, not the lab, installs the routing, and the probes run inside
+// the gateway namespace (route-all, split, per-app) or in the client
+// namespace (LAN gateway).
+
+// routedLab builds a lab with the services running in the server
+// namespace (plus a UDP echo on port 53, standing in for a resolver on
+// the gateway's local network).
+func routedLab(t *testing.T, prefix string) *lab.Lab {
+	t.Helper()
+	need(t)
+	l, err := lab.New(fmt.Sprintf("%s%d", prefix, os.Getpid()%10000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	srv := l.Cmd(l.Server, filepath.Join(bin, "twlab"), "serve", "udp:53", "tcp:8080")
+	out, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	ready := make([]byte, 6)
+	if _, err := out.Read(ready); err != nil || string(ready) != "ready\n" {
+		t.Fatalf("lab services did not start: %q %v", ready, err)
+	}
+	return l
+}
+
+// launch writes config to a file and runs tunwall with it in l's gateway
+// namespace; the device must be called tw0.
+func launch(t *testing.T, l *lab.Lab, config string, extra ...string) *lab.Tunwall {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tunwall.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tw, err := l.Launch(filepath.Join(bin, "tunwall"), path, filepath.Join(dir, "tunwall.log"), "tw0", extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tw.Stop(5 * time.Second) })
+	return tw
+}
+
+// probeResult is what "twlab probe" reports.
+type probeResult struct {
+	OK    bool   `json:"ok"`
+	Errno string `json:"errno"`
+	Error string `json:"error"`
+}
+
+// probe makes one echo exchange from namespace ns, as user uid when uid
+// is not 0.
+func probe(t *testing.T, l *lab.Lab, ns string, uid int, network, addr string) probeResult {
+	t.Helper()
+	args := []string{filepath.Join(bin, "twlab"), "probe", network, addr}
+	if uid != 0 {
+		id := fmt.Sprint(uid)
+		args = append([]string{"setpriv", "--reuid", id, "--regid", id, "--clear-groups"}, args...)
+	}
+	out, err := l.Run(ns, args...)
+	if err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	var r probeResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("probe output %q: %v", out, err)
+	}
+	return r
+}
+
+func wantOK(t *testing.T, r probeResult, what string) {
+	t.Helper()
+	if !r.OK {
+		t.Errorf("%s: failed (%s), want it to work", what, r.Error)
+	}
+}
+
+// verdicts returns the verdict events in log for flows to dst (ip:port).
+func verdicts(t *testing.T, log, proto, dst string) []event {
+	t.Helper()
+	var out []event
+	for _, e := range readEvents(t, log) {
+		if e.str("event") == "verdict" && e.str("proto") == proto && e.str("dst") == dst {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// wantVerdict waits for a verdict for a flow to dst and checks it.
+func wantVerdict(t *testing.T, log, proto, dst, action, rule string) event {
+	t.Helper()
+	e := waitEvent(t, log, func(e event) bool {
+		return e.str("event") == "verdict" && e.str("proto") == proto && e.str("dst") == dst
+	})
+	if e.str("action") != action || e.str("rule") != rule {
+		t.Errorf("%s to %s: %s by %q, want %s by %q", proto, dst, e.str("action"), e.str("rule"), action, rule)
+	}
+	return e
+}
+
+// hostRouting dumps the gateway namespace's rules, routes of every table
+// and forwarding and reverse-path settings: what a clean exit must leave
+// exactly as it found it.
+func hostRouting(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"ip", "-4", "rule"}, {"ip", "-6", "rule"},
+		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
+		{"sh", "-c", "grep -H . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/conf/*/rp_filter /proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/force_forwarding"},
+	} {
+		out, err := l.Run(l.Gateway, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(out)
+	}
+	return b.String()
+}
+
+// stopClean stops tw with SIGTERM and checks the exit and that routing is
+// back to before.
+func stopClean(t *testing.T, l *lab.Lab, tw *lab.Tunwall, before string) {
+	t.Helper()
+	if err := tw.Stop(10 * time.Second); err != nil {
+		t.Fatalf("tunwall exit after SIGTERM: %v", err)
+	}
+	if after := hostRouting(t, l); after != before {
+		t.Errorf("routing differs after SIGTERM:\n%s", lineDiff(before, after))
+	}
+}
+
+// lineDiff lists the lines only in a (-) and only in b (+).
+func lineDiff(a, b string) string {
+	count := map[string]int{}
+	for _, s := range strings.Split(a, "\n") {
+		count[s]++
+	}
+	for _, s := range strings.Split(b, "\n") {
+		count[s]--
+	}
+	var out []string
+	for s, n := range count {
+		switch {
+		case n > 0:
+			out = append(out, "- "+s)
+		case n < 0:
+			out = append(out, "+ "+s)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func hostPort(addr, port string) string { return net.JoinHostPort(addr, port) }
+
+// TestRouteAll: with routing.mode all, a process in tunwall's own
+// namespace reaches the server only through tunwall (both families, TCP
+// and UDP, including a resolver on the local network), a deny rule
+// refuses it, loopback, the TUN's own address and link-local keep
+// working, and SIGTERM leaves routing exactly as it was.
+func TestRouteAll(t *testing.T) {
+	l := routedLab(t, "twa")
+	gw := l.Gateway
+	// Positive control: without tunwall the probes work (port 8080 too).
+	for _, a := range []string{lab.ServerV4, lab.ServerV6} {
+		wantOK(t, probe(t, l, gw, 0, "tcp", hostPort(a, "7001")), "control: tcp to "+a)
+		wantOK(t, probe(t, l, gw, 0, "tcp", hostPort(a, "8080")), "control: tcp 8080 to "+a)
+		wantOK(t, probe(t, l, gw, 0, "udp", hostPort(a, "53")), "control: udp 53 to "+a)
+	}
+	before := hostRouting(t, l)
+	tw := launch(t, l, `
+tun: {name: tw0}
+log: {level: debug, format: json}
+routing: {mode: all}
+policy:
+  default: allow
+  rules:
+    - {name: no-8080, action: reject, proto: tcp, ports: [8080]}
+`)
+	for _, a := range []string{lab.ServerV4, lab.ServerV6} {
+		wantOK(t, probe(t, l, gw, 0, "tcp", hostPort(a, "7001")), "tcp to "+a)
+		wantVerdict(t, tw.Log, "tcp", hostPort(a, "7001"), "allow", "default")
+		wantOK(t, probe(t, l, gw, 0, "udp", hostPort(a, "53")), "dns to "+a)
+		wantVerdict(t, tw.Log, "udp", hostPort(a, "53"), "allow", "default")
+		if r := probe(t, l, gw, 0, "tcp", hostPort(a, "8080")); r.OK || r.Errno != "ECONNREFUSED" {
+			t.Errorf("tcp 8080 to %s: %+v, want refused by the rule", a, r)
+		}
+		wantVerdict(t, tw.Log, "tcp", hostPort(a, "8080"), "reject", "no-8080")
+	}
+	// What stays local: loopback, the TUN's own address, link-local.
+	linkLocal := serverLinkLocal(t, l)
+	for _, args := range [][]string{
+		{"ping", "-c1", "-W2", "127.0.0.1"}, {"ping", "-c1", "-W2", "198.18.0.1"},
+		{"ping", "-c1", "-W2", linkLocal + "%g1"},
+	} {
+		if out, err := l.Run(gw, args...); err != nil {
+			t.Errorf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if n := len(verdicts(t, tw.Log, "icmp", linkLocal)); n != 0 {
+		t.Errorf("link-local ping went through tunwall (%d verdicts)", n)
+	}
+	stopClean(t, l, tw, before)
+}
+
+// serverLinkLocal returns the server's link-local IPv6 address on s0.
+func serverLinkLocal(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	out, err := l.Run(l.Server, "ip", "-6", "-o", "addr", "show", "dev", "s0", "scope", "link")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(out)
+	for i, w := range f {
+		if w == "inet6" && i+1 < len(f) {
+			return strings.Split(f[i+1], "/")[0]
+		}
+	}
+	t.Fatalf("server has no link-local address: %q", out)
+	return ""
+}
+
+// TestSplit: with routing.mode split only the included destinations go
+// through tunwall (and are logged); the others go the normal way.
+func TestSplit(t *testing.T) {
+	l := routedLab(t, "twp")
+	gw := l.Gateway
+	for _, a := range []string{lab.ServerV4, lab.ServerV6, lab.ServerAlt4, lab.ServerAlt6} {
+		wantOK(t, probe(t, l, gw, 0, "tcp", hostPort(a, "7001")), "control: tcp to "+a)
+	}
+	before := hostRouting(t, l)
+	tw := launch(t, l, fmt.Sprintf(`
+tun: {name: tw0}
+log: {level: debug, format: json}
+routing: {mode: split, include: [%s, "%s"]}
+policy: {default: allow}
+`, lab.ServerV4, lab.ServerV6))
+	for _, a := range []string{lab.ServerV4, lab.ServerV6} {
+		wantOK(t, probe(t, l, gw, 0, "tcp", hostPort(a, "7001")), "tcp to included "+a)
+		wantVerdict(t, tw.Log, "tcp", hostPort(a, "7001"), "allow", "default")
+	}
+	for _, a := range []string{lab.ServerAlt4, lab.ServerAlt6} {
+		wantOK(t, probe(t, l, gw, 0, "tcp", hostPort(a, "7001")), "tcp to other "+a)
+	}
+	waitEvent(t, tw.Log, func(e event) bool { return e.str("dst") == hostPort(lab.ServerV6, "7001") })
+	for _, a := range []string{lab.ServerAlt4, lab.ServerAlt6} {
+		if n := len(verdicts(t, tw.Log, "tcp", hostPort(a, "7001"))); n != 0 {
+			t.Errorf("%s is not included, but tunwall judged %d flows to it", a, n)
+		}
+	}
+	stopClean(t, l, tw, before)
+}
+
+// Users of the per-app test: A is routed through tunwall, B is not.
+const (
+	uidA = 64101
+	uidB = 64102
+)
+
+// TestPerApp: with routing.uids only that user's traffic goes through
+// tunwall; another user's goes the normal way, unjudged.
+func TestPerApp(t *testing.T) {
+	l := routedLab(t, "twu")
+	gw := l.Gateway
+	target := hostPort(lab.ServerV4, "7001")
+	for _, uid := range []int{uidA, uidB} {
+		wantOK(t, probe(t, l, gw, uid, "tcp", target), fmt.Sprintf("control: uid %d", uid))
+	}
+	before := hostRouting(t, l)
+	tw := launch(t, l, fmt.Sprintf(`
+tun: {name: tw0}
+log: {level: debug, format: json}
+routing: {mode: all, uids: [%d]}
+policy:
+  default: allow
+  rules:
+    - {name: no-udp, action: reject, proto: udp}
+`, uidA))
+	wantOK(t, probe(t, l, gw, uidA, "tcp", target), "uid A tcp")
+	wantVerdict(t, tw.Log, "tcp", target, "allow", "default")
+	if r := probe(t, l, gw, uidA, "udp", target); r.OK || r.Errno != "ECONNREFUSED" {
+		t.Errorf("uid A udp: %+v, want refused by rule no-udp", r)
+	}
+	wantVerdict(t, tw.Log, "udp", target, "reject", "no-udp")
+
+	judged := len(verdicts(t, tw.Log, "tcp", target)) + len(verdicts(t, tw.Log, "udp", target))
+	wantOK(t, probe(t, l, gw, uidB, "tcp", target), "uid B tcp")
+	wantOK(t, probe(t, l, gw, uidB, "udp", target), "uid B udp (not routed, so no-udp does not apply)")
+	// A flow of A's after B's: once its verdict is logged, any verdict
+	// for B's flows would be too.
+	marker := hostPort(lab.ServerAlt4, "7001")
+	wantOK(t, probe(t, l, gw, uidA, "tcp", marker), "uid A marker")
+	wantVerdict(t, tw.Log, "tcp", marker, "allow", "default")
+	if n := len(verdicts(t, tw.Log, "tcp", target)) + len(verdicts(t, tw.Log, "udp", target)); n != judged {
+		t.Errorf("tunwall judged %d of uid B's flows, want none", n-judged)
+	}
+	stopClean(t, l, tw, before)
+}
+
+// TestLANGateway: with routing.from the client namespace (a host using the
+// gateway as its router) is routed through tunwall and judged by src
+// rules; forwarding, off before, is turned on for that interface only and
+// restored on exit.
+func TestLANGateway(t *testing.T) {
+	l := routedLab(t, "twl")
+	target4, target6 := hostPort(lab.ServerV4, "7001"), hostPort(lab.ServerV6, "7001")
+	wantOK(t, probe(t, l, l.Client, 0, "tcp", target4), "control: forwarded by the kernel")
+	if _, err := l.Run(l.Gateway, "sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"); err != nil {
+		t.Fatal(err)
+	}
+	if r := probe(t, l, l.Client, 0, "tcp", target4); r.OK {
+		t.Fatal("control: the gateway still forwards with forwarding off")
+	}
+	before := hostRouting(t, l)
+	tw := launch(t, l, fmt.Sprintf(`
+tun: {name: tw0}
+log: {level: debug, format: json}
+routing: {from: [g0]}
+policy:
+  default: allow
+  rules:
+    - {name: client-no-8080, action: reject, src: [%s, "%s"], proto: tcp, ports: [8080]}
+`, lab.ClientV4, lab.ClientV6))
+	for _, a := range []string{lab.ServerV4, lab.ServerV6} {
+		wantOK(t, probe(t, l, l.Client, 0, "tcp", hostPort(a, "7001")), "client tcp to "+a)
+		if r := probe(t, l, l.Client, 0, "tcp", hostPort(a, "8080")); r.OK || r.Errno != "ECONNREFUSED" {
+			t.Errorf("client tcp 8080 to %s: %+v, want refused by src rule", a, r)
+		}
+		wantVerdict(t, tw.Log, "tcp", hostPort(a, "8080"), "reject", "client-no-8080")
+	}
+	e := wantVerdict(t, tw.Log, "tcp", target4, "allow", "default")
+	if !strings.HasPrefix(e.str("src"), lab.ClientV4+":") {
+		t.Errorf("verdict src %q, want the client's own address", e.str("src"))
+	}
+	wantVerdict(t, tw.Log, "tcp", target6, "allow", "default")
+	// The gateway's own traffic is not routed in.
+	wantOK(t, probe(t, l, l.Gateway, 0, "tcp", hostPort(lab.ServerAlt4, "7001")), "gateway's own tcp")
+	if n := len(verdicts(t, tw.Log, "tcp", hostPort(lab.ServerAlt4, "7001"))); n != 0 {
+		t.Errorf("the gateway's own flow was routed through tunwall")
+	}
+	stopClean(t, l, tw, before)
+}
