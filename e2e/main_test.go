@@ -1,6 +1,6 @@
 // Package e2e runs tunwall end to end in network namespaces: client ->
 // gateway (tunwall) -> server, IPv4 and IPv6, asserting what the client
-// sees and what the flow log says. It needs root, iproute2, ping and
+// sees and what the flow log says. It needs root, iproute2, ping, setpriv and
 // /dev/net/tun; without them the tests skip, except under CI=true, where
 // they fail.
 package e2e
