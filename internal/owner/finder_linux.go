@@ -1,0 +1,219 @@
+package owner
+
+import (
+	"bufio"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Finder looks up socket owners. It is safe for concurrent use.
+type Finder struct {
+	mu       sync.Mutex
+	pids     map[uint64]int // socket inode -> pid, from the last scan
+	users    map[uint32]string
+	noDiag   bool // sock_diag failed once: use /proc/net from then on
+	procRoot string
+}
+
+// NewFinder returns a Finder reading the running system.
+func NewFinder() *Finder {
+	return &Finder{pids: map[uint64]int{}, users: map[uint32]string{}, procRoot: "/proc"}
+}
+
+// Lookup finds the owner of the local socket whose local address is local
+// and whose peer is remote.
+func (f *Finder) Lookup(p Proto, local, remote netip.AddrPort) (Owner, error) {
+	uid, inode, err := f.socket(p, local, remote)
+	if err != nil {
+		return Owner{}, err
+	}
+	o := Owner{UID: uid, User: f.userName(uid)}
+	if pid := f.pid(inode); pid != 0 {
+		o.PID = pid
+		o.Exe, _ = os.Readlink(filepath.Join(f.procRoot, strconv.Itoa(pid), "exe"))
+	}
+	return o, nil
+}
+
+// socket returns the uid and inode of the socket, from sock_diag or, where
+// that is unavailable, /proc/net.
+func (f *Finder) socket(p Proto, local, remote netip.AddrPort) (uint32, uint64, error) {
+	f.mu.Lock()
+	noDiag := f.noDiag
+	f.mu.Unlock()
+	if !noDiag {
+		s, err := netlink.SocketGet(addr(p, local), addr(p, remote))
+		if err == nil && s.INode != 0 {
+			return s.UID, uint64(s.INode), nil
+		}
+		if err == nil || isNotFound(err) {
+			return 0, 0, ErrNotFound
+		}
+		f.mu.Lock()
+		f.noDiag = true
+		f.mu.Unlock()
+	}
+	return procNetLookup(f.procRoot, p, local, remote)
+}
+
+func isNotFound(err error) bool {
+	return strings.Contains(err.Error(), "no such file") || strings.Contains(err.Error(), "no message")
+}
+
+func addr(p Proto, ap netip.AddrPort) net.Addr {
+	ip := net.IP(ap.Addr().Unmap().AsSlice())
+	if p == UDP {
+		return &net.UDPAddr{IP: ip, Port: int(ap.Port())}
+	}
+	return &net.TCPAddr{IP: ip, Port: int(ap.Port())}
+}
+
+// pid finds the process holding socket inode: from the cache if that
+// process still holds it, else from a fresh scan of /proc (lookups that
+// miss together share one scan, as they wait on the lock).
+func (f *Finder) pid(inode uint64) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if pid, ok := f.pids[inode]; ok && processHolds(f.procRoot, pid, inode) {
+		return pid
+	}
+	f.pids = scanSockets(f.procRoot)
+	return f.pids[inode]
+}
+
+// scanSockets maps every socket inode under /proc/*/fd to its process.
+func scanSockets(root string) map[uint64]int {
+	out := map[uint64]int{}
+	procs, _ := os.ReadDir(root)
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		fdDir := filepath.Join(root, p.Name(), "fd")
+		fds, _ := os.ReadDir(fdDir)
+		for _, fd := range fds {
+			if inode, ok := socketInode(filepath.Join(fdDir, fd.Name())); ok {
+				if _, seen := out[inode]; !seen {
+					out[inode] = pid
+				}
+			}
+		}
+	}
+	return out
+}
+
+func processHolds(root string, pid int, inode uint64) bool {
+	fdDir := filepath.Join(root, strconv.Itoa(pid), "fd")
+	fds, _ := os.ReadDir(fdDir)
+	for _, fd := range fds {
+		if n, ok := socketInode(filepath.Join(fdDir, fd.Name())); ok && n == inode {
+			return true
+		}
+	}
+	return false
+}
+
+func socketInode(link string) (uint64, bool) {
+	target, err := os.Readlink(link)
+	if err != nil || !strings.HasPrefix(target, "socket:[") {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]"), 10, 64)
+	return n, err == nil
+}
+
+func (f *Finder) userName(uid uint32) string {
+	f.mu.Lock()
+	name, ok := f.users[uid]
+	f.mu.Unlock()
+	if ok {
+		return name
+	}
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		name = u.Username
+	}
+	f.mu.Lock()
+	f.users[uid] = name
+	f.mu.Unlock()
+	return name
+}
+
+// procNetLookup finds the socket in /proc/net/{tcp,udp}{,6}: the fallback
+// where sock_diag is not available. A UDP socket that is not connected
+// matches on its local address alone.
+func procNetLookup(root string, p Proto, local, remote netip.AddrPort) (uint32, uint64, error) {
+	name := map[Proto]string{TCP: "tcp", UDP: "udp"}[p]
+	files := []string{name, name + "6"}
+	for _, file := range files {
+		fh, err := os.Open(filepath.Join(root, "net", file))
+		if err != nil {
+			continue
+		}
+		uid, inode, found := scanProcNet(bufio.NewScanner(fh), p, local, remote)
+		fh.Close()
+		if found {
+			return uid, inode, nil
+		}
+	}
+	return 0, 0, ErrNotFound
+}
+
+func scanProcNet(sc *bufio.Scanner, p Proto, local, remote netip.AddrPort) (uint32, uint64, bool) {
+	sc.Scan() // header
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 10 {
+			continue
+		}
+		l, err1 := parseProcAddr(f[1])
+		r, err2 := parseProcAddr(f[2])
+		if err1 != nil || err2 != nil || !sameAddrPort(l, local) {
+			continue
+		}
+		if !sameAddrPort(r, remote) && !(p == UDP && r.Port() == 0) {
+			continue
+		}
+		uid, _ := strconv.ParseUint(f[7], 10, 32)
+		inode, _ := strconv.ParseUint(f[9], 10, 64)
+		return uint32(uid), inode, true
+	}
+	return 0, 0, false
+}
+
+func sameAddrPort(a, b netip.AddrPort) bool {
+	return a.Port() == b.Port() && (a.Addr().Unmap() == b.Addr().Unmap() || a.Addr().IsUnspecified())
+}
+
+// parseProcAddr reads "0100007F:1F90": the address as the kernel stores
+// it (32-bit words in host byte order, little-endian here) and the port
+// in hex.
+func parseProcAddr(s string) (netip.AddrPort, error) {
+	h, portHex, ok := strings.Cut(s, ":")
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+	}
+	raw, err := hex.DecodeString(h)
+	if err != nil || len(raw) != 4 && len(raw) != 16 {
+		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
+	}
+	for i := 0; i < len(raw); i += 4 {
+		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+	}
+	port, err := strconv.ParseUint(portHex, 16, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("bad port in %q", s)
+	}
+	a, _ := netip.AddrFromSlice(raw)
+	return netip.AddrPortFrom(a.Unmap(), uint16(port)), nil
+}
