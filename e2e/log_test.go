@@ -65,11 +65,20 @@ func flowEvent(ev, src, dst string) func(event) bool {
 	return func(e event) bool { return e.str("event") == ev && e.str("src") == src && e.str("dst") == dst }
 }
 
-// assertVerdict waits for the verdict of a flow and checks action and rule.
+// assertVerdict waits for the verdict of a flow of the suite's gateway
+// and checks action and rule.
 func assertVerdict(t *testing.T, src, dst, action, rule string) {
 	t.Helper()
-	e := waitEvent(t, gw.Log, flowEvent("verdict", src, dst))
+	expectVerdict(t, gw.Log, flowEvent("verdict", src, dst), src+" -> "+dst, action, rule)
+}
+
+// expectVerdict waits for the verdict event match picks in log and checks
+// its action and rule; what names the flow in messages.
+func expectVerdict(t *testing.T, log string, match func(event) bool, what, action, rule string) event {
+	t.Helper()
+	e := waitEvent(t, log, match)
 	if e.str("action") != action || e.str("rule") != rule {
-		t.Errorf("verdict for %s -> %s: action %q rule %q, want %q by %q", src, dst, e.str("action"), e.str("rule"), action, rule)
+		t.Errorf("verdict for %s: action %q rule %q, want %q by %q", what, e.str("action"), e.str("rule"), action, rule)
 	}
+	return e
 }

@@ -112,33 +112,10 @@ func verdicts(t *testing.T, log, proto, dst string) []event {
 // wantVerdict waits for a verdict for a flow to dst and checks it.
 func wantVerdict(t *testing.T, log, proto, dst, action, rule string) event {
 	t.Helper()
-	e := waitEvent(t, log, func(e event) bool {
+	match := func(e event) bool {
 		return e.str("event") == "verdict" && e.str("proto") == proto && e.str("dst") == dst
-	})
-	if e.str("action") != action || e.str("rule") != rule {
-		t.Errorf("%s to %s: %s by %q, want %s by %q", proto, dst, e.str("action"), e.str("rule"), action, rule)
 	}
-	return e
-}
-
-// hostRouting dumps the gateway namespace's rules, routes of every table
-// and forwarding and reverse-path settings: what a clean exit must leave
-// exactly as it found it.
-func hostRouting(t *testing.T, l *lab.Lab) string {
-	t.Helper()
-	var b strings.Builder
-	for _, args := range [][]string{
-		{"ip", "-4", "rule"}, {"ip", "-6", "rule"},
-		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
-		{"sh", "-c", "grep -H . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/conf/*/rp_filter /proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/force_forwarding"},
-	} {
-		out, err := l.Run(l.Gateway, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.WriteString(out)
-	}
-	return b.String()
+	return expectVerdict(t, log, match, proto+" to "+dst, action, rule)
 }
 
 // stopClean stops tw with SIGTERM and checks the exit and that routing is
@@ -148,7 +125,7 @@ func stopClean(t *testing.T, l *lab.Lab, tw *lab.Tunwall, before string) {
 	if err := tw.Stop(10 * time.Second); err != nil {
 		t.Fatalf("tunwall exit after SIGTERM: %v", err)
 	}
-	if after := hostRouting(t, l); after != before {
+	if after := routingState(t, l); after != before {
 		t.Errorf("routing differs after SIGTERM:\n%s", lineDiff(before, after))
 	}
 }
@@ -190,7 +167,7 @@ func TestRouteAll(t *testing.T) {
 		wantOK(t, probe(t, l, gw, 0, "tcp", hostPort(a, "8080")), "control: tcp 8080 to "+a)
 		wantOK(t, probe(t, l, gw, 0, "udp", hostPort(a, "53")), "control: udp 53 to "+a)
 	}
-	before := hostRouting(t, l)
+	before := routingState(t, l)
 	tw := launch(t, l, `
 tun: {name: tw0}
 log: {level: debug, format: json}
@@ -251,7 +228,7 @@ func TestSplit(t *testing.T) {
 	for _, a := range []string{lab.ServerV4, lab.ServerV6, lab.ServerAlt4, lab.ServerAlt6} {
 		wantOK(t, probe(t, l, gw, 0, "tcp", hostPort(a, "7001")), "control: tcp to "+a)
 	}
-	before := hostRouting(t, l)
+	before := routingState(t, l)
 	tw := launch(t, l, fmt.Sprintf(`
 tun: {name: tw0}
 log: {level: debug, format: json}
@@ -289,7 +266,7 @@ func TestPerApp(t *testing.T) {
 	for _, uid := range []int{uidA, uidB} {
 		wantOK(t, probe(t, l, gw, uid, "tcp", target), fmt.Sprintf("control: uid %d", uid))
 	}
-	before := hostRouting(t, l)
+	before := routingState(t, l)
 	tw := launch(t, l, fmt.Sprintf(`
 tun: {name: tw0}
 log: {level: debug, format: json}
@@ -334,7 +311,7 @@ func TestLANGateway(t *testing.T) {
 	if r := probe(t, l, l.Client, 0, "tcp", target4); r.OK {
 		t.Fatal("control: the gateway still forwards with forwarding off")
 	}
-	before := hostRouting(t, l)
+	before := routingState(t, l)
 	tw := launch(t, l, fmt.Sprintf(`
 tun: {name: tw0}
 log: {level: debug, format: json}
@@ -453,7 +430,7 @@ func tunwallDown(t *testing.T, l *lab.Lab) string {
 // negative control, strict: false, shows the count sees a leak.
 func TestKillNoLeak(t *testing.T) {
 	l := routedLab(t, "twk")
-	before := hostRouting(t, l)
+	before := routingState(t, l)
 
 	t.Run("control strict false leaks", func(t *testing.T) {
 		tw := launch(t, l, fmt.Sprintf(routeAllConfig, false))
@@ -498,7 +475,7 @@ func TestKillNoLeak(t *testing.T) {
 		t.Errorf("tunwall down did not report removing the backstop:\n%s", out)
 	}
 	wantOK(t, probe(t, l, l.Gateway, 0, "tcp", sprayTargets[0]), "after tunwall down")
-	if after := hostRouting(t, l); after != before {
+	if after := routingState(t, l); after != before {
 		t.Errorf("routing after tunwall down differs:\n%s", lineDiff(before, after))
 	}
 }
@@ -512,7 +489,7 @@ func TestRoutingLifecycle(t *testing.T) {
 	tunwall := filepath.Join(bin, "tunwall")
 	cfg := filepath.Join(t.TempDir(), "all.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(routeAllConfig, true)), 0o644)
-	before := hostRouting(t, l)
+	before := routingState(t, l)
 
 	refuse := func(want string, setup, undo []string) {
 		t.Helper()
@@ -526,7 +503,7 @@ func TestRoutingLifecycle(t *testing.T) {
 		if _, err := l.Run(gw, undo...); err != nil {
 			t.Fatal(err)
 		}
-		if after := hostRouting(t, l); after != before {
+		if after := routingState(t, l); after != before {
 			t.Errorf("a refused start changed routing:\n%s", lineDiff(before, after))
 		}
 	}
@@ -554,7 +531,7 @@ func TestRoutingLifecycle(t *testing.T) {
 	}
 	tunwallDown(t, l)
 	wantOK(t, probe(t, l, gw, 0, "tcp", sprayTargets[0]), "after tunwall down")
-	if after := hostRouting(t, l); after != before {
+	if after := routingState(t, l); after != before {
 		t.Errorf("routing after tunwall down differs:\n%s", lineDiff(before, after))
 	}
 	if out := tunwallDown(t, l); !strings.Contains(out, "nothing to remove") {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,18 +15,7 @@ import (
 // open, sends SIGTERM and checks: exit 0, the flow closed with reason
 // shutdown, and no device, address, route or rule of tunwall's is left.
 func TestSIGTERMCleansUp(t *testing.T) {
-	need(t)
-	l, err := lab.New(fmt.Sprintf("tws%d", os.Getpid()%10000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Close)
-	srv := l.Cmd(l.Server, filepath.Join(bin, "twlab"), "serve")
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-
+	l := routedLab(t, "tws")
 	before := routingState(t, l)
 	cfg := filepath.Join(t.TempDir(), "gw.yaml")
 	os.WriteFile(cfg, []byte("tun: {name: twstop}\nlog: {format: json}\npolicy:\n  default: allow\n"), 0o644)
@@ -37,13 +25,7 @@ func TestSIGTERMCleansUp(t *testing.T) {
 	}
 	t.Cleanup(func() { tw.Stop(5 * time.Second) })
 
-	var c net.Conn
-	for try := 0; try < 50; try++ { // the services may still be starting
-		if c, err = l.Dial(l.Client, "tcp", net.JoinHostPort(lab.ServerV4, "7001"), time.Second); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c, err := l.Dial(l.Client, "tcp", net.JoinHostPort(lab.ServerV4, "7001"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,18 +51,20 @@ func TestSIGTERMCleansUp(t *testing.T) {
 	}
 	l.Unroute() // the lab's own rules; what remains must equal the start
 	if after := routingState(t, l); after != before {
-		t.Errorf("routing state changed:\nbefore:\n%s\nafter:\n%s", before, after)
+		t.Errorf("routing state changed:\n%s", lineDiff(before, after))
 	}
 }
 
-// routingState lists the gateway's addresses, routes of every table and
-// rules, for both families.
+// routingState dumps the gateway namespace's addresses, rules, routes of
+// every table and forwarding and reverse-path settings: what a clean exit
+// must leave exactly as it found it.
 func routingState(t *testing.T, l *lab.Lab) string {
 	t.Helper()
 	var b strings.Builder
 	for _, args := range [][]string{
-		{"ip", "-o", "addr"}, {"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
-		{"ip", "-4", "rule"}, {"ip", "-6", "rule"},
+		{"ip", "-o", "addr"}, {"ip", "-4", "rule"}, {"ip", "-6", "rule"},
+		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
+		{"sh", "-c", "grep -H . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/conf/*/rp_filter /proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/force_forwarding"},
 	} {
 		out, err := l.Run(l.Gateway, args...)
 		if err != nil {

@@ -192,6 +192,12 @@ func currentNetns() (Netns, error) {
 	return ns, nil
 }
 
+// running reports whether the tunwall that wrote s still runs: the pid
+// with the same start time, not a later process that reused the pid.
+func (s *State) running() bool {
+	return s.PID != 0 && processStart(s.PID) == s.Start
+}
+
 // processStart is a process's start time in clock ticks since boot (0 if
 // it does not exist): with the pid it names one process, never a later
 // one that reused the pid.

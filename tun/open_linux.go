@@ -3,7 +3,6 @@ package tun
 import (
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/tunwall/tunwall/policy"
 	"github.com/vishvananda/netlink"
@@ -43,7 +42,7 @@ func configure(d *Device, cfg policy.TunConfig) error {
 		return fmt.Errorf("find tun %s: %w", d.name, err)
 	}
 	for _, p := range cfg.Addresses {
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+		addr := &netlink.Addr{IPNet: ipNet(p)}
 		if p.Addr().Is6() {
 			addr.Flags = unix.IFA_F_NODAD // usable at once, no duplicate detection wait
 		}

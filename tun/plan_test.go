@@ -10,14 +10,16 @@ import (
 	"github.com/tunwall/tunwall/policy"
 )
 
-func routing(t *testing.T, yaml string) policy.RoutingConfig {
+func parse(t *testing.T, yaml string) *policy.Config {
 	t.Helper()
 	cfg, err := policy.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cfg.Routing
+	return cfg
 }
+
+func routing(t *testing.T, yaml string) policy.RoutingConfig { return parse(t, yaml).Routing }
 
 func ruleLines(p Plan) string {
 	var out []string
@@ -76,9 +78,8 @@ ipv6 pref 7473 iif lan1 lookup 7475`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := routing(t, tt.yaml+"\n")
-			cfg, _ := policy.Parse("t.yaml", []byte(tt.yaml+"\n"))
-			p := NewPlan(r, "tw0", cfg.Egress.Mark)
+			cfg := parse(t, tt.yaml+"\n")
+			p := NewPlan(cfg.Routing, "tw0", cfg.Egress.Mark)
 			if got := ruleLines(p); got != strings.TrimSpace(tt.want) {
 				t.Errorf("rules:\n%s\nwant:\n%s", got, strings.TrimSpace(tt.want))
 			}

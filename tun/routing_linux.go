@@ -152,6 +152,9 @@ func (rt *Routing) Remove(keep bool) error {
 	return s.remove(rt.dir)
 }
 
+// Kept reports whether Remove left the backstop in place (keep_blocked).
+func (rt *Routing) Kept() bool { return rt.state != nil && rt.state.Kept }
+
 // Installed describes what is in place, one item per line, for the log.
 func (rt *Routing) Installed() []string {
 	if rt.state == nil {
@@ -181,7 +184,7 @@ func previous(dir string, ns Netns, table int) (*State, error) {
 		return &State{}, err
 	}
 	s := states[0]
-	if s.PID != 0 && s.PID != os.Getpid() && processStart(s.PID) == s.Start {
+	if s.PID != os.Getpid() && s.running() {
 		return nil, fmt.Errorf("routing table %d: tunwall (pid %d) is already running with it", table, s.PID)
 	}
 	return s, nil
@@ -207,7 +210,7 @@ func down(dir string, table int) ([]string, error) {
 	var done []string
 	var errs error
 	for _, s := range states {
-		if s.PID != 0 && processStart(s.PID) == s.Start {
+		if s.running() {
 			errs = errors.Join(errs, fmt.Errorf("routing table %d: tunwall (pid %d) is running; stop it first (SIGTERM)", s.Table, s.PID))
 			continue
 		}

@@ -26,6 +26,9 @@ func (*Routing) Attach(*Device) error { return nil }
 // Remove does nothing here.
 func (*Routing) Remove(bool) error { return nil }
 
+// Kept is always false here.
+func (*Routing) Kept() bool { return false }
+
 // Installed is always empty here.
 func (*Routing) Installed() []string { return nil }
 

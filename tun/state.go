@@ -116,11 +116,9 @@ func union[T comparable](a, b []T) []T {
 	return out
 }
 
-// keyOf compares rules by value (UIDs is a pointer).
-func (r Rule) key() string { return r.String() }
-
 func containsRule(rules []Rule, r Rule) bool {
-	return slices.ContainsFunc(rules, func(x Rule) bool { return x.key() == r.key() })
+	// By their text: UIDs is a pointer, so == would compare addresses.
+	return slices.ContainsFunc(rules, func(x Rule) bool { return x.String() == r.String() })
 }
 
 func unionRules(a, b []Rule) []Rule {

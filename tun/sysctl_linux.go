@@ -46,7 +46,7 @@ func applySysctls(in []Sysctl) ([]Sysctl, error) {
 		if err != nil {
 			return done, fmt.Errorf("sysctl %s: %w", c.Path, err)
 		}
-		if c.IfStrict && !strictRPFilter(c.Path, cur) {
+		if c.IfStrict && !strictRPFilter(cur) {
 			continue
 		}
 		if c.Old == "" {
@@ -62,9 +62,9 @@ func applySysctls(in []Sysctl) ([]Sysctl, error) {
 	return done, nil
 }
 
-// strictRPFilter reports whether reverse-path filtering on the interface
-// of path is strict: the larger of its own and the "all" value is 1.
-func strictRPFilter(path, own string) bool {
+// strictRPFilter reports whether reverse-path filtering on an interface
+// whose own value is own is strict: the larger of it and "all" is 1.
+func strictRPFilter(own string) bool {
 	all, _ := readSysctl("net/ipv4/conf/all/rp_filter")
 	return max(own, all) == "1"
 }

@@ -100,6 +100,6 @@ func cmdRun(args []string, stderr io.Writer) error {
 	st := gw.Stats()
 	zl.Info().Str("event", "stop").Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).
 		Uint64("packets_in", st.PacketsIn.Load()).Uint64("packets_out", st.PacketsOut.Load()).
-		Uint64("malformed", st.Malformed()).Uint64("read_errors", st.ReadErrors.Load()).Uint64("write_errors", st.WriteErrors.Load()).Bool("kept_blocked", keep && cfg.Routing.Strict && cfg.Routing.Routes()).Msg("stopped")
+		Uint64("malformed", st.Malformed()).Uint64("read_errors", st.ReadErrors.Load()).Uint64("write_errors", st.WriteErrors.Load()).Bool("kept_blocked", rt.Kept()).Msg("stopped")
 	return err
 }

@@ -3,6 +3,7 @@ package owner
 import (
 	"bufio"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Finder looks up socket owners. It is safe for concurrent use.
@@ -66,8 +68,10 @@ func (f *Finder) socket(p Proto, local, remote netip.AddrPort) (uint32, uint64, 
 	return procNetLookup(f.procRoot, p, local, remote)
 }
 
+// isNotFound reports the kernel's "no such socket" (ENOENT), or an empty
+// answer to the filtered dump SocketGet sends.
 func isNotFound(err error) bool {
-	return strings.Contains(err.Error(), "no such file") || strings.Contains(err.Error(), "no message")
+	return errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), "no message")
 }
 
 func addr(p Proto, ap netip.AddrPort) net.Addr {

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"net"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -47,18 +46,21 @@ func errnoName(err error) string {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return "timeout"
 	}
-	for _, e := range []syscall.Errno{syscall.ECONNREFUSED, syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ECONNRESET, syscall.EPERM, syscall.EACCES} {
-		if errors.Is(err, e) {
-			return strings.ToUpper(errnoSymbol[e])
+	for _, e := range errnoNames {
+		if errors.Is(err, e.errno) {
+			return e.name
 		}
 	}
 	return "other"
 }
 
-var errnoSymbol = map[syscall.Errno]string{
-	syscall.ECONNREFUSED: "econnrefused", syscall.EHOSTUNREACH: "ehostunreach",
-	syscall.ENETUNREACH: "enetunreach", syscall.ECONNRESET: "econnreset",
-	syscall.EPERM: "eperm", syscall.EACCES: "eacces",
+var errnoNames = []struct {
+	errno syscall.Errno
+	name  string
+}{
+	{syscall.ECONNREFUSED, "ECONNREFUSED"}, {syscall.EHOSTUNREACH, "EHOSTUNREACH"},
+	{syscall.ENETUNREACH, "ENETUNREACH"}, {syscall.ECONNRESET, "ECONNRESET"},
+	{syscall.EPERM, "EPERM"}, {syscall.EACCES, "EACCES"},
 }
 
 // spray sends a TCP echo and a UDP echo to each address every 20 ms for
