@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/user"
@@ -13,13 +12,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // Finder looks up socket owners. It is safe for concurrent use.
 type Finder struct {
+	diag *diag
+
 	mu       sync.Mutex
 	pids     map[uint64]int // socket inode -> pid, from the last scan
 	users    map[uint32]string
@@ -29,7 +28,7 @@ type Finder struct {
 
 // NewFinder returns a Finder reading the running system.
 func NewFinder() *Finder {
-	return &Finder{pids: map[uint64]int{}, users: map[uint32]string{}, procRoot: "/proc"}
+	return &Finder{diag: newDiag(), pids: map[uint64]int{}, users: map[uint32]string{}, procRoot: "/proc"}
 }
 
 // Lookup finds the owner of the local socket whose local address is local
@@ -40,9 +39,10 @@ func (f *Finder) Lookup(p Proto, local, remote netip.AddrPort) (Owner, error) {
 		return Owner{}, err
 	}
 	o := Owner{UID: uid, User: f.userName(uid)}
-	if pid := f.pid(inode); pid != 0 {
+	if pid := f.pid(inode, uid); pid != 0 {
 		o.PID = pid
-		o.Exe, _ = os.Readlink(filepath.Join(f.procRoot, strconv.Itoa(pid), "exe"))
+		exe, _ := os.Readlink(filepath.Join(f.procRoot, strconv.Itoa(pid), "exe"))
+		o.Exe = strings.TrimSuffix(exe, " (deleted)") // replaced since it started
 	}
 	return o, nil
 }
@@ -53,13 +53,10 @@ func (f *Finder) socket(p Proto, local, remote netip.AddrPort) (uint32, uint64, 
 	f.mu.Lock()
 	noDiag := f.noDiag
 	f.mu.Unlock()
-	if !noDiag {
-		s, err := netlink.SocketGet(addr(p, local), addr(p, remote))
-		if err == nil && s.INode != 0 {
-			return s.UID, uint64(s.INode), nil
-		}
-		if err == nil || isNotFound(err) {
-			return 0, 0, ErrNotFound
+	if !noDiag && p != ICMP { // ping sockets have no sock_diag
+		uid, inode, err := f.diag.lookup(p, local, remote)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return uid, inode, err
 		}
 		f.mu.Lock()
 		f.noDiag = true
@@ -68,41 +65,45 @@ func (f *Finder) socket(p Proto, local, remote netip.AddrPort) (uint32, uint64, 
 	return procNetLookup(f.procRoot, p, local, remote)
 }
 
-// isNotFound reports the kernel's "no such socket" (ENOENT), or an empty
-// answer to the filtered dump SocketGet sends.
-func isNotFound(err error) bool {
-	return errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), "no message")
-}
-
-func addr(p Proto, ap netip.AddrPort) net.Addr {
-	ip := net.IP(ap.Addr().Unmap().AsSlice())
-	if p == UDP {
-		return &net.UDPAddr{IP: ip, Port: int(ap.Port())}
-	}
-	return &net.TCPAddr{IP: ip, Port: int(ap.Port())}
-}
-
 // pid finds the process holding socket inode: from the cache if that
-// process still holds it, else from a fresh scan of /proc (lookups that
-// miss together share one scan, as they wait on the lock).
-func (f *Finder) pid(inode uint64) int {
+// process still holds it, else from a fresh scan of /proc, first of the
+// processes running as uid (the socket's creator, almost always its
+// holder), then of all. Lookups that miss together share a scan, as they
+// wait on the lock.
+func (f *Finder) pid(inode uint64, uid uint32) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if pid, ok := f.pids[inode]; ok && processHolds(f.procRoot, pid, inode) {
 		return pid
 	}
-	f.pids = scanSockets(f.procRoot)
+	f.pids = scanSockets(f.procRoot, func(st os.FileInfo) bool { return ownedBy(st, uid) })
+	if pid, ok := f.pids[inode]; ok {
+		return pid
+	}
+	f.pids = scanSockets(f.procRoot, nil)
 	return f.pids[inode]
 }
 
-// scanSockets maps every socket inode under /proc/*/fd to its process.
-func scanSockets(root string) map[uint64]int {
+func ownedBy(fi os.FileInfo, uid uint32) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Uid == uid
+}
+
+// scanSockets maps every socket inode under /proc/*/fd to its process,
+// for the processes whose /proc directory keep accepts (nil: all).
+func scanSockets(root string, keep func(os.FileInfo) bool) map[uint64]int {
 	out := map[uint64]int{}
 	procs, _ := os.ReadDir(root)
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
 		if err != nil {
 			continue
+		}
+		if keep != nil {
+			fi, err := p.Info()
+			if err != nil || !keep(fi) {
+				continue
+			}
 		}
 		fdDir := filepath.Join(root, p.Name(), "fd")
 		fds, _ := os.ReadDir(fdDir)
@@ -157,7 +158,7 @@ func (f *Finder) userName(uid uint32) string {
 // where sock_diag is not available. A UDP socket that is not connected
 // matches on its local address alone.
 func procNetLookup(root string, p Proto, local, remote netip.AddrPort) (uint32, uint64, error) {
-	name := map[Proto]string{TCP: "tcp", UDP: "udp"}[p]
+	name := map[Proto]string{TCP: "tcp", UDP: "udp", ICMP: "icmp"}[p]
 	files := []string{name, name + "6"}
 	for _, file := range files {
 		fh, err := os.Open(filepath.Join(root, "net", file))
@@ -185,7 +186,7 @@ func scanProcNet(sc *bufio.Scanner, p Proto, local, remote netip.AddrPort) (uint
 		if err1 != nil || err2 != nil || !sameAddrPort(l, local) {
 			continue
 		}
-		if !sameAddrPort(r, remote) && !(p == UDP && r.Port() == 0) {
+		if !sameAddrPort(r, remote) && !(p != TCP && r.Port() == 0) {
 			continue
 		}
 		uid, _ := strconv.ParseUint(f[7], 10, 32)

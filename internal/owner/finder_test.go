@@ -8,8 +8,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // A socket of this test process is found with this process's uid, pid and
@@ -99,6 +104,10 @@ func TestProcNetFallback(t *testing.T) {
 	if uid, inode, ok := lookup(UDP, "127.0.0.1:8080", "10.0.0.1:53"); !ok || uid != 1000 || inode != 111 {
 		t.Errorf("unconnected UDP socket: uid %d inode %d found %v, want 1000 111", uid, inode, ok)
 	}
+	// Ping sockets (/proc/net/icmp) have the echo identifier as local port.
+	if uid, _, ok := lookup(ICMP, "127.0.0.1:8080", "10.0.0.1:0"); !ok || uid != 1000 {
+		t.Errorf("ping socket: uid %d found %v, want 1000", uid, ok)
+	}
 	v6, err := parseProcAddr("000080FE00000000FF57A6705DC771FE:0035")
 	if err != nil || v6 != netip.MustParseAddrPort("[fe80::70a6:57ff:fe71:c75d]:53") {
 		t.Errorf("IPv6 address: %v %v", v6, err)
@@ -116,7 +125,123 @@ func TestProcNetLive(t *testing.T) {
 	if err != nil || uid != uint32(os.Getuid()) || inode == 0 {
 		t.Fatalf("procNetLookup = uid %d inode %d %v", uid, inode, err)
 	}
-	if pid := NewFinder().pid(inode); pid != os.Getpid() {
+	if pid := NewFinder().pid(inode, uid); pid != os.Getpid() {
 		t.Errorf("pid of the socket = %d, want %d", pid, os.Getpid())
+	}
+}
+
+// A UDP socket that sends with sendto and was never connected is found by
+// its local address, whatever peer it talks to; sock_diag and the /proc
+// fallback agree on it.
+func TestLookupUnconnectedUDP(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	local := netip.MustParseAddrPort(pc.LocalAddr().String())
+	peer := netip.MustParseAddrPort("127.0.0.1:53")
+	f := NewFinder()
+	o, err := f.Lookup(UDP, local, peer)
+	if err != nil || o.PID != os.Getpid() {
+		t.Fatalf("Lookup(unconnected UDP) = %+v, %v; want this process", o, err)
+	}
+	uid, inode, err := f.diag.lookup(UDP, local, peer)
+	puid, pinode, perr := procNetLookup("/proc", UDP, local, peer)
+	if err != nil || perr != nil || uid != puid || inode != pinode {
+		t.Errorf("sock_diag says uid %d inode %d (%v), /proc/net says uid %d inode %d (%v)", uid, inode, err, puid, pinode, perr)
+	}
+	if _, err := f.Lookup(TCP, local, peer); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a UDP socket was found as TCP: %v", err)
+	}
+}
+
+// One sock_diag socket serves many lookups in a row, and the two ends of
+// a connection are told apart.
+func TestDiagExactRequest(t *testing.T) {
+	local, remote, closeFn := pair(t, "tcp", "127.0.0.1:0")
+	defer closeFn()
+	d := newDiag()
+	defer d.reset()
+	for i := 0; i < 1000; i++ {
+		if _, inode, err := d.lookup(TCP, local, remote); err != nil || inode == 0 {
+			t.Fatalf("lookup %d: inode %d, %v", i, inode, err)
+		}
+	}
+	// The reversed pair is the server's socket, a different one.
+	_, a, _ := d.lookup(TCP, local, remote)
+	_, b, err := d.lookup(TCP, remote, local)
+	if err != nil || a == b {
+		t.Errorf("both ends of a connection gave inode %d and %d (%v)", a, b, err)
+	}
+}
+
+// The local address set follows addresses as they come and go.
+func TestLocalsFollowChanges(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	runInNewNetns(t, func() {
+		l, err := WatchLocals()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		a := netip.MustParseAddr("10.77.0.1")
+		if l.Contains(a) {
+			t.Fatal("an address not yet assigned is local")
+		}
+		link, err := netlink.LinkByName("lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nlAddr, _ := netlink.ParseAddr("10.77.0.1/32")
+		if err := netlink.AddrAdd(link, nlAddr); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return l.Contains(a) }, "address added")
+		if !l.Contains(netip.MustParseAddr("::ffff:10.77.0.1")) {
+			t.Error("the IPv4-mapped form of a local address is not local")
+		}
+		if err := netlink.AddrDel(link, nlAddr); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return !l.Contains(a) }, "address removed")
+	})
+}
+
+// runInNewNetns runs fn on a thread moved into a fresh network namespace,
+// which is deleted afterwards.
+func runInNewNetns(t *testing.T, fn func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			panic(err) // this thread must not run anything else in ns
+		}
+		ns.Close()
+	}()
+	fn()
+}
+
+// waitFor polls cond until it holds or five seconds have passed.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

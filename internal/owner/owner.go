@@ -23,4 +23,7 @@ type Proto uint8
 const (
 	TCP Proto = iota + 1
 	UDP
+	// ICMP is an echo ("ping") socket: its local port is the echo
+	// identifier. Raw sockets have no such identity and are not found.
+	ICMP
 )
