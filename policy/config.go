@@ -126,6 +126,8 @@ type fileRule struct {
 	Src    []string `yaml:"src"`
 	Dst    []string `yaml:"dst"`
 	Ports  []any    `yaml:"ports"`
+	Users  []any    `yaml:"users"`
+	Apps   []string `yaml:"apps"`
 	Log    bool     `yaml:"log"`
 }
 

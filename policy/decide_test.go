@@ -171,6 +171,76 @@ default: reject`,
 	}
 }
 
+// owned returns f as opened by uid running exe.
+func owned(f Flow, uid uint32, exe string) Flow {
+	f.Owner = &Owner{UID: uid, PID: 4242, Exe: exe}
+	return f
+}
+
+// Rules with users and apps match on the flow's owner; a flow without one
+// (from another host, or not found) never matches them.
+func TestDecideOwner(t *testing.T) {
+	p := mustParse(t, `
+default: allow
+rules:
+  - {name: no-web-for-kids, action: reject, users: [1001, "2000-2099"], proto: tcp, ports: [443]}
+  - {name: root-curl-only, action: allow, users: [root], apps: [curl]}
+  - {name: no-curl, action: deny, apps: [curl, "/opt/*/bin/fetch"]}
+  - {name: usr-bin-tools, action: allow, apps: ["/usr/bin/*"], proto: udp}
+  - {name: no-udp, action: deny, proto: udp}`)
+	web := flow(TCP, "198.18.0.1:40000", "192.0.2.1:443")
+	udp := flow(UDP, "198.18.0.1:40000", "192.0.2.1:53")
+	tests := []struct {
+		name string
+		flow Flow
+		rule string
+	}{
+		{"listed uid", owned(web, 1001, "/usr/bin/firefox"), "no-web-for-kids"},
+		{"uid in range", owned(web, 2050, "/usr/bin/firefox"), "no-web-for-kids"},
+		{"uid past the range", owned(web, 2100, "/usr/bin/firefox"), "default"},
+		{"other port for a listed uid", owned(flow(TCP, "198.18.0.1:1", "192.0.2.1:80"), 1001, "/usr/bin/firefox"), "default"},
+		{"user by name, app by file name", owned(web, 0, "/usr/local/bin/curl"), "root-curl-only"},
+		{"app by name, other user", owned(web, 1000, "/usr/bin/curl"), "no-curl"},
+		{"app by path glob", owned(web, 1000, "/opt/acme/bin/fetch"), "no-curl"},
+		{"a glob star stops at slashes", owned(web, 1000, "/opt/acme/x/bin/fetch"), "default"},
+		{"unknown exe matches no apps rule", owned(udp, 1000, ""), "no-udp"},
+		{"directory glob", owned(udp, 1000, "/usr/bin/dig"), "usr-bin-tools"},
+		{"no owner: users and apps rules skipped", web, "default"},
+		{"no owner: plain rules still apply", udp, "no-udp"},
+	}
+	for _, tt := range tests {
+		if v := p.Decide(tt.flow); v.Rule != tt.rule {
+			t.Errorf("%s: decided by %q, want %q", tt.name, v.Rule, tt.rule)
+		}
+	}
+}
+
+// Prejudge asks for the owner only when the first rule that could match
+// the flow depends on it; otherwise its verdict is the final one.
+func TestPrejudge(t *testing.T) {
+	p := mustParse(t, `
+default: deny
+rules:
+  - {name: dns, action: allow, proto: udp, ports: [53]}
+  - {name: alice-web, action: allow, users: [1001], proto: tcp, ports: [443]}
+  - {name: web, action: reject, proto: tcp}`)
+	if !p.NeedsOwner() {
+		t.Error("NeedsOwner = false for a policy with a users rule")
+	}
+	if v, need := p.Prejudge(flow(UDP, "198.18.0.1:1", "192.0.2.1:53")); need || v.Rule != "dns" {
+		t.Errorf("dns: need %v rule %q, want final verdict by dns", need, v.Rule)
+	}
+	if v, need := p.Prejudge(flow(TCP, "198.18.0.1:1", "192.0.2.1:80")); need || v.Rule != "web" {
+		t.Errorf("port 80: need %v rule %q, want final verdict by web", need, v.Rule)
+	}
+	if _, need := p.Prejudge(flow(TCP, "198.18.0.1:1", "192.0.2.1:443")); !need {
+		t.Error("port 443: the owner decides between alice-web and web, but Prejudge did not ask for it")
+	}
+	if mustParse(t, "rules:\n  - {name: a, action: allow}").NeedsOwner() {
+		t.Error("NeedsOwner = true for a policy without users or apps")
+	}
+}
+
 func TestDecideLogFlag(t *testing.T) {
 	p := mustParse(t, `
 rules:
@@ -190,6 +260,20 @@ func TestDecideNoAllocs(t *testing.T) {
 	allocs := testing.AllocsPerRun(1000, func() { _ = p.Decide(f) })
 	if allocs != 0 {
 		t.Fatalf("Decide allocates %v times per call, want 0", allocs)
+	}
+	po := mustParse(t, `
+rules:
+  - {name: a, action: deny, users: ["1000-1999"], apps: ["/usr/*/curl", wget]}
+  - {name: b, action: allow, apps: [curl]}`)
+	of := owned(f, 1500, "/usr/local/bin/curl")
+	allocs = testing.AllocsPerRun(1000, func() {
+		if po.Decide(of).Rule != "b" {
+			t.Fatal("wrong rule")
+		}
+		_, _ = po.Prejudge(of)
+	})
+	if allocs != 0 {
+		t.Fatalf("Decide with users and apps allocates %v times per call, want 0", allocs)
 	}
 }
 

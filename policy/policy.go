@@ -1,12 +1,17 @@
 package policy
 
-import "net/netip"
+import (
+	"net/netip"
+	"path"
+	"strings"
+)
 
 // Policy is a compiled, immutable rule list. It is safe for concurrent use;
 // replace a Policy as a whole (atomic.Pointer) rather than editing it.
 type Policy struct {
-	rules []rule
-	def   Action
+	rules      []rule
+	def        Action
+	needsOwner bool // some rule has users or apps
 }
 
 type rule struct {
@@ -18,7 +23,12 @@ type rule struct {
 	src, dst prefixSet
 	ports    []portRange // empty: any port
 	log      bool
+	users    []UIDRange // empty: any user (or none)
+	apps     []string   // exe globs; empty: any app (or none)
 }
+
+// asksOwner reports whether the rule matches on who opened the flow.
+func (r *rule) asksOwner() bool { return len(r.users) > 0 || len(r.apps) > 0 }
 
 // Default returns the action for flows no rule matches.
 func (p *Policy) Default() Action { return p.def }
@@ -34,9 +44,28 @@ func (p *Policy) RuleLine(i int) int {
 	return p.rules[i].line
 }
 
+// NeedsOwner reports whether any rule matches on users or apps: only then
+// can a verdict depend on a flow's owner.
+func (p *Policy) NeedsOwner() bool { return p.needsOwner }
+
 // Decide judges one flow: the first matching rule wins, otherwise the
-// default action. It does not allocate.
+// default action. A rule with users or apps matches only a flow whose
+// Owner is set and fits. It does not allocate.
 func (p *Policy) Decide(f Flow) Verdict {
+	v, _ := p.decide(f, false)
+	return v
+}
+
+// Prejudge judges a flow that started on this machine before its owner is
+// known. If the first rule that could match it asks about users or apps,
+// it returns needOwner: look the owner up, set f.Owner and call Decide.
+// Otherwise the verdict is final, whoever the owner is. It does not
+// allocate.
+func (p *Policy) Prejudge(f Flow) (v Verdict, needOwner bool) {
+	return p.decide(f, true)
+}
+
+func (p *Policy) decide(f Flow, ownerPending bool) (Verdict, bool) {
 	src, dst := f.Src.Addr().Unmap(), f.Dst.Addr().Unmap()
 	port := f.Dst.Port()
 	for i := range p.rules {
@@ -47,9 +76,59 @@ func (p *Policy) Decide(f Flow) Verdict {
 		if f.Proto != ICMP && !portsMatch(r.ports, port) {
 			continue
 		}
-		return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log}
+		if r.asksOwner() {
+			if ownerPending {
+				return Verdict{}, true
+			}
+			if !r.ownerMatches(f.Owner) {
+				continue
+			}
+		}
+		return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log}, false
 	}
-	return Verdict{Action: p.def, Rule: DefaultRule, Index: -1}
+	return Verdict{Action: p.def, Rule: DefaultRule, Index: -1}, false
+}
+
+func (r *rule) ownerMatches(o *Owner) bool {
+	if o == nil {
+		return false
+	}
+	if len(r.users) > 0 && !uidIn(r.users, o.UID) {
+		return false
+	}
+	if len(r.apps) > 0 && !appMatches(r.apps, o.Exe) {
+		return false
+	}
+	return true
+}
+
+func uidIn(ranges []UIDRange, uid uint32) bool {
+	for _, u := range ranges {
+		if uid >= u.First && uid <= u.Last {
+			return true
+		}
+	}
+	return false
+}
+
+// appMatches reports whether exe fits one of the globs. A glob with a slash
+// matches the whole path; one without matches the file name alone, so
+// "curl" is any curl and "/usr/bin/curl" only that one.
+func appMatches(globs []string, exe string) bool {
+	if exe == "" {
+		return false
+	}
+	base := exe[strings.LastIndexByte(exe, '/')+1:]
+	for _, g := range globs {
+		name := base
+		if strings.IndexByte(g, '/') >= 0 {
+			name = exe
+		}
+		if ok, _ := path.Match(g, name); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func portsMatch(ranges []portRange, port uint16) bool {

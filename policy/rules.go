@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"math"
+	"os/user"
+	"path"
 	"strconv"
 	"strings"
 )
@@ -20,6 +22,7 @@ func (v *validator) policy(w *filePolicy) *Policy {
 		r, ok := v.rule(i, &w.Rules[i], seen)
 		if ok {
 			p.rules = append(p.rules, r)
+			p.needsOwner = p.needsOwner || r.asksOwner()
 		}
 	}
 	return p
@@ -72,7 +75,62 @@ func (v *validator) rule(i int, w *fileRule, seen map[string]int) (rule, bool) {
 		}
 		r.ports = append(r.ports, pr)
 	}
+	if w.Users != nil && len(w.Users) == 0 {
+		fail("users", "empty list (omit users to match any user)")
+	}
+	for j, u := range w.Users {
+		ur, err := parseUser(u)
+		if err != nil {
+			fail(fmt.Sprintf("users[%d]", j), "%v", err)
+			continue
+		}
+		r.users = append(r.users, ur)
+	}
+	if w.Apps != nil && len(w.Apps) == 0 {
+		fail("apps", "empty list (omit apps to match any app)")
+	}
+	for j, g := range w.Apps {
+		if err := checkAppGlob(g); err != nil {
+			fail(fmt.Sprintf("apps[%d]", j), "%v", err)
+			continue
+		}
+		r.apps = append(r.apps, g)
+	}
 	return r, len(v.errs) == n
+}
+
+// parseUser reads a users entry: a uid, a range "1000-1999", or a user name
+// that must exist on this machine (it is resolved once, at load).
+func parseUser(raw any) (UIDRange, error) {
+	s, isString := raw.(string)
+	if !isString || strings.TrimSpace(s) == "" || strings.IndexFunc(strings.TrimSpace(s), notUIDChar) < 0 {
+		return parseUIDRange(raw)
+	}
+	u, err := user.Lookup(s)
+	if err != nil {
+		return UIDRange{}, fmt.Errorf("user %q: no such user on this machine (use a uid to name one that does not exist yet)", s)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return UIDRange{}, fmt.Errorf("user %q has uid %q, which is not a number", s, u.Uid)
+	}
+	return UIDRange{First: uint32(uid), Last: uint32(uid)}, nil
+}
+
+func notUIDChar(r rune) bool { return (r < '0' || r > '9') && r != '-' && r != ' ' }
+
+// checkAppGlob accepts an executable path or file name glob.
+func checkAppGlob(g string) error {
+	switch {
+	case g == "":
+		return fmt.Errorf("empty app (want a path like /usr/bin/curl, a name like curl, or a glob)")
+	case strings.Contains(g, "/") && !strings.HasPrefix(g, "/") && !strings.HasPrefix(g, "*"):
+		return fmt.Errorf("app %q: a path must be absolute (executables are matched by their full path)", g)
+	}
+	if _, err := path.Match(g, ""); err != nil {
+		return fmt.Errorf("app %q: bad glob: %v", g, err)
+	}
+	return nil
 }
 
 func (v *validator) protos(raw any, fail func(field, format string, args ...any)) Proto {

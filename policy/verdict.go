@@ -89,6 +89,18 @@ type Flow struct {
 	Src   netip.AddrPort // originator
 	Dst   netip.AddrPort // destination
 	Type  uint8          // ICMP type (ICMP flows only)
+	// Owner is the local user and process that opened the flow: nil for
+	// flows from other hosts and when no owning socket was found. Rules
+	// with users or apps never match a flow without one.
+	Owner *Owner
+}
+
+// Owner identifies who on this machine opened a flow.
+type Owner struct {
+	UID  uint32
+	User string // "" if the uid has no name
+	PID  int    // 0 if the process was not found (it may have exited)
+	Exe  string // the process's executable path, "" if unknown
 }
 
 // Verdict is the decision for one flow and the rule that made it.
