@@ -196,6 +196,22 @@ func (e *endpoint) deliver(g *gro.GRO, coalesce bool, pkt []byte) {
 	pb.DecRef()
 }
 
+// inject delivers a packet to the stack again (one that was held while its
+// flow's owner was looked up). It was checked when it was first read.
+func (e *endpoint) inject(proto tcpip.NetworkProtocolNumber, pkt []byte) {
+	e.mu.RLock()
+	d := e.dispatcher
+	e.mu.RUnlock()
+	if d == nil {
+		return
+	}
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	pb.NetworkProtocolNumber = proto
+	pb.RXChecksumValidated = true
+	d.DeliverNetworkPacket(proto, pb)
+	pb.DecRef()
+}
+
 // WritePackets implements stack.LinkEndpoint. Safe for concurrent use.
 func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	b := e.writes.Get().(*writeBatch)

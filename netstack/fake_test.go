@@ -56,6 +56,32 @@ type recorder struct {
 	verdicts []policy.Verdict
 	closes   []FlowStats
 	refused  []string
+	vflows   []policy.Flow // the flow of each verdict
+	cflows   []policy.Flow // the flow of each close
+}
+
+// verdictFor returns the verdict recorded for the flow from src, if any.
+func (r *recorder) verdictFor(src string) (policy.Flow, policy.Verdict, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, f := range r.vflows {
+		if f.Src.String() == src || f.Src.Addr().String() == src {
+			return f, r.verdicts[i], true
+		}
+	}
+	return policy.Flow{}, policy.Verdict{}, false
+}
+
+// closeFor returns the close event's flow for the flow from src, if any.
+func (r *recorder) closeFor(src string) (policy.Flow, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.cflows {
+		if f.Src.String() == src {
+			return f, true
+		}
+	}
+	return policy.Flow{}, false
 }
 
 // snapshot returns copies of what was recorded so far.
@@ -69,16 +95,18 @@ func (r *recorder) verdictList() []policy.Verdict { v, _, _ := r.snapshot(); ret
 func (r *recorder) closeList() []FlowStats        { _, c, _ := r.snapshot(); return c }
 func (r *recorder) refusedList() []string         { _, _, f := r.snapshot(); return f }
 
-func (r *recorder) Verdict(_ uint64, _ policy.Flow, v policy.Verdict) {
+func (r *recorder) Verdict(_ uint64, f policy.Flow, v policy.Verdict) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.verdicts = append(r.verdicts, v)
+	r.vflows = append(r.vflows, f)
 }
 
-func (r *recorder) Closed(_ uint64, _ policy.Flow, _ policy.Verdict, st FlowStats) {
+func (r *recorder) Closed(_ uint64, f policy.Flow, _ policy.Verdict, st FlowStats) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closes = append(r.closes, st)
+	r.cflows = append(r.cflows, f)
 }
 
 func (r *recorder) Refused(_ uint64, _ policy.Flow, limit string) {
@@ -109,7 +137,14 @@ type harness struct {
 // given dialer and pinger (nil: ones that fail).
 func newHarness(t *testing.T, dial DialFunc, ping PingFunc, lim policy.Limits) *harness {
 	t.Helper()
-	cfg, err := policy.Parse("test.yaml", []byte(testPolicy))
+	return newHarnessWith(t, testPolicy, nil, dial, ping, lim)
+}
+
+// newHarnessWith starts a gateway with its own policy file and owner
+// source (nil: none).
+func newHarnessWith(t *testing.T, policyYAML string, owners Owners, dial DialFunc, ping PingFunc, lim policy.Limits) *harness {
+	t.Helper()
+	cfg, err := policy.Parse("test.yaml", []byte(policyYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +159,7 @@ func newHarness(t *testing.T, dial DialFunc, ping PingFunc, lim policy.Limits) *
 		}
 	}
 	h := &harness{t: t, dev: newFakeDevice(), ev: &recorder{}}
-	h.gw, err = New(Config{Device: h.dev, MTU: 1500, Policy: cfg.Policy, Limits: lim, Dial: dial, Ping: ping, Events: h.ev, Log: zerolog.Nop()})
+	h.gw, err = New(Config{Device: h.dev, MTU: 1500, Policy: cfg.Policy, Limits: lim, Dial: dial, Ping: ping, Events: h.ev, Owners: owners, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,17 @@ func (h *icmpHandler) echo(req *echoRequest) {
 	idle := h.g.cfg.Limits.UDPIdle
 	// Echo flows are told apart by identifier: it stands in the source port.
 	ck := flowKey{policy.ICMP, netip.AddrPortFrom(req.src, req.id), f.Dst}
-	fid, v := h.g.judge(f, ck, now, idle)
+	var capture func() func()
+	if h.g.owners != nil {
+		capture = func() func() {
+			r := req.clone()
+			return func() { h.echo(r) }
+		}
+	}
+	fid, v, held := h.g.judge(&f, ck, now, idle, capture)
+	if held {
+		return
+	}
 	switch v.Action {
 	case policy.Deny:
 		return
@@ -108,7 +118,7 @@ func (h *icmpHandler) echo(req *echoRequest) {
 	}
 	if !h.g.flows.reserve(fid) {
 		h.g.stats.RefusedFlows.Add(1)
-		h.g.cfg.Events.Refused(fid, f, "max_flows")
+		h.g.refused(fid, f, "max_flows")
 		h.unreachable(req, true)
 		return
 	}
@@ -117,7 +127,7 @@ func (h *icmpHandler) echo(req *echoRequest) {
 	cancel()
 	if err != nil {
 		h.g.stats.DialErrors.Add(1)
-		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
+		h.g.closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
 		h.g.flows.remove(fid)
 		h.unreachable(req, false)
 		return
@@ -190,7 +200,7 @@ func (fl *icmpFlow) readLoop() {
 	fl.mu.Lock()
 	st := FlowStats{BytesOut: fl.out, BytesIn: fl.in, Duration: time.Since(fl.start), Reason: fl.reason}
 	fl.mu.Unlock()
-	fl.h.g.cfg.Events.Closed(fl.id, fl.flow, fl.verdict, st)
+	fl.h.g.closed(fl.id, fl.flow, fl.verdict, st)
 	fl.h.g.flows.remove(fl.id)
 }
 

@@ -16,6 +16,14 @@ type echoRequest struct {
 	raw      []byte // the whole packet, for ICMP errors that quote it
 }
 
+// clone returns a copy that owns its bytes.
+func (r *echoRequest) clone() *echoRequest {
+	c := *r
+	c.raw = append([]byte(nil), r.raw...)
+	c.payload = append([]byte(nil), r.payload...)
+	return &c
+}
+
 // echoDecoder finds ICMP echo requests among packets read from the device.
 // It is used by the reader goroutine only.
 type echoDecoder struct {

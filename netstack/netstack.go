@@ -47,6 +47,7 @@ type Config struct {
 	Dial   DialFunc       // upstream TCP/UDP; nil: a host dialer with Mark and Interface
 	Ping   PingFunc       // upstream ICMP echo; nil: host ping sockets with Mark and Interface
 	Events Events         // verdict and close events; nil: discarded
+	Owners Owners         // owners of flows from this machine; nil: none
 	Log    zerolog.Logger // component diagnostics
 
 	Mark        uint32 // SO_MARK for the default dialer and pinger
@@ -67,6 +68,7 @@ type Gateway struct {
 	tcp    *tcpHandler
 	udp    *udpHandler
 	icmp   *icmpHandler
+	owners *ownership // nil without Config.Owners
 
 	ctx    context.Context // cancelled by Close: stops dials and janitors
 	cancel context.CancelFunc
@@ -108,6 +110,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.stack = s
 	g.tcp = newTCPHandler(g)
 	g.udp = newUDPHandler(g)
+	if cfg.Owners != nil {
+		g.owners = newOwnership(g, cfg.Owners)
+	}
 	g.wg.Add(1)
 	go g.janitor()
 	return g, nil
@@ -127,14 +132,21 @@ func (g *Gateway) ActiveFlows() int { return g.flows.len() }
 // caller's: close it afterwards to stop the reader. Close is idempotent.
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
-		// Order: stop dials and timers; abort the relayed flows while the
+		// Order: stop dials and timers; let owner lookups of held flows
+		// log their verdicts; abort the relayed flows while the
 		// stack can still send their RSTs; close the stack, which also
 		// aborts handshakes still waiting for a client's final ACK; then
 		// wait for every flow's goroutines to report and exit.
 		g.cancel()
+		if g.owners != nil {
+			g.owners.waitResolves()
+		}
 		g.flows.closeAll(reasonShutdown)
 		g.stack.Close()
 		g.flows.wait()
+		if g.owners != nil {
+			g.owners.stopLogs()
+		}
 		g.wg.Wait()
 	})
 	return nil
@@ -147,17 +159,81 @@ func (g *Gateway) Wait() { g.stack.Wait() }
 // judge returns the verdict for a new flow: a deny or reject remembered for
 // this flow (extended by ttl), or a fresh decision, which gets an id and a
 // verdict event and, if it refuses the flow, is remembered for ttl.
-func (g *Gateway) judge(f policy.Flow, k flowKey, now time.Time, ttl time.Duration) (id uint64, v policy.Verdict) {
+//
+// A flow from this machine gets its owner in f, and may be held: when the
+// verdict depends on the owner, judge calls capture to keep the packet
+// (capture returns a function that sends it through again) and reports
+// held. The caller then drops the packet quietly; it comes back once the
+// owner is known and the verdict is waiting. capture may be nil when a
+// packet need not come back.
+func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Duration, capture func() func()) (id uint64, v policy.Verdict, held bool) {
 	if a, ok := g.denied.lookup(k, now, ttl); ok {
-		return 0, policy.Verdict{Action: a}
+		return 0, policy.Verdict{Action: a}, false
+	}
+	o := g.owners
+	local := o != nil && o.src.Local(f.Src.Addr())
+	if local {
+		if r, ok := o.takeReady(k, now); ok {
+			f.Owner = r.owner
+			return r.id, r.verdict, false
+		}
+		if o.holdMore(k, capture) {
+			return 0, policy.Verdict{}, true
+		}
 	}
 	id = g.flows.id()
-	v = g.policy.Load().Decide(f)
-	g.cfg.Events.Verdict(id, f, v)
+	p := g.policy.Load()
+	if local {
+		var need bool
+		v, need = p.Prejudge(*f)
+		if need {
+			if o.hold(id, *f, k, capture, ttl) {
+				return 0, policy.Verdict{}, true
+			}
+			v = p.Decide(*f) // too many held: judged without an owner
+		}
+		o.logLater(id, *f, k, v)
+	} else {
+		v = p.Decide(*f)
+		g.cfg.Events.Verdict(id, *f, v)
+	}
 	if v.Action != policy.Allow {
 		g.denied.store(k, v.Action, now, ttl)
 	}
-	return id, v
+	return id, v, false
+}
+
+// capture returns judge's capture function for a packet the stack handed
+// to a transport handler: it copies the packet so it can be delivered
+// again.
+func (g *Gateway) capture(pkt *stack.PacketBuffer) func() func() {
+	if g.owners == nil {
+		return nil
+	}
+	return func() func() {
+		var b []byte
+		for _, s := range pkt.AsSlices() {
+			b = append(b, s...)
+		}
+		proto := pkt.NetworkProtocolNumber
+		return func() { g.ep.inject(proto, b) }
+	}
+}
+
+// closed reports the end of an allowed flow.
+func (g *Gateway) closed(id uint64, f policy.Flow, v policy.Verdict, st FlowStats) {
+	if g.owners != nil {
+		g.owners.fill(id, &f)
+	}
+	g.cfg.Events.Closed(id, f, v, st)
+}
+
+// refused reports an allowed flow turned away by a limit.
+func (g *Gateway) refused(id uint64, f policy.Flow, limit string) {
+	if g.owners != nil {
+		g.owners.fill(id, &f)
+	}
+	g.cfg.Events.Refused(id, f, limit)
 }
 
 // janitor expires cached deny/reject verdicts.
@@ -171,6 +247,9 @@ func (g *Gateway) janitor() {
 			return
 		case now := <-t.C:
 			g.denied.sweep(now)
+			if g.owners != nil {
+				g.owners.sweep(now)
+			}
 		}
 	}
 }

@@ -30,6 +30,11 @@ type Stats struct {
 	RefusedUDPSessions atomic.Uint64 // limits.max_udp_sessions
 
 	DialErrors atomic.Uint64 // allowed flows whose upstream could not be reached
+
+	// App identity of flows from this machine.
+	OwnerLookups atomic.Uint64 // owners found
+	OwnerMisses  atomic.Uint64 // no owning socket found (it closed, or a raw socket)
+	OwnerSkipped atomic.Uint64 // not looked up: too many lookups at once
 }
 
 // Malformed returns the total of packets dropped as malformed.

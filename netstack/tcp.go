@@ -69,9 +69,9 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	}
 	f := flowOf(policy.TCP, id)
 	now := time.Now()
-	fid, v := h.g.judge(f, keyOf(f), now, deniedTCPTTL)
-	if v.Action != policy.Allow {
-		return v.Action == policy.Deny
+	fid, v, held := h.g.judge(&f, keyOf(f), now, deniedTCPTTL, h.g.capture(pkt))
+	if held || v.Action != policy.Allow {
+		return held || v.Action == policy.Deny
 	}
 	if !h.admit(fid, f) {
 		return false
@@ -81,7 +81,7 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	h.pending[id] = tf
 	h.mu.Unlock()
 	if !h.fwd.HandlePacket(id, pkt) { // a SYN the forwarder cannot parse
-		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST})
+		h.g.closed(fid, f, v, FlowStats{Reason: reasonRST})
 		h.finishPending(id, tf)
 		return false
 	}
@@ -95,12 +95,12 @@ func (h *tcpHandler) admit(fid uint64, f policy.Flow) bool {
 	h.mu.Unlock()
 	if n >= h.g.cfg.Limits.MaxPendingTCP {
 		h.g.stats.RefusedPendingTCP.Add(1)
-		h.g.cfg.Events.Refused(fid, f, "max_pending_tcp")
+		h.g.refused(fid, f, "max_pending_tcp")
 		return false
 	}
 	if !h.g.flows.reserve(fid) {
 		h.g.stats.RefusedFlows.Add(1)
-		h.g.cfg.Events.Refused(fid, f, "max_flows")
+		h.g.refused(fid, f, "max_flows")
 		return false
 	}
 	return true
@@ -130,7 +130,7 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 	if err != nil {
 		r.Complete(true) // RST, as if the destination had refused
 		h.g.stats.DialErrors.Add(1)
-		h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST, Err: err})
+		h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST, Err: err})
 		h.finishPending(id, tf)
 		return
 	}
@@ -146,7 +146,7 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		if h.g.ctx.Err() != nil {
 			reason = reasonShutdown
 		}
-		h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reason})
+		h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reason})
 		h.g.flows.remove(tf.id)
 		return
 	}
@@ -162,7 +162,7 @@ func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net
 	}
 	h.g.flows.add(tf.id, &tf.relay)
 	reason := tf.relay.run()
-	h.g.cfg.Events.Closed(tf.id, tf.flow, tf.verdict, FlowStats{
+	h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{
 		BytesOut: tf.relay.out.Load(),
 		BytesIn:  tf.relay.in.Load(),
 		Duration: time.Since(tf.start),

@@ -31,9 +31,9 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	f := flowOf(policy.UDP, id)
 	now := time.Now()
 	idle := h.g.cfg.Limits.UDPIdle
-	fid, v := h.g.judge(f, keyOf(f), now, idle)
-	if v.Action != policy.Allow {
-		return v.Action == policy.Deny
+	fid, v, held := h.g.judge(&f, keyOf(f), now, idle, h.g.capture(pkt))
+	if held || v.Action != policy.Allow {
+		return held || v.Action == policy.Deny
 	}
 	if !h.admit(fid, f) {
 		return false
@@ -45,7 +45,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	cancel()
 	if err != nil {
 		h.g.stats.DialErrors.Add(1)
-		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
+		h.g.closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
 		h.release(fid)
 		return false
 	}
@@ -53,7 +53,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	ep, terr := udp.NewForwarderRequest(h.g.stack, id, pkt).CreateEndpoint(&wq)
 	if terr != nil {
 		up.Close()
-		h.g.cfg.Events.Closed(fid, f, v, FlowStats{Reason: reasonRST})
+		h.g.closed(fid, f, v, FlowStats{Reason: reasonRST})
 		h.release(fid)
 		return true
 	}
@@ -73,13 +73,13 @@ func (h *udpHandler) admit(fid uint64, f policy.Flow) bool {
 	if h.sessions.Add(1) > int64(h.g.cfg.Limits.MaxUDPSessions) {
 		h.sessions.Add(-1)
 		h.g.stats.RefusedUDPSessions.Add(1)
-		h.g.cfg.Events.Refused(fid, f, "max_udp_sessions")
+		h.g.refused(fid, f, "max_udp_sessions")
 		return false
 	}
 	if !h.g.flows.reserve(fid) {
 		h.sessions.Add(-1)
 		h.g.stats.RefusedFlows.Add(1)
-		h.g.cfg.Events.Refused(fid, f, "max_flows")
+		h.g.refused(fid, f, "max_flows")
 		return false
 	}
 	return true
@@ -92,7 +92,7 @@ func (h *udpHandler) release(fid uint64) {
 
 func (h *udpHandler) run(fid uint64, f policy.Flow, v policy.Verdict, start time.Time, s *relay) {
 	reason := s.run()
-	h.g.cfg.Events.Closed(fid, f, v, FlowStats{
+	h.g.closed(fid, f, v, FlowStats{
 		BytesOut: s.out.Load(),
 		BytesIn:  s.in.Load(),
 		Duration: time.Since(start),

@@ -127,11 +127,26 @@ func (l *Log) Refused(id uint64, f policy.Flow, limit string) {
 }
 
 // flowFields adds the fields every flow event carries. ICMP flows show
-// bare addresses and the ICMP type.
+// bare addresses and the ICMP type. Flows that started on this machine
+// carry their owner: uid, and user, pid and exe where known.
 func flowFields(e *zerolog.Event, id uint64, f policy.Flow) *zerolog.Event {
 	e = e.Uint64("flow", id).Str("proto", f.Proto.String())
 	if f.Proto == policy.ICMP {
-		return e.Str("src", f.Src.Addr().String()).Str("dst", f.Dst.Addr().String()).Uint8("icmp_type", f.Type)
+		e = e.Str("src", f.Src.Addr().String()).Str("dst", f.Dst.Addr().String()).Uint8("icmp_type", f.Type)
+	} else {
+		e = e.Str("src", f.Src.String()).Str("dst", f.Dst.String())
 	}
-	return e.Str("src", f.Src.String()).Str("dst", f.Dst.String())
+	if o := f.Owner; o != nil {
+		e = e.Uint32("uid", o.UID)
+		if o.User != "" {
+			e = e.Str("user", o.User)
+		}
+		if o.PID != 0 {
+			e = e.Int("pid", o.PID)
+		}
+		if o.Exe != "" {
+			e = e.Str("exe", o.Exe)
+		}
+	}
+	return e
 }

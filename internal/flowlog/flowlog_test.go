@@ -87,6 +87,42 @@ func TestEventFields(t *testing.T) {
 	}
 }
 
+// Flows with an owner carry uid, user, pid and exe; parts not known are
+// left out rather than logged empty, and flows without one carry none.
+func TestOwnerFields(t *testing.T) {
+	l, buf := newTestLog(zerolog.InfoLevel, 10, time.Hour)
+	full := tcpFlow
+	full.Owner = &policy.Owner{UID: 1001, User: "alice", PID: 4242, Exe: "/usr/bin/curl"}
+	bare := tcpFlow
+	bare.Owner = &policy.Owner{UID: 64101}
+	l.Verdict(1, full, policy.Verdict{Action: policy.Deny, Rule: "r"})
+	l.Closed(2, bare, policy.Verdict{Rule: "r"}, netstack.FlowStats{Reason: "fin"})
+	l.Verdict(3, tcpFlow, policy.Verdict{Action: policy.Deny, Rule: "r"})
+	l.Close()
+	got := buf.lines(t)
+	if len(got) != 3 {
+		t.Fatalf("want 3 lines, got %d: %v", len(got), got)
+	}
+	for k, v := range map[string]any{"uid": 1001.0, "user": "alice", "pid": 4242.0, "exe": "/usr/bin/curl"} {
+		if got[0][k] != v {
+			t.Errorf("full owner: %s = %v, want %v", k, got[0][k], v)
+		}
+	}
+	if got[1]["uid"] != 64101.0 {
+		t.Errorf("bare owner: uid = %v, want 64101", got[1]["uid"])
+	}
+	for _, k := range []string{"user", "pid", "exe"} {
+		if _, ok := got[1][k]; ok {
+			t.Errorf("bare owner: %s is logged though unknown", k)
+		}
+	}
+	for _, k := range []string{"uid", "user", "pid", "exe"} {
+		if _, ok := got[2][k]; ok {
+			t.Errorf("flow without owner carries %s", k)
+		}
+	}
+}
+
 func TestDenyLinesRateLimited(t *testing.T) {
 	l, buf := newTestLog(zerolog.InfoLevel, 5, time.Hour)
 	for i := 0; i < 105; i++ {
