@@ -74,7 +74,13 @@ type probeResult struct {
 // is not 0.
 func probe(t *testing.T, l *lab.Lab, ns string, uid int, network, addr string) probeResult {
 	t.Helper()
-	args := []string{filepath.Join(bin, "twlab"), "probe", network, addr}
+	return probeWith(t, l, ns, uid, filepath.Join(bin, "twlab"), network, addr)
+}
+
+// probeWith is probe with another twlab executable.
+func probeWith(t *testing.T, l *lab.Lab, ns string, uid int, twlab, network, addr string) probeResult {
+	t.Helper()
+	args := []string{twlab, "probe", network, addr}
 	if uid != 0 {
 		id := fmt.Sprint(uid)
 		args = append([]string{"setpriv", "--reuid", id, "--regid", id, "--clear-groups"}, args...)
@@ -294,6 +300,104 @@ policy:
 	if n := len(verdicts(t, tw.Log, "tcp", target)) + len(verdicts(t, tw.Log, "udp", target)); n != judged {
 		t.Errorf("tunwall judged %d of uid B's flows, want none", n-judged)
 	}
+	stopClean(t, l, tw, before)
+}
+
+// TestAppIdentity: flows that start on the gateway carry their owner (uid,
+// user, pid, exe) in the log, for TCP, UDP and ICMP, and users/apps rules
+// judge by it: a users rule refuses uid A and lets uid B through, an apps
+// rule refuses one executable and not another. A host behind the gateway
+// has no owner here: a rule for uid 0 refuses the gateway's root, not the
+// client's.
+func TestAppIdentity(t *testing.T) {
+	l := routedLab(t, "twi")
+	gw := l.Gateway
+	if _, err := l.Run(gw, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"); err != nil {
+		t.Fatal(err) // ping sockets for every uid, in this namespace only
+	}
+	twlab := filepath.Join(bin, "twlab")
+	copyDir := t.TempDir()
+	if err := os.Chmod(copyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	twcopy := filepath.Join(copyDir, "twlab-copy")
+	if raw, err := os.ReadFile(twlab); err != nil || os.WriteFile(twcopy, raw, 0o755) != nil {
+		t.Fatalf("copy twlab: %v", err)
+	}
+	web, web8080 := hostPort(lab.ServerV4, "7001"), hostPort(lab.ServerV4, "8080")
+	for _, uid := range []int{uidA, uidB} {
+		wantOK(t, probe(t, l, gw, uid, "tcp", web), fmt.Sprintf("control: uid %d tcp", uid))
+		wantOK(t, probe(t, l, gw, uid, "icmp", lab.ServerV4), fmt.Sprintf("control: uid %d ping", uid))
+	}
+	wantOK(t, probeWith(t, l, gw, 0, twcopy, "udp", web), "control: the copy's udp")
+
+	before := routingState(t, l)
+	tw := launch(t, l, fmt.Sprintf(`
+tun: {name: tw0}
+log: {level: debug, format: json}
+routing: {mode: all, from: [g0]}
+policy:
+  default: allow
+  rules:
+    - {name: no-a-web, action: reject, users: [%d], proto: tcp, ports: [7001]}
+    - {name: no-a-ping, action: reject, users: [%d], proto: icmp}
+    - {name: no-copy, action: reject, apps: [twlab-copy], proto: udp}
+    - {name: no-root-8080, action: reject, users: [root], proto: tcp, ports: [8080]}
+`, uidA, uidA))
+	byUID := func(proto, dst string, uid int) func(event) bool {
+		return func(e event) bool {
+			return e.str("event") == "verdict" && e.str("proto") == proto && e.str("dst") == dst && e["uid"] != nil && e.num("uid") == int64(uid)
+		}
+	}
+	refused := func(r probeResult, what string) {
+		t.Helper()
+		if r.OK {
+			t.Errorf("%s: went through, want it refused", what)
+		}
+	}
+
+	refused(probe(t, l, gw, uidA, "tcp", web), "uid A tcp")
+	e := expectVerdict(t, tw.Log, byUID("tcp", web, uidA), "uid A tcp", "reject", "no-a-web")
+	if e.str("exe") != twlab || e.num("pid") <= 0 {
+		t.Errorf("uid A's verdict: exe %q pid %d, want %s and its pid", e.str("exe"), e.num("pid"), twlab)
+	}
+	wantOK(t, probe(t, l, gw, uidB, "tcp", web), "uid B tcp")
+	expectVerdict(t, tw.Log, byUID("tcp", web, uidB), "uid B tcp", "allow", "default")
+
+	refused(probe(t, l, gw, uidA, "icmp", lab.ServerV4), "uid A ping")
+	expectVerdict(t, tw.Log, byUID("icmp", lab.ServerV4, uidA), "uid A ping", "reject", "no-a-ping")
+	wantOK(t, probe(t, l, gw, uidB, "icmp", lab.ServerV4), "uid B ping")
+	expectVerdict(t, tw.Log, byUID("icmp", lab.ServerV4, uidB), "uid B ping", "allow", "default")
+
+	if r := probeWith(t, l, gw, 0, twcopy, "udp", web); r.OK || r.Errno != "ECONNREFUSED" {
+		t.Errorf("twlab-copy udp: %+v, want refused by no-copy", r)
+	}
+	e = expectVerdict(t, tw.Log, func(e event) bool {
+		return e.str("event") == "verdict" && e.str("proto") == "udp" && e.str("exe") == twcopy
+	}, "twlab-copy udp", "reject", "no-copy")
+	if e.str("user") != "root" {
+		t.Errorf("twlab-copy's verdict: user %q, want root", e.str("user"))
+	}
+	wantOK(t, probe(t, l, gw, 0, "udp", web), "twlab udp (same uid, other exe)")
+	expectVerdict(t, tw.Log, func(e event) bool {
+		return e.str("event") == "verdict" && e.str("proto") == "udp" && e.str("exe") == twlab
+	}, "twlab udp", "allow", "default")
+
+	refused(probe(t, l, gw, 0, "tcp", web8080), "the gateway's root tcp 8080")
+	expectVerdict(t, tw.Log, byUID("tcp", web8080, 0), "root tcp 8080", "reject", "no-root-8080")
+	wantOK(t, probe(t, l, l.Client, 0, "tcp", web8080), "the client's root tcp 8080 (another host: no owner)")
+	e = expectVerdict(t, tw.Log, func(e event) bool {
+		return e.str("event") == "verdict" && e.str("dst") == web8080 && strings.HasPrefix(e.str("src"), lab.ClientV4+":")
+	}, "client tcp 8080", "allow", "default")
+	for _, k := range []string{"uid", "user", "pid", "exe"} {
+		if _, ok := e[k]; ok {
+			t.Errorf("the client's flow carries %s=%v", k, e[k])
+		}
+	}
+	// Close events carry the owner too.
+	waitEvent(t, tw.Log, func(e event) bool {
+		return e.str("event") == "close" && e.str("dst") == web && e["uid"] != nil && e.num("uid") == uidB && e.str("exe") == twlab
+	})
 	stopClean(t, l, tw, before)
 }
 

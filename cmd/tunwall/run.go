@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tunwall/tunwall/internal/flowlog"
+	"github.com/tunwall/tunwall/internal/owner"
 	"github.com/tunwall/tunwall/netstack"
 	"github.com/tunwall/tunwall/tun"
 )
@@ -49,6 +51,21 @@ func cmdRun(args []string, stderr io.Writer) error {
 	zl.Info().Str("event", "start").Str("config", cfg.Source).Str("policy_hash", cfg.Hash).
 		Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).Int("rules", cfg.Policy.Len()).
 		Str("version", versionString()).Msg("starting")
+	// App identity needs the set of local addresses, followed from now on
+	// (the TUN's own address included once it exists).
+	var owners netstack.Owners
+	locals, err := owner.WatchLocals()
+	switch {
+	case err == nil:
+		defer locals.Close()
+		owners = hostOwners{locals: locals, finder: owner.NewFinder()}
+	case cfg.Policy.NeedsOwner():
+		err = fmt.Errorf("rules with users or apps need app identity, which is unavailable: %w", err)
+		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
+		return err
+	default:
+		zl.Warn().Err(err).Msg("app identity unavailable: flows will carry no uid, user, pid or exe")
+	}
 	// Routing first: a strict backstop must exist before the TUN does.
 	rt, err := tun.Install(cfg.Routing, cfg.Tun.Name, cfg.Egress.Mark)
 	if err != nil {
@@ -73,6 +90,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		Policy:    cfg.Policy,
 		Limits:    cfg.Limits,
 		Events:    flows,
+		Owners:    owners,
 		Log:       zl,
 		Mark:      cfg.Egress.Mark,
 		Interface: cfg.Egress.Interface,
@@ -84,7 +102,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
-		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).
+		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Bool("app_identity", owners != nil).
 		Strs("routing", rt.Installed()).Msg("ready")
 
 	<-ctx.Done()
@@ -100,6 +118,8 @@ func cmdRun(args []string, stderr io.Writer) error {
 	st := gw.Stats()
 	zl.Info().Str("event", "stop").Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).
 		Uint64("packets_in", st.PacketsIn.Load()).Uint64("packets_out", st.PacketsOut.Load()).
-		Uint64("malformed", st.Malformed()).Uint64("read_errors", st.ReadErrors.Load()).Uint64("write_errors", st.WriteErrors.Load()).Bool("kept_blocked", rt.Kept()).Msg("stopped")
+		Uint64("malformed", st.Malformed()).Uint64("read_errors", st.ReadErrors.Load()).Uint64("write_errors", st.WriteErrors.Load()).
+		Uint64("owners_found", st.OwnerLookups.Load()).Uint64("owners_missed", st.OwnerMisses.Load()).Uint64("owners_skipped", st.OwnerSkipped.Load()).
+		Bool("kept_blocked", rt.Kept()).Msg("stopped")
 	return err
 }

@@ -6,7 +6,7 @@
 //	twlab crr ADDR WORKERS SECONDS           connect-request-response rate (JSON)
 //	twlab rr tcp|udp ADDR N                  1-byte round-trip latency (JSON)
 //	twlab hold ADDR N                        hold N connections open
-//	twlab probe tcp|udp ADDR                 one echo exchange (JSON outcome)
+//	twlab probe tcp|udp|icmp ADDR            one echo exchange (JSON outcome)
 //	twlab spray SECONDS ADDR...              TCP and UDP echoes every 20 ms (JSON outcomes)
 //	twlab count IFACE QUIET_MS SECONDS       count arriving TCP/UDP/echo packets (JSON)
 //	twlab bench TUNWALL OUT.json             kernel vs tunwall benchmark

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// probe makes one echo exchange with addr over tcp or udp and reports
+// probe makes one echo exchange with addr over tcp, udp or icmp (a ping
+// socket) and reports
 // {"ok": true} or {"ok": false, "error": "...", "errno": "..."}. It always
 // exits 0: a refused or unreachable probe is a result, not a failure.
 func probe(network, addr string) error {
@@ -24,6 +25,9 @@ func probeOnce(network, addr string, timeout time.Duration) map[string]any {
 }
 
 func echoOnce(network, addr string, timeout time.Duration) error {
+	if network == "icmp" {
+		return echoICMP(addr, timeout)
+	}
 	c, err := net.DialTimeout(network, addr, timeout)
 	if err != nil {
 		return err
@@ -43,7 +47,7 @@ func echoOnce(network, addr string, timeout time.Duration) error {
 // errnoName names the errno under err ("ECONNREFUSED"), or "timeout".
 func errnoName(err error) string {
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTimeout) {
 		return "timeout"
 	}
 	for _, e := range errnoNames {
@@ -92,3 +96,6 @@ func spray(d time.Duration, addrs []string) error {
 	wg.Wait()
 	return emit(results)
 }
+
+// errTimeout is a ping that got no reply in time.
+var errTimeout = errors.New("timeout")
