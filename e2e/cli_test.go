@@ -97,3 +97,36 @@ func TestExplain(t *testing.T) {
 		t.Errorf("explain without a destination port: exit %d, want 2", code)
 	}
 }
+
+// explain --user and --app judge a flow from this machine by its owner;
+// without them users/apps rules are skipped, and it says so.
+func TestExplainOwner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "apps.yaml")
+	os.WriteFile(path, []byte(`policy:
+  default: allow
+  rules:
+    - {name: no-root-web, action: reject, users: [root], proto: tcp, ports: [443]}
+    - {name: no-curl, action: deny, apps: [curl]}
+`), 0o644)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--user", "root", "tcp", "198.18.0.1", "192.0.2.1:443"}, `reject: rule "no-root-web"`},
+		{[]string{"--user", "0", "tcp", "198.18.0.1", "192.0.2.1:443"}, `reject: rule "no-root-web"`},
+		{[]string{"--user", "64101", "--app", "/usr/bin/curl", "tcp", "198.18.0.1", "192.0.2.1:443"}, `deny: rule "no-curl"`},
+		{[]string{"--app", "/usr/bin/wget", "udp", "198.18.0.1", "192.0.2.1:53"}, `allow: no rule matches`},
+		{[]string{"tcp", "198.18.0.1", "192.0.2.1:443"}, "note: rules with users or apps are skipped"},
+	}
+	for _, tt := range tests {
+		out, stderr, code := tunwallCLI(t, append([]string{"explain", "-c", path}, tt.args...)...)
+		if code != 0 || !strings.Contains(out, tt.want) {
+			t.Errorf("explain %v: exit %d, got %q%s, want %q", tt.args, code, out, stderr, tt.want)
+		}
+	}
+	for _, bad := range [][]string{{"--user", "no-such-user-tw"}, {"--app", "curl"}} {
+		if _, stderr, code := tunwallCLI(t, append(append([]string{"explain", "-c", path}, bad...), "tcp", "198.18.0.1", "192.0.2.1:443")...); code != 2 || stderr == "" {
+			t.Errorf("explain %v: exit %d (%q), want 2 with a message", bad, code, stderr)
+		}
+	}
+}

@@ -9,13 +9,13 @@ import (
 )
 
 // flags parses a subcommand's -c flag; required says whether it must be
-// set. bools are the subcommand's boolean flags by name.
-func flags(name string, args []string, required bool, bools ...boolFlag) (path string, rest []string, err error) {
+// set. more are the subcommand's own flags.
+func flags(name string, args []string, required bool, more ...flagDef) (path string, rest []string, err error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&path, "c", "", "configuration file")
-	for _, b := range bools {
-		fs.BoolVar(b.p, b.name, false, "")
+	for _, f := range more {
+		f.define(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return "", nil, usageError{fmt.Errorf("%s: %w", name, err)}
@@ -26,11 +26,24 @@ func flags(name string, args []string, required bool, bools ...boolFlag) (path s
 	return path, fs.Args(), nil
 }
 
-// boolFlag is a subcommand's on/off flag (--name).
+// flagDef is a subcommand's own flag.
+type flagDef interface{ define(*flag.FlagSet) }
+
+// boolFlag is an on/off flag (--name).
 type boolFlag struct {
 	name string
 	p    *bool
 }
+
+func (b boolFlag) define(fs *flag.FlagSet) { fs.BoolVar(b.p, b.name, false, "") }
+
+// stringFlag is a flag with a value (--name VALUE).
+type stringFlag struct {
+	name string
+	p    *string
+}
+
+func (f stringFlag) define(fs *flag.FlagSet) { fs.StringVar(f.p, f.name, "", "") }
 
 // loadConfig reads path, or the embedded default when path is empty.
 // Configuration errors are usage errors (exit 2).
@@ -53,8 +66,8 @@ func loadConfig(path string) (*policy.Config, error) {
 
 // configOnly parses a subcommand that takes -c and no other arguments and
 // loads its configuration.
-func configOnly(name string, args []string, required bool, bools ...boolFlag) (*policy.Config, error) {
-	path, rest, err := flags(name, args, required, bools...)
+func configOnly(name string, args []string, required bool, more ...flagDef) (*policy.Config, error) {
+	path, rest, err := flags(name, args, required, more...)
 	if err != nil {
 		return nil, err
 	}

@@ -4,13 +4,16 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os/user"
+	"strconv"
 	"strings"
 
 	"github.com/tunwall/tunwall/policy"
 )
 
 func cmdExplain(args []string, stdout io.Writer) error {
-	path, rest, err := flags("explain", args, false)
+	var userArg, appArg string
+	path, rest, err := flags("explain", args, false, stringFlag{"user", &userArg}, stringFlag{"app", &appArg})
 	if err != nil {
 		return err
 	}
@@ -21,9 +24,15 @@ func cmdExplain(args []string, stdout io.Writer) error {
 	if err != nil {
 		return usageError{fmt.Errorf("explain: %w", err)}
 	}
+	if f.Owner, err = parseOwner(userArg, appArg); err != nil {
+		return usageError{fmt.Errorf("explain: %w", err)}
+	}
 	cfg, err := loadConfig(path)
 	if err != nil {
 		return err
+	}
+	if f.Owner == nil && cfg.Policy.NeedsOwner() {
+		fmt.Fprintln(stdout, "note: rules with users or apps are skipped, as for a flow from another host (give --user and/or --app for one from this machine)")
 	}
 	v := cfg.Policy.Decide(f)
 	if v.Index < 0 {
@@ -32,6 +41,38 @@ func cmdExplain(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: rule %q (rule #%d, %s:%d)\n", v.Action, v.Rule, v.Index+1, cfg.Source, cfg.Policy.RuleLine(v.Index))
 	return nil
+}
+
+// parseOwner builds the owner of a flow from this machine from --user (a
+// name or uid) and --app (an executable path); nil when neither is given.
+func parseOwner(userArg, appArg string) (*policy.Owner, error) {
+	if userArg == "" && appArg == "" {
+		return nil, nil
+	}
+	o := &policy.Owner{Exe: appArg}
+	if appArg != "" && !strings.HasPrefix(appArg, "/") {
+		return nil, fmt.Errorf("--app %q: give the executable's absolute path", appArg)
+	}
+	if userArg == "" {
+		return o, nil
+	}
+	if uid, err := strconv.ParseUint(userArg, 10, 32); err == nil {
+		o.UID = uint32(uid)
+		if u, err := user.LookupId(userArg); err == nil {
+			o.User = u.Username
+		}
+		return o, nil
+	}
+	u, err := user.Lookup(userArg)
+	if err != nil {
+		return nil, fmt.Errorf("--user %q: no such user", userArg)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("--user %q has uid %q, which is not a number", userArg, u.Uid)
+	}
+	o.UID, o.User = uint32(uid), u.Username
+	return o, nil
 }
 
 // parseFlow reads the explain arguments. SRC may carry a port; DST must for
