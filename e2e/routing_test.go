@@ -303,6 +303,43 @@ policy:
 	stopClean(t, l, tw, before)
 }
 
+// TestRouteAllFamilyWithoutTun: when the TUN cannot carry a family (here
+// IPv6 is disabled on new devices, so the TUN gets no IPv6), route-all
+// makes that family unreachable in tunwall's table instead of letting it
+// fall through to the main table: IPv6 probes fail with "no route" and
+// nothing reaches the server, while IPv4 goes through tunwall.
+func TestRouteAllFamilyWithoutTun(t *testing.T) {
+	l := routedLab(t, "twf")
+	gw := l.Gateway
+	target6 := hostPort(lab.ServerV6, "7001")
+	wantOK(t, probe(t, l, gw, 0, "tcp", target6), "control: tcp to "+lab.ServerV6)
+	if _, err := l.Run(gw, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+		t.Fatal(err)
+	}
+	tw := launch(t, l, `
+tun: {name: tw0, addresses: [198.18.0.1/30]}
+log: {level: debug, format: json}
+routing: {mode: all, strict: false}
+policy: {default: allow}
+`)
+	target4 := hostPort(lab.ServerV4, "7001")
+	wantOK(t, probe(t, l, gw, 0, "tcp", target4), "tcp to "+lab.ServerV4)
+	wantVerdict(t, tw.Log, "tcp", target4, "allow", "default")
+	if r := probe(t, l, gw, 0, "tcp", target6); r.OK || (r.Errno != "ENETUNREACH" && r.Errno != "EHOSTUNREACH") {
+		t.Errorf("tcp to %s with no IPv6 on the TUN: %+v, want no route to it", lab.ServerV6, r)
+	}
+	out, err := l.Run(gw, "ip", "-6", "route", "show", "table", "7475")
+	if err != nil || !strings.Contains(out, "unreachable default") {
+		t.Errorf("table 7475 (IPv6): %q %v, want an unreachable default", out, err)
+	}
+	if err := tw.Stop(10 * time.Second); err != nil {
+		t.Fatalf("tunwall exit after SIGTERM: %v", err)
+	}
+	if out, _ := l.Run(gw, "ip", "-6", "route", "show", "table", "7475"); strings.TrimSpace(out) != "" {
+		t.Errorf("table 7475 (IPv6) after stop: %q, want empty", out)
+	}
+}
+
 // TestAppIdentity: flows that start on the gateway carry their owner (uid,
 // user, pid, exe) in the log, for TCP, UDP and ICMP, and users/apps rules
 // judge by it: a users rule refuses uid A and lets uid B through, an apps
