@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ type Finder struct {
 
 	mu       sync.Mutex
 	pids     map[uint64]int // socket inode -> pid, from the last scan
+	recent   []int          // pids that owned the latest sockets found, newest first
 	users    map[uint32]string
 	noDiag   bool // sock_diag failed once: use /proc/net from then on
 	procRoot string
@@ -66,22 +68,49 @@ func (f *Finder) socket(p Proto, local, remote netip.AddrPort) (uint32, uint64, 
 }
 
 // pid finds the process holding socket inode: from the cache if that
-// process still holds it, else from a fresh scan of /proc, first of the
-// processes running as uid (the socket's creator, almost always its
+// process still holds it; else among the processes that owned the latest
+// sockets (a program that opened one connection tends to open more), which
+// costs a look at a few fd tables; else from a fresh scan of /proc, first
+// of the processes running as uid (the socket's creator, almost always its
 // holder), then of all. Lookups that miss together share a scan, as they
 // wait on the lock.
 func (f *Finder) pid(inode uint64, uid uint32) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if pid, ok := f.pids[inode]; ok && processHolds(f.procRoot, pid, inode) {
+		f.remember(pid)
 		return pid
+	}
+	for _, pid := range f.recent {
+		if processHolds(f.procRoot, pid, inode) {
+			f.remember(pid)
+			return pid
+		}
 	}
 	f.pids = scanSockets(f.procRoot, func(st os.FileInfo) bool { return ownedBy(st, uid) })
-	if pid, ok := f.pids[inode]; ok {
-		return pid
+	pid, ok := f.pids[inode]
+	if !ok {
+		f.pids = scanSockets(f.procRoot, nil)
+		pid = f.pids[inode]
 	}
-	f.pids = scanSockets(f.procRoot, nil)
-	return f.pids[inode]
+	if pid != 0 {
+		f.remember(pid)
+	}
+	return pid
+}
+
+// maxRecent is how many socket-owning processes are tried before a scan.
+const maxRecent = 8
+
+// remember moves pid to the front of the recent list.
+func (f *Finder) remember(pid int) {
+	if i := slices.Index(f.recent, pid); i >= 0 {
+		f.recent = slices.Delete(f.recent, i, i+1)
+	}
+	f.recent = slices.Insert(f.recent, 0, pid)
+	if len(f.recent) > maxRecent {
+		f.recent = f.recent[:maxRecent]
+	}
 }
 
 func ownedBy(fi os.FileInfo, uid uint32) bool {

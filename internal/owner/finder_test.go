@@ -245,3 +245,46 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// BenchmarkLookup measures a lookup of a socket the Finder has not seen
+// (sock_diag, then a /proc scan of the owner's processes), as for each new
+// flow, and of the sock_diag query alone.
+func BenchmarkLookup(b *testing.B) {
+	srv, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	f := NewFinder()
+	b.Run("new-socket", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			c, err := net.Dial("udp", srv.LocalAddr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			local := netip.MustParseAddrPort(c.LocalAddr().String())
+			b.StartTimer()
+			if o, err := f.Lookup(UDP, local, netip.MustParseAddrPort(srv.LocalAddr().String())); err != nil || o.PID == 0 {
+				b.Fatalf("lookup: %+v %v", o, err)
+			}
+			b.StopTimer()
+			c.Close()
+			b.StartTimer()
+		}
+	})
+	b.Run("sock_diag", func(b *testing.B) {
+		c, err := net.Dial("udp", srv.LocalAddr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		local := netip.MustParseAddrPort(c.LocalAddr().String())
+		remote := netip.MustParseAddrPort(srv.LocalAddr().String())
+		for b.Loop() {
+			if _, _, err := f.diag.lookup(UDP, local, remote); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
