@@ -109,7 +109,7 @@ func (h *icmpHandler) echo(req *echoRequest) {
 	if held {
 		return
 	}
-	switch v.Action {
+	switch v.Effective() {
 	case policy.Deny:
 		return
 	case policy.Reject:

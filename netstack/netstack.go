@@ -197,7 +197,7 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 		v = p.Decide(*f)
 		g.cfg.Events.Verdict(id, *f, v)
 	}
-	if v.Action != policy.Allow {
+	if v.Effective() != policy.Allow {
 		g.denied.store(k, v.Action, now, ttl)
 	}
 	return id, v, false

@@ -118,7 +118,7 @@ func (o *ownership) takeReady(k flowKey, now time.Time) (readyVerdict, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	r, ok := o.ready[k]
-	if ok && (r.verdict.Action == policy.Allow || now.After(r.expires)) {
+	if ok && (r.verdict.Effective() == policy.Allow || now.After(r.expires)) {
 		delete(o.ready, k)
 	}
 	return r, ok && now.Before(r.expires)
@@ -166,7 +166,7 @@ func (o *ownership) resolve(id uint64, f policy.Flow, k flowKey, ttl time.Durati
 	v := o.g.policy.Load().Decide(f)
 	o.g.cfg.Events.Verdict(id, f, v)
 	now := time.Now()
-	if v.Action != policy.Allow {
+	if v.Effective() != policy.Allow {
 		o.g.denied.store(k, v.Action, now, ttl)
 	}
 	o.mu.Lock()
@@ -178,9 +178,9 @@ func (o *ownership) resolve(id uint64, f policy.Flow, k flowKey, ttl time.Durati
 	switch {
 	case o.g.ctx.Err() != nil:
 		return // stopping: the packets have nowhere to go
-	case v.Action == policy.Deny:
+	case v.Effective() == policy.Deny:
 		return // silence
-	case v.Action == policy.Reject && len(replays) > 1:
+	case v.Effective() == policy.Reject && len(replays) > 1:
 		replays = replays[:1] // one refusal answers the client
 	}
 	for _, replay := range replays {
@@ -214,7 +214,7 @@ func (o *ownership) logWorker() {
 		j.f.Owner = o.lookup(j.k)
 		j.l.owner = j.f.Owner
 		o.g.cfg.Events.Verdict(j.id, j.f, j.v)
-		if j.v.Action != policy.Allow { // no close event will ask for it
+		if j.v.Effective() != policy.Allow { // no close event will ask for it
 			o.mu.Lock()
 			delete(o.logs, j.id)
 			o.mu.Unlock()

@@ -230,3 +230,17 @@ func TestOwnerHeldEcho(t *testing.T) {
 		t.Errorf("%d replies and %d refusals, want 1 and 1", replies, denied)
 	}
 }
+
+// In monitor mode a flow the policy would reject is let through, and its
+// verdict says what would have happened.
+func TestMonitorLetsThrough(t *testing.T) {
+	h := newHarnessWith(t, "policy:\n  mode: monitor\n  default: deny\n  rules:\n    - {name: refuse, action: reject, proto: tcp, ports: [81]}\n", nil, pipeDial(t), nil, policy.Limits{})
+	h.send(tcpSyn(t, "10.9.0.2:5000", "192.0.2.1:81"))
+	if tcp := h.nextTCP(t); !tcp.SYN || !tcp.ACK {
+		t.Fatalf("want SYN-ACK in monitor mode, got %+v", tcp)
+	}
+	_, v, ok := h.ev.verdictFor("10.9.0.2:5000")
+	if !ok || v.Action != policy.Reject || v.Rule != "refuse" || !v.Monitor {
+		t.Errorf("verdict %+v (logged %v), want reject by refuse, monitored", v, ok)
+	}
+}

@@ -70,8 +70,8 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	f := flowOf(policy.TCP, id)
 	now := time.Now()
 	fid, v, held := h.g.judge(&f, keyOf(f), now, deniedTCPTTL, h.g.capture(pkt))
-	if held || v.Action != policy.Allow {
-		return held || v.Action == policy.Deny
+	if held || v.Effective() != policy.Allow {
+		return held || v.Effective() == policy.Deny
 	}
 	if !h.admit(fid, f) {
 		return false

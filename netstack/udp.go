@@ -32,8 +32,8 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	now := time.Now()
 	idle := h.g.cfg.Limits.UDPIdle
 	fid, v, held := h.g.judge(&f, keyOf(f), now, idle, h.g.capture(pkt))
-	if held || v.Action != policy.Allow {
-		return held || v.Action == policy.Deny
+	if held || v.Effective() != policy.Allow {
+		return held || v.Effective() == policy.Deny
 	}
 	if !h.admit(fid, f) {
 		return false

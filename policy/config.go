@@ -116,6 +116,7 @@ type fileLog struct {
 
 type filePolicy struct {
 	Default string     `yaml:"default"`
+	Mode    string     `yaml:"mode"`
 	Rules   []fileRule `yaml:"rules"`
 }
 
@@ -149,6 +150,6 @@ func defaults() fileConfig {
 			TCPIdle:        "2h",
 		},
 		Log:    fileLog{Level: "info", Format: "auto", Output: "stderr"},
-		Policy: filePolicy{Default: "deny"},
+		Policy: filePolicy{Default: "deny", Mode: "enforce"},
 	}
 }

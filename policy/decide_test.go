@@ -241,6 +241,28 @@ rules:
 	}
 }
 
+// In monitor mode the verdict names what the policy would do, and its
+// effective action lets the flow through.
+func TestMonitorMode(t *testing.T) {
+	rules := `
+rules:
+  - {name: no-ssh, action: reject, proto: tcp, ports: [22]}`
+	enforcing := mustParse(t, "default: deny"+rules)
+	monitoring := mustParse(t, "mode: monitor\ndefault: deny"+rules)
+	for _, f := range []Flow{flow(TCP, "10.0.0.2:1", "192.0.2.1:22"), flow(UDP, "10.0.0.2:1", "192.0.2.1:53")} {
+		e, m := enforcing.Decide(f), monitoring.Decide(f)
+		if e.Monitor || e.Effective() != e.Action {
+			t.Errorf("enforce: %+v takes effect as %v", e, e.Effective())
+		}
+		if !m.Monitor || m.Action != e.Action || m.Rule != e.Rule || m.Effective() != Allow {
+			t.Errorf("monitor: %+v (effective %v), want %v by %q, let through", m, m.Effective(), e.Action, e.Rule)
+		}
+	}
+	if enforcing.Monitor() || !monitoring.Monitor() {
+		t.Error("Policy.Monitor does not report the mode")
+	}
+}
+
 func TestDecideLogFlag(t *testing.T) {
 	p := mustParse(t, `
 rules:

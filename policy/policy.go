@@ -12,7 +12,11 @@ type Policy struct {
 	rules      []rule
 	def        Action
 	needsOwner bool // some rule has users or apps
+	monitor    bool // policy.mode monitor: verdicts are logged, not enforced
 }
+
+// Monitor reports whether the policy only watches (policy.mode: monitor).
+func (p *Policy) Monitor() bool { return p.monitor }
 
 type rule struct {
 	name     string
@@ -84,9 +88,9 @@ func (p *Policy) decide(f Flow, ownerPending bool) (Verdict, bool) {
 				continue
 			}
 		}
-		return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log}, false
+		return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log, Monitor: p.monitor}, false
 	}
-	return Verdict{Action: p.def, Rule: DefaultRule, Index: -1}, false
+	return Verdict{Action: p.def, Rule: DefaultRule, Index: -1, Monitor: p.monitor}, false
 }
 
 func (r *rule) ownerMatches(o *Owner) bool {

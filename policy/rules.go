@@ -17,6 +17,13 @@ func (v *validator) policy(w *filePolicy) *Policy {
 		v.errorf("$.policy.default", "policy.default: %v", err)
 	}
 	p.def = def
+	switch w.Mode {
+	case "enforce":
+	case "monitor":
+		p.monitor = true
+	default:
+		v.errorf("$.policy.mode", "policy.mode %q: want enforce or monitor", w.Mode)
+	}
 	seen := map[string]int{}
 	for i := range w.Rules {
 		r, ok := v.rule(i, &w.Rules[i], seen)

@@ -109,6 +109,17 @@ type Verdict struct {
 	Rule   string // rule name, or "default"
 	Index  int    // position of the rule in the file (0-based); -1 for default
 	Log    bool   // the rule asks for allowed matches to be logged at info
+	// Monitor: the policy is in monitor mode; Action is what it would do,
+	// and the flow is let through.
+	Monitor bool
+}
+
+// Effective is the action carried out: Action, or Allow in monitor mode.
+func (v Verdict) Effective() Action {
+	if v.Monitor {
+		return Allow
+	}
+	return v.Action
 }
 
 // DefaultRule is the Verdict.Rule of flows that no rule matched.

@@ -35,6 +35,9 @@ func cmdExplain(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "note: rules with users or apps are skipped, as for a flow from another host (give --user and/or --app for one from this machine)")
 	}
 	v := cfg.Policy.Decide(f)
+	if v.Monitor {
+		fmt.Fprintln(stdout, "note: policy.mode is monitor: this verdict is logged, and the flow let through")
+	}
 	if v.Index < 0 {
 		fmt.Fprintf(stdout, "%s: no rule matches, policy.default is %s\n", v.Action, v.Action)
 		return nil

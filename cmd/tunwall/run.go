@@ -49,7 +49,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 
 	zl.Info().Str("event", "start").Str("config", cfg.Source).Str("policy_hash", cfg.Hash).
-		Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).Int("rules", cfg.Policy.Len()).
+		Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).Int("rules", cfg.Policy.Len()).Bool("monitor", cfg.Policy.Monitor()).
 		Str("version", versionString()).Msg("starting")
 	// App identity needs the set of local addresses, followed from now on
 	// (the TUN's own address included once it exists).

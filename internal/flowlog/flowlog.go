@@ -84,11 +84,12 @@ func (l *Log) allow() bool {
 
 // Verdict implements netstack.Events. Allowed flows log at debug (info
 // when their rule says log: true); denied and rejected ones at info,
-// rate-limited.
+// rate-limited. In monitor mode every verdict is logged at info (deny and
+// reject still rate-limited) with enforced: false.
 func (l *Log) Verdict(id uint64, f policy.Flow, v policy.Verdict) {
 	var e *zerolog.Event
 	switch {
-	case v.Action == policy.Allow && v.Log:
+	case v.Action == policy.Allow && (v.Log || v.Monitor):
 		e = l.zl.Info()
 	case v.Action == policy.Allow:
 		e = l.zl.Debug()
@@ -99,7 +100,11 @@ func (l *Log) Verdict(id uint64, f policy.Flow, v policy.Verdict) {
 	default:
 		return
 	}
-	flowFields(e.Str("event", "verdict"), id, f).Str("action", v.Action.String()).Str("rule", v.Rule).Msg(v.Action.String())
+	e = flowFields(e.Str("event", "verdict"), id, f).Str("action", v.Action.String()).Str("rule", v.Rule)
+	if v.Monitor {
+		e = e.Bool("enforced", false)
+	}
+	e.Msg(v.Action.String())
 }
 
 // Closed implements netstack.Events.

@@ -123,6 +123,24 @@ func TestOwnerFields(t *testing.T) {
 	}
 }
 
+// In monitor mode every verdict is logged at info, marked enforced: false.
+func TestMonitorVerdicts(t *testing.T) {
+	l, buf := newTestLog(zerolog.InfoLevel, 10, time.Hour)
+	l.Verdict(1, tcpFlow, policy.Verdict{Action: policy.Reject, Rule: "r", Monitor: true})
+	l.Verdict(2, tcpFlow, policy.Verdict{Action: policy.Allow, Rule: "a", Monitor: true})
+	l.Verdict(3, tcpFlow, policy.Verdict{Action: policy.Reject, Rule: "r"})
+	l.Close()
+	got := buf.lines(t)
+	if len(got) != 3 {
+		t.Fatalf("want 3 lines (the monitored allow at info too), got %d: %v", len(got), got)
+	}
+	for i, want := range []any{false, false, nil} {
+		if got[i]["enforced"] != want {
+			t.Errorf("line %d: enforced = %v, want %v", i, got[i]["enforced"], want)
+		}
+	}
+}
+
 func TestDenyLinesRateLimited(t *testing.T) {
 	l, buf := newTestLog(zerolog.InfoLevel, 5, time.Hour)
 	for i := 0; i < 105; i++ {
