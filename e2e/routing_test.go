@@ -340,6 +340,36 @@ policy: {default: allow}
 	}
 }
 
+// TestMonitorMode: with policy.mode monitor a flow the rules reject goes
+// through, and its verdict is logged as reject with enforced: false.
+func TestMonitorMode(t *testing.T) {
+	l := routedLab(t, "twm")
+	gw := l.Gateway
+	target := hostPort(lab.ServerV4, "8080")
+	wantOK(t, probe(t, l, gw, 0, "tcp", target), "control: tcp 8080")
+	tw := launch(t, l, `
+tun: {name: tw0}
+log: {level: info, format: json}
+routing: {mode: all, strict: false}
+policy:
+  mode: monitor
+  default: allow
+  rules:
+    - {name: no-8080, action: reject, proto: tcp, ports: [8080]}
+`)
+	wantOK(t, probe(t, l, gw, 0, "tcp", target), "tcp 8080 in monitor mode")
+	e := wantVerdict(t, tw.Log, "tcp", target, "reject", "no-8080")
+	if enforced, ok := e["enforced"].(bool); !ok || enforced {
+		t.Errorf("verdict enforced = %v, want false", e["enforced"])
+	}
+	waitEvent(t, tw.Log, func(e event) bool {
+		return e.str("event") == "close" && e.str("dst") == target && e.num("bytes_in") > 0
+	})
+	if err := tw.Stop(10 * time.Second); err != nil {
+		t.Fatalf("tunwall exit after SIGTERM: %v", err)
+	}
+}
+
 // TestAppIdentity: flows that start on the gateway carry their owner (uid,
 // user, pid, exe) in the log, for TCP, UDP and ICMP, and users/apps rules
 // judge by it: a users rule refuses uid A and lets uid B through, an apps
