@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -150,9 +151,5 @@ func (c *verdictCache) store(k flowKey, a policy.Action, now time.Time, ttl time
 func (c *verdictCache) sweep(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, e := range c.entries {
-		if now.After(e.expires) {
-			delete(c.entries, k)
-		}
-	}
+	maps.DeleteFunc(c.entries, func(_ flowKey, e cachedVerdict) bool { return now.After(e.expires) })
 }

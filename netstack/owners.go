@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"maps"
 	"net/netip"
 	"sync"
 	"time"
@@ -243,11 +244,7 @@ func (o *ownership) fill(id uint64, f *policy.Flow) {
 func (o *ownership) sweep(now time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for k, r := range o.ready {
-		if now.After(r.expires) {
-			delete(o.ready, k)
-		}
-	}
+	maps.DeleteFunc(o.ready, func(_ flowKey, r readyVerdict) bool { return now.After(r.expires) })
 }
 
 // waitResolves waits for the lookups of held flows (the gateway is
