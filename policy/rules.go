@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os/user"
@@ -113,15 +114,29 @@ func parseUser(raw any) (UIDRange, error) {
 	if !isString || strings.TrimSpace(s) == "" || strings.IndexFunc(strings.TrimSpace(s), notUIDChar) < 0 {
 		return parseUIDRange(raw)
 	}
-	u, err := user.Lookup(s)
+	uid, err := UserID(s)
+	if errors.Is(err, errNoSuchUser) {
+		return UIDRange{}, fmt.Errorf("%w (use a uid to name one that does not exist yet)", err)
+	}
 	if err != nil {
-		return UIDRange{}, fmt.Errorf("user %q: no such user on this machine (use a uid to name one that does not exist yet)", s)
+		return UIDRange{}, err
+	}
+	return UIDRange{First: uid, Last: uid}, nil
+}
+
+var errNoSuchUser = errors.New("no such user on this machine")
+
+// UserID returns the uid of the user called name on this machine.
+func UserID(name string) (uint32, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, fmt.Errorf("user %q: %w", name, errNoSuchUser)
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
-		return UIDRange{}, fmt.Errorf("user %q has uid %q, which is not a number", s, u.Uid)
+		return 0, fmt.Errorf("user %q has uid %q, which is not a number", name, u.Uid)
 	}
-	return UIDRange{First: uint32(uid), Last: uint32(uid)}, nil
+	return uint32(uid), nil
 }
 
 func notUIDChar(r rune) bool { return (r < '0' || r > '9') && r != '-' && r != ' ' }

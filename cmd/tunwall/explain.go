@@ -66,15 +66,11 @@ func parseOwner(userArg, appArg string) (*policy.Owner, error) {
 		}
 		return o, nil
 	}
-	u, err := user.Lookup(userArg)
+	uid, err := policy.UserID(userArg)
 	if err != nil {
-		return nil, fmt.Errorf("--user %q: no such user", userArg)
+		return nil, fmt.Errorf("--user: %w", err)
 	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("--user %q has uid %q, which is not a number", userArg, u.Uid)
-	}
-	o.UID, o.User = uint32(uid), u.Username
+	o.UID, o.User = uid, userArg
 	return o, nil
 }
 
