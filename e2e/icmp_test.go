@@ -45,9 +45,9 @@ func TestICMP(t *testing.T) {
 			if strings.Contains(tt.addr, ":") {
 				src = lab.ClientV6
 			}
-			e := waitEvent(t, gw.Log, flowEvent("verdict", src, tt.addr))
-			if e.str("proto") != "icmp" || e.str("action") != tt.action || e.str("rule") != tt.rule {
-				t.Errorf("verdict %s %q by %q, want icmp %q by %q", e.str("proto"), e.str("action"), e.str("rule"), tt.action, tt.rule)
+			e := expectVerdict(t, gw.Log, flowEvent("verdict", src, tt.addr), "ping "+tt.addr, tt.action, tt.rule)
+			if e.str("proto") != "icmp" {
+				t.Errorf("ping %s: verdict proto %q, want icmp", tt.addr, e.str("proto"))
 			}
 			if _, ok := e["icmp_type"]; !ok {
 				t.Error("icmp verdict lacks icmp_type")

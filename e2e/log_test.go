@@ -72,6 +72,20 @@ func assertVerdict(t *testing.T, src, dst, action, rule string) {
 	expectVerdict(t, gw.Log, flowEvent("verdict", src, dst), src+" -> "+dst, action, rule)
 }
 
+// verdictTo matches the verdict events of proto flows to dst (ip:port, or
+// an address for ICMP).
+func verdictTo(proto, dst string) func(event) bool {
+	return func(e event) bool {
+		return e.str("event") == "verdict" && e.str("proto") == proto && e.str("dst") == dst
+	}
+}
+
+// wantVerdict waits for a verdict for a proto flow to dst and checks it.
+func wantVerdict(t *testing.T, log, proto, dst, action, rule string) event {
+	t.Helper()
+	return expectVerdict(t, log, verdictTo(proto, dst), proto+" to "+dst, action, rule)
+}
+
 // expectVerdict waits for the verdict event match picks in log and checks
 // its action and rule; what names the flow in messages.
 func expectVerdict(t *testing.T, log string, match func(event) bool, what, action, rule string) event {

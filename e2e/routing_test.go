@@ -108,20 +108,11 @@ func verdicts(t *testing.T, log, proto, dst string) []event {
 	t.Helper()
 	var out []event
 	for _, e := range readEvents(t, log) {
-		if e.str("event") == "verdict" && e.str("proto") == proto && e.str("dst") == dst {
+		if verdictTo(proto, dst)(e) {
 			out = append(out, e)
 		}
 	}
 	return out
-}
-
-// wantVerdict waits for a verdict for a flow to dst and checks it.
-func wantVerdict(t *testing.T, log, proto, dst, action, rule string) event {
-	t.Helper()
-	match := func(e event) bool {
-		return e.str("event") == "verdict" && e.str("proto") == proto && e.str("dst") == dst
-	}
-	return expectVerdict(t, log, match, proto+" to "+dst, action, rule)
 }
 
 // stopClean stops tw with SIGTERM and checks the exit and that routing is
@@ -413,7 +404,7 @@ policy:
 `, uidA, uidA))
 	byUID := func(proto, dst string, uid int) func(event) bool {
 		return func(e event) bool {
-			return e.str("event") == "verdict" && e.str("proto") == proto && e.str("dst") == dst && e["uid"] != nil && e.num("uid") == int64(uid)
+			return verdictTo(proto, dst)(e) && e["uid"] != nil && e.num("uid") == int64(uid)
 		}
 	}
 	refused := func(r probeResult, what string) {

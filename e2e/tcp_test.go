@@ -145,12 +145,7 @@ func TestTCPRejected(t *testing.T) {
 			if d := time.Since(start); d > time.Second {
 				t.Errorf("refusal took %v, want under 1s", d)
 			}
-			e := waitEvent(t, gw.Log, func(e event) bool {
-				return e.str("event") == "verdict" && e.str("dst") == net.JoinHostPort(fam.server, "7009") && e.str("proto") == "tcp"
-			})
-			if e.str("action") != "reject" || e.str("rule") != "reject-7009" {
-				t.Errorf("verdict %q by %q, want reject by reject-7009", e.str("action"), e.str("rule"))
-			}
+			wantVerdict(t, gw.Log, "tcp", net.JoinHostPort(fam.server, "7009"), "reject", "reject-7009")
 		})
 	}
 }
@@ -164,12 +159,7 @@ func TestTCPDenied(t *testing.T) {
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				t.Fatalf("connect to denied port: %v, want a timeout (no answer at all)", err)
 			}
-			e := waitEvent(t, gw.Log, func(e event) bool {
-				return e.str("event") == "verdict" && e.str("dst") == net.JoinHostPort(fam.server, "7010") && e.str("proto") == "tcp"
-			})
-			if e.str("action") != "deny" || e.str("rule") != "deny-7010" {
-				t.Errorf("verdict %q by %q, want deny by deny-7010", e.str("action"), e.str("rule"))
-			}
+			wantVerdict(t, gw.Log, "tcp", net.JoinHostPort(fam.server, "7010"), "deny", "deny-7010")
 		})
 	}
 }
