@@ -50,7 +50,7 @@ func install(dir string, plan Plan, tunName string, mark uint32) (*Routing, erro
 	}
 	self, start := os.Getpid(), processStart(os.Getpid())
 	rt.state = &State{Netns: ns, PID: self, Start: start, Table: plan.Table, Tun: tunName,
-		Rules: unionRules(plan.Rules, old.Rules), Routes: union(plan.Backstop, old.Routes),
+		Rules: union(plan.Rules, old.Rules, containsRule), Routes: union(plan.Backstop, old.Routes, slices.Contains),
 		Sysctls: carryOld(plan.Sysctls, old.Sysctls)}
 	if err := rt.state.save(dir); err != nil {
 		return nil, err
@@ -106,14 +106,14 @@ func (rt *Routing) Attach(dev *Device) error {
 	for _, to := range rt.plan.Through {
 		routes = append(routes, Route{To: to, Dev: dev.Name(), Table: rt.plan.Table})
 	}
-	rt.state.Routes = union(rt.state.Routes, routes)
+	rt.state.Routes = union(rt.state.Routes, routes, slices.Contains)
 	if err := rt.state.save(rt.dir); err != nil {
 		return err
 	}
 	for _, r := range routes {
 		if err := addRoute(r); err != nil {
 			blocked := Route{To: r.To, Metric: 1, Table: r.Table}
-			rt.state.Routes = union(rt.state.Routes, []Route{blocked})
+			rt.state.Routes = union(rt.state.Routes, []Route{blocked}, slices.Contains)
 			if err2 := errors.Join(rt.state.save(rt.dir), addRoute(blocked)); err2 != nil {
 				return errors.Join(err, err2)
 			}

@@ -105,11 +105,12 @@ func loadStates(dir string, ns Netns, table int) ([]*State, error) {
 	return out, nil
 }
 
-// union merges b into a, keeping a's order and dropping duplicates.
-func union[T comparable](a, b []T) []T {
+// union merges b into a, keeping a's order and dropping what contains
+// finds already there.
+func union[T any](a, b []T, contains func([]T, T) bool) []T {
 	out := slices.Clone(a)
 	for _, x := range b {
-		if !slices.Contains(out, x) {
+		if !contains(out, x) {
 			out = append(out, x)
 		}
 	}
@@ -119,16 +120,6 @@ func union[T comparable](a, b []T) []T {
 func containsRule(rules []Rule, r Rule) bool {
 	// By their text: UIDs is a pointer, so == would compare addresses.
 	return slices.ContainsFunc(rules, func(x Rule) bool { return x.String() == r.String() })
-}
-
-func unionRules(a, b []Rule) []Rule {
-	out := slices.Clone(a)
-	for _, r := range b {
-		if !containsRule(out, r) {
-			out = append(out, r)
-		}
-	}
-	return out
 }
 
 // items lists what a state holds, one line each.

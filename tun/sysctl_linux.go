@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -104,11 +105,7 @@ func carryOld(plan, old []Sysctl) []Sysctl {
 func droppedSysctls(old, kept []Sysctl) []Sysctl {
 	var out []Sysctl
 	for _, o := range old {
-		found := false
-		for _, k := range kept {
-			found = found || k.Path == o.Path
-		}
-		if !found {
+		if !slices.ContainsFunc(kept, func(k Sysctl) bool { return k.Path == o.Path }) {
 			out = append(out, o)
 		}
 	}
