@@ -40,7 +40,6 @@ type endpoint struct {
 	started atomic.Bool
 	done    chan struct{} // closed when the reader goroutine has exited
 	writes  sync.Pool     // *writeBatch
-	acks    acks          // pure ACKs waiting for a segment to carry them
 }
 
 var (
@@ -54,7 +53,6 @@ func newEndpoint(dev Device, mtu int, stats *Stats, inspect func([]byte) bool) *
 		e.offload = o
 	}
 	e.writes.New = func() any { return &writeBatch{} }
-	e.acks.delay, e.acks.write = ackDelay, e.writeHeld
 	return e
 }
 
@@ -91,9 +89,9 @@ func (*endpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
 // SetOnCloseAction implements stack.LinkEndpoint.
 func (*endpoint) SetOnCloseAction(func()) {}
 
-// Close implements stack.LinkEndpoint: held ACKs are dropped. The reader
-// stops when the device is closed; the owner closes the device.
-func (e *endpoint) Close() { e.acks.drop() }
+// Close implements stack.LinkEndpoint. The reader stops when the device is
+// closed; the owner closes the device.
+func (*endpoint) Close() {}
 
 // GSOMaxSize implements stack.GSOEndpoint.
 func (*endpoint) GSOMaxSize() uint32 { return 65000 }
@@ -221,55 +219,27 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	b.reset()
 	written := 0
 	for _, pkt := range pkts.AsSlice() {
-		if pkt.TransportProtocolNumber == header.TCPProtocolNumber {
-			kept, prior := e.acks.hold(pkt)
-			if kept {
-				written++
+		if e.offload != nil && pkt.GSOOptions.Type != stack.GSONone {
+			// Keep the device's view of this flow in order: what was
+			// batched before this segment goes out first.
+			written += e.flush(b)
+			if err := e.writeOffload(pkt); err != nil {
+				e.stats.WriteErrors.Add(1)
 				continue
 			}
-			if prior != nil {
-				written += e.add(b, prior)
-				prior.DecRef()
-			}
+			written++
+			continue
 		}
-		written += e.add(b, pkt)
+		if !b.add(pkt) {
+			e.stats.WriteErrors.Add(1) // larger than any packet we can write
+			continue
+		}
+		if len(b.bufs) == e.batch {
+			written += e.flush(b)
+		}
 	}
 	written += e.flush(b)
 	return written, nil
-}
-
-// writeHeld sends ACKs that were held past their delay.
-func (e *endpoint) writeHeld(pkts []*stack.PacketBuffer) {
-	b := e.writes.Get().(*writeBatch)
-	defer e.writes.Put(b)
-	b.reset()
-	for _, pkt := range pkts {
-		e.add(b, pkt)
-	}
-	e.flush(b)
-}
-
-// add puts pkt into batch b, or hands it to the offload path after
-// flushing b, and returns how many packets that wrote.
-func (e *endpoint) add(b *writeBatch, pkt *stack.PacketBuffer) int {
-	if e.offload != nil && pkt.GSOOptions.Type != stack.GSONone {
-		// Keep the device's view of this flow in order: what was
-		// batched before this segment goes out first.
-		n := e.flush(b)
-		if err := e.writeOffload(pkt); err != nil {
-			e.stats.WriteErrors.Add(1)
-			return n
-		}
-		return n + 1
-	}
-	if !b.add(pkt) {
-		e.stats.WriteErrors.Add(1) // larger than any packet we can write
-		return 0
-	}
-	if len(b.bufs) == e.batch {
-		return e.flush(b)
-	}
-	return 0
 }
 
 // WriteRaw writes one packet built outside the stack (ICMP replies and
