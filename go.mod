@@ -3,6 +3,7 @@ module github.com/tunwall/tunwall
 go 1.26.8
 
 require (
+	github.com/gaissmai/bart v0.30.0
 	github.com/goccy/go-yaml v1.19.2
 	github.com/google/gopacket v1.1.19
 	github.com/mattn/go-isatty v0.0.20

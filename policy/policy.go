@@ -11,6 +11,7 @@ import (
 type Policy struct {
 	rules      []rule
 	def        Action
+	ix         *index
 	needsOwner bool // some rule has users or apps
 	monitor    bool // policy.mode monitor: verdicts are logged, not enforced
 }
@@ -69,28 +70,27 @@ func (p *Policy) Prejudge(f Flow) (v Verdict, needOwner bool) {
 	return p.decide(f, true)
 }
 
-func (p *Policy) decide(f Flow, ownerPending bool) (Verdict, bool) {
+func (p *Policy) decide(f Flow, ownerPending bool) (v Verdict, needOwner bool) {
 	src, dst := f.Src.Addr().Unmap(), f.Dst.Addr().Unmap()
-	port := f.Dst.Port()
-	for i := range p.rules {
+	i := p.ix.first(&f, src, dst, func(i int) bool {
 		r := &p.rules[i]
-		if r.protos&f.Proto == 0 || !r.src.contains(src) || !r.dst.contains(dst) {
-			continue
+		if !r.asksOwner() {
+			return true
 		}
-		if f.Proto != ICMP && !portsMatch(r.ports, port) {
-			continue
+		if ownerPending {
+			needOwner = true
+			return true
 		}
-		if r.asksOwner() {
-			if ownerPending {
-				return Verdict{}, true
-			}
-			if !r.ownerMatches(f.Owner) {
-				continue
-			}
-		}
-		return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log, Monitor: p.monitor}, false
+		return r.ownerMatches(f.Owner)
+	})
+	switch {
+	case needOwner:
+		return Verdict{}, true
+	case i < 0:
+		return Verdict{Action: p.def, Rule: DefaultRule, Index: -1, Monitor: p.monitor}, false
 	}
-	return Verdict{Action: p.def, Rule: DefaultRule, Index: -1, Monitor: p.monitor}, false
+	r := &p.rules[i]
+	return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log, Monitor: p.monitor}, false
 }
 
 func (r *rule) ownerMatches(o *Owner) bool {

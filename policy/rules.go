@@ -33,6 +33,7 @@ func (v *validator) policy(w *filePolicy) *Policy {
 			p.needsOwner = p.needsOwner || r.asksOwner()
 		}
 	}
+	p.ix = buildIndex(p.rules)
 	return p
 }
 
