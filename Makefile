@@ -35,6 +35,7 @@ lint:
 
 fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	$(GO) test ./policy -run '^$$' -fuzz FuzzList -fuzztime 30s
 
 clean:
 	rm -rf $(BIN) bench.json

@@ -15,6 +15,7 @@ type Config struct {
 	Limits  Limits
 	Log     LogConfig
 	Policy  *Policy
+	Lists   []*List // by name
 }
 
 // TunConfig describes the TUN device tunwall creates.
@@ -70,12 +71,18 @@ type LogConfig struct {
 // YAML form may be a scalar or a list, or a number or a string, are decoded
 // loosely and checked by validate, which knows their positions.
 type fileConfig struct {
-	Tun     fileTun     `yaml:"tun"`
-	Routing fileRouting `yaml:"routing"`
-	Egress  fileEgress  `yaml:"egress"`
-	Limits  fileLimits  `yaml:"limits"`
-	Log     fileLog     `yaml:"log"`
-	Policy  filePolicy  `yaml:"policy"`
+	Tun     fileTun             `yaml:"tun"`
+	Routing fileRouting         `yaml:"routing"`
+	Egress  fileEgress          `yaml:"egress"`
+	Limits  fileLimits          `yaml:"limits"`
+	Log     fileLog             `yaml:"log"`
+	Lists   map[string]fileList `yaml:"lists"`
+	Policy  filePolicy          `yaml:"policy"`
+}
+
+type fileList struct {
+	File    string `yaml:"file"`
+	Lenient bool   `yaml:"lenient"`
 }
 
 type fileTun struct {
@@ -130,6 +137,11 @@ type fileRule struct {
 	Users  []any    `yaml:"users"`
 	Apps   []string `yaml:"apps"`
 	Log    bool     `yaml:"log"`
+
+	SrcList    []string `yaml:"src_list"`
+	DstList    []string `yaml:"dst_list"`
+	Domains    []string `yaml:"domains"`
+	DomainList []string `yaml:"domain_list"`
 }
 
 // defaults returns the wire config that an empty file means.

@@ -31,3 +31,26 @@ func FuzzParse(f *testing.F) {
 		_ = cfg.Policy.Decide(fl)
 	})
 }
+
+// FuzzList feeds arbitrary text to the list parser: no panic, every error
+// names a line, and what was accepted answers lookups.
+func FuzzList(f *testing.F) {
+	f.Add(sampleList)
+	f.Add("10.0.0.0/8\n::ffff:1.2.3.0/120\n0.0.0.0 a.example b.example\n*.x.example\n")
+	f.Add("1.2.3\n\xff\xfe.example\n#\n\t\r\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		l, errs := parseList("fuzz", "fuzz.txt", text, false)
+		for _, e := range errs {
+			if e.Line == 0 {
+				t.Fatalf("error without a line: %v", e)
+			}
+		}
+		if l != nil {
+			l.ContainsAddr(netip.MustParseAddr("10.1.2.3"))
+			l.ContainsDomain("a.b.example")
+		}
+		if _, errs := parseList("fuzz", "fuzz.txt", text, true); errs != nil {
+			t.Fatalf("lenient parse failed: %v", errs)
+		}
+	})
+}

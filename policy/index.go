@@ -177,18 +177,20 @@ func buildIndex(rules []rule) *index {
 	}
 	ix.icmp = dim{wild: icmp, wildSum: icmp.summary()}
 	ix.port = [2]portDim{buildPortDim(rules, TCP), buildPortDim(rules, UDP)}
-	ix.dst = buildAddrDim(rules, func(r *rule) *prefixSet { return &r.dst })
-	ix.src = buildAddrDim(rules, func(r *rule) *prefixSet { return &r.src })
+	// A rule with lists for an address is wild there: its prefixes and
+	// lists are checked together outside the index.
+	ix.dst = buildAddrDim(rules, func(r *rule) (*prefixSet, bool) { return &r.dst, len(r.dstLists) > 0 })
+	ix.src = buildAddrDim(rules, func(r *rule) (*prefixSet, bool) { return &r.src, len(r.srcLists) > 0 })
 	return ix
 }
 
-func buildAddrDim(rules []rule, set func(*rule) *prefixSet) addrDim {
+func buildAddrDim(rules []rule, set func(*rule) (*prefixSet, bool)) addrDim {
 	n := len(rules)
 	wild := newBitset(n)
 	named := new(bart.Table[bitset]) // prefix -> rules that name it
 	for i := range rules {
-		s := set(&rules[i])
-		if s.any {
+		s, lists := set(&rules[i])
+		if s.any || lists {
 			wild.set(i)
 			continue
 		}

@@ -3,17 +3,19 @@ package policy
 import (
 	"net/netip"
 	"path"
+	"slices"
 	"strings"
 )
 
 // Policy is a compiled, immutable rule list. It is safe for concurrent use;
 // replace a Policy as a whole (atomic.Pointer) rather than editing it.
 type Policy struct {
-	rules      []rule
-	def        Action
-	ix         *index
-	needsOwner bool // some rule has users or apps
-	monitor    bool // policy.mode monitor: verdicts are logged, not enforced
+	rules       []rule
+	def         Action
+	ix          *index
+	needsOwner  bool // some rule has users or apps
+	needsDomain bool // some rule has domains or domain lists
+	monitor     bool // policy.mode monitor: verdicts are logged, not enforced
 }
 
 // Monitor reports whether the policy only watches (policy.mode: monitor).
@@ -30,6 +32,54 @@ type rule struct {
 	log      bool
 	users    []UIDRange // empty: any user (or none)
 	apps     []string   // exe globs; empty: any app (or none)
+
+	// Checked outside the index: a rule with src or dst lists matches an
+	// address in its prefixes or in one of its lists; a rule with domains
+	// matches only a flow whose name is known and fits.
+	srcLists, dstLists []*List
+	domains            domainSet
+	domainLists        []*List
+}
+
+// byName reports whether the rule matches on the flow's domain name.
+func (r *rule) byName() bool { return r.domains.len() > 0 || len(r.domainLists) > 0 }
+
+// outsideIndex reports whether the rule has conditions the index does not
+// check.
+func (r *rule) outsideIndex() bool {
+	return len(r.srcLists) > 0 || len(r.dstLists) > 0 || r.byName()
+}
+
+// matchesOutside checks the conditions the index leaves out (lists and
+// names); owners are checked separately.
+func (r *rule) matchesOutside(f *Flow, src, dst netip.Addr) bool {
+	if len(r.srcLists) > 0 && !inPrefixesOrLists(&r.src, r.srcLists, src) {
+		return false
+	}
+	if len(r.dstLists) > 0 && !inPrefixesOrLists(&r.dst, r.dstLists, dst) {
+		return false
+	}
+	if r.byName() {
+		if f.Domain == "" {
+			return false
+		}
+		if !r.domains.contains(f.Domain) && !slices.ContainsFunc(r.domainLists, func(l *List) bool { return l.ContainsDomain(f.Domain) }) {
+			return false
+		}
+	}
+	return true
+}
+
+func inPrefixesOrLists(s *prefixSet, lists []*List, a netip.Addr) bool {
+	if !s.any && s.contains(a) {
+		return true
+	}
+	for _, l := range lists {
+		if l.ContainsAddr(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // asksOwner reports whether the rule matches on who opened the flow.
@@ -48,6 +98,9 @@ func (p *Policy) RuleLine(i int) int {
 	}
 	return p.rules[i].line
 }
+
+// NeedsDomain reports whether any rule matches on domain names.
+func (p *Policy) NeedsDomain() bool { return p.needsDomain }
 
 // NeedsOwner reports whether any rule matches on users or apps: only then
 // can a verdict depend on a flow's owner.
@@ -74,6 +127,9 @@ func (p *Policy) decide(f Flow, ownerPending bool) (v Verdict, needOwner bool) {
 	src, dst := f.Src.Addr().Unmap(), f.Dst.Addr().Unmap()
 	i := p.ix.first(&f, src, dst, func(i int) bool {
 		r := &p.rules[i]
+		if r.outsideIndex() && !r.matchesOutside(&f, src, dst) {
+			return false
+		}
 		if !r.asksOwner() {
 			return true
 		}

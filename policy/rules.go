@@ -31,6 +31,7 @@ func (v *validator) policy(w *filePolicy) *Policy {
 		if ok {
 			p.rules = append(p.rules, r)
 			p.needsOwner = p.needsOwner || r.asksOwner()
+			p.needsDomain = p.needsDomain || r.byName()
 		}
 	}
 	p.ix = buildIndex(p.rules)
@@ -83,6 +84,20 @@ func (v *validator) rule(i int, w *fileRule, seen map[string]int) (rule, bool) {
 			continue
 		}
 		r.ports = append(r.ports, pr)
+	}
+	r.srcLists = v.ruleLists(w.SrcList, "src_list", "addresses", fail)
+	r.dstLists = v.ruleLists(w.DstList, "dst_list", "addresses", fail)
+	r.domainLists = v.ruleLists(w.DomainList, "domain_list", "domains", fail)
+	for j, d := range w.Domains {
+		name, kind, ok := domainPattern(d)
+		if !ok {
+			fail(fmt.Sprintf("domains[%d]", j), "%q is not a domain (example.com, or *.example.com for the names below it)", d)
+			continue
+		}
+		r.domains.add(name, kind)
+	}
+	if w.Domains != nil && len(w.Domains) == 0 {
+		fail("domains", "empty list (omit domains to match any name)")
 	}
 	if w.Users != nil && len(w.Users) == 0 {
 		fail("users", "empty list (omit users to match any user)")

@@ -13,9 +13,10 @@ import (
 // validator turns the wire config into a Config, collecting every problem
 // with the position of the YAML node it concerns.
 type validator struct {
-	file string
-	ast  *ast.File
-	errs Errors
+	file   string
+	ast    *ast.File
+	errs   Errors
+	byName map[string]*List // the lists rules may name
 }
 
 // errorf records a problem at the node addressed by path ("$.a.b[2]"). When
@@ -47,6 +48,11 @@ func (v *validator) config(w *fileConfig) *Config {
 		Egress:  v.egress(&w.Egress),
 		Limits:  v.limits(&w.Limits),
 		Log:     v.log(&w.Log),
+	}
+	cfg.Lists = v.lists(w.Lists)
+	v.byName = make(map[string]*List, len(cfg.Lists))
+	for _, l := range cfg.Lists {
+		v.byName[l.Name] = l
 	}
 	cfg.Policy = v.policy(&w.Policy)
 	v.routingNeeds(cfg)

@@ -93,6 +93,10 @@ type Flow struct {
 	// flows from other hosts and when no owning socket was found. Rules
 	// with users or apps never match a flow without one.
 	Owner *Owner
+	// Domain is the flow's destination name when known, normalised (see
+	// NormalizeDomain); "" otherwise. Rules with domains or domain lists
+	// never match a flow without one.
+	Domain string
 }
 
 // Owner identifies who on this machine opened a flow.
