@@ -130,3 +130,58 @@ func TestExplainOwner(t *testing.T) {
 		}
 	}
 }
+
+// Lists load relative to the config file, check reports them, explain
+// judges by list and by --domain, and a bad list line fails check with its
+// file and line.
+func TestListsCheckAndExplain(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ads.hosts"), []byte("# hosts\n0.0.0.0 ads.example.com\n0.0.0.0 track.example.net\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "nets.txt"), []byte("203.0.113.0/24\n2001:db8:bad::/48\nbogus line here\n"), 0o644)
+	path := filepath.Join(dir, "lists.yaml")
+	os.WriteFile(path, []byte(`lists:
+  ads: {file: ads.hosts}
+  bad-nets: {file: nets.txt, lenient: true}
+policy:
+  default: allow
+  rules:
+    - {name: no-ads, action: reject, domain_list: [ads]}
+    - {name: no-bad-nets, action: deny, dst_list: [bad-nets]}
+`), 0o644)
+	out, stderr, code := tunwallCLI(t, "check", "-c", path)
+	for _, want := range []string{"list ads: " + filepath.Join(dir, "ads.hosts") + ": 0 addresses, 2 domains", "list bad-nets: " + filepath.Join(dir, "nets.txt") + ": 2 addresses, 0 domains, 1 bad lines skipped"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("check: exit %d, got %q%s, want %q", code, out, stderr, want)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--domain", "ADS.example.com.", "tcp", "10.0.0.2", "192.0.2.1:443"}, `reject: rule "no-ads"`},
+		{[]string{"--domain", "www.example.com", "tcp", "10.0.0.2", "192.0.2.1:443"}, `allow: no rule matches`},
+		{[]string{"tcp", "10.0.0.2", "192.0.2.1:443"}, "note: rules with domains or domain lists are skipped"},
+		{[]string{"udp", "10.0.0.2", "203.0.113.9:53"}, `deny: rule "no-bad-nets"`},
+		{[]string{"icmp", "2001:db8::1", "2001:db8:bad::1"}, `deny: rule "no-bad-nets"`},
+	} {
+		out, stderr, code := tunwallCLI(t, append([]string{"explain", "-c", path}, tt.args...)...)
+		if code != 0 || !strings.Contains(out, tt.want) {
+			t.Errorf("explain %v: exit %d, got %q%s, want %q", tt.args, code, out, stderr, tt.want)
+		}
+	}
+	strict := strings.Replace(mustRead(t, path), ", lenient: true", "", 1)
+	os.WriteFile(path, []byte(strict), 0o644)
+	_, stderr, code = tunwallCLI(t, "check", "-c", path)
+	if want := filepath.Join(dir, "nets.txt") + ":3:1: list \"bad-nets\""; code != 2 || !strings.Contains(stderr, want) {
+		t.Errorf("check with a bad list line: exit %d, stderr %q, want 2 and %q", code, stderr, want)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

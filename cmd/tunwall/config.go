@@ -85,5 +85,12 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	path := cfg.Source
 	fmt.Fprintf(stdout, "%s: ok (%d rules, default %s, tun %s, routing %s)\n",
 		path, cfg.Policy.Len(), cfg.Policy.Default(), cfg.Tun.Name, cfg.Routing.Mode)
+	for _, l := range cfg.Lists {
+		fmt.Fprintf(stdout, "list %s: %s: %d addresses, %d domains", l.Name, l.File, l.Addrs, l.Domains)
+		if l.Skipped > 0 {
+			fmt.Fprintf(stdout, ", %d bad lines skipped (lenient)", l.Skipped)
+		}
+		fmt.Fprintln(stdout)
+	}
 	return nil
 }

@@ -12,8 +12,8 @@ import (
 )
 
 func cmdExplain(args []string, stdout io.Writer) error {
-	var userArg, appArg string
-	path, rest, err := flags("explain", args, false, stringFlag{"user", &userArg}, stringFlag{"app", &appArg})
+	var userArg, appArg, domainArg string
+	path, rest, err := flags("explain", args, false, stringFlag{"user", &userArg}, stringFlag{"app", &appArg}, stringFlag{"domain", &domainArg})
 	if err != nil {
 		return err
 	}
@@ -27,9 +27,19 @@ func cmdExplain(args []string, stdout io.Writer) error {
 	if f.Owner, err = parseOwner(userArg, appArg); err != nil {
 		return usageError{fmt.Errorf("explain: %w", err)}
 	}
+	if domainArg != "" {
+		d, ok := policy.NormalizeDomain(domainArg)
+		if !ok {
+			return usageError{fmt.Errorf("explain: --domain %q is not a host name", domainArg)}
+		}
+		f.Domain = d
+	}
 	cfg, err := loadConfig(path)
 	if err != nil {
 		return err
+	}
+	if f.Domain == "" && cfg.Policy.NeedsDomain() {
+		fmt.Fprintln(stdout, "note: rules with domains or domain lists are skipped, as for a flow whose name is unknown (give --domain NAME)")
 	}
 	if f.Owner == nil && cfg.Policy.NeedsOwner() {
 		fmt.Fprintln(stdout, "note: rules with users or apps are skipped, as for a flow from another host (give --user and/or --app for one from this machine)")

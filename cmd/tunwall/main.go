@@ -62,6 +62,8 @@ const usage = `usage:
   tunwall down    [-c FILE]                      remove tunwall's routes, rules and backstop
   tunwall check   -c FILE                        validate a config file
   tunwall explain [-c FILE] PROTO SRC DST[:PORT] show the verdict for one flow
+                  [--user U] [--app PATH]        ... opened on this machine by U / PATH
+                  [--domain NAME]                ... to a destination named NAME
   tunwall version
 
 Without -c, run and explain use the embedded default configuration.

@@ -51,6 +51,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 	zl.Info().Str("event", "start").Str("config", cfg.Source).Str("policy_hash", cfg.Hash).
 		Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).Int("rules", cfg.Policy.Len()).Bool("monitor", cfg.Policy.Monitor()).
 		Str("version", versionString()).Msg("starting")
+	for _, l := range cfg.Lists {
+		zl.Info().Str("event", "list").Str("name", l.Name).Str("file", l.File).Int("addresses", l.Addrs).
+			Int("domains", l.Domains).Int("skipped", l.Skipped).Msg("list loaded")
+	}
+	if cfg.Policy.NeedsDomain() {
+		zl.Warn().Msg("rules with domains or domain lists match only flows whose name is known; this version does not learn names from traffic (DNS, SNI) yet, so on traffic they do not match")
+	}
 	// App identity needs the set of local addresses, followed from now on
 	// (the TUN's own address included once it exists).
 	var owners netstack.Owners
