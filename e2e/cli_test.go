@@ -185,3 +185,23 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// explain --at judges a flow at a given time against time windows.
+func TestExplainAt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "when.yaml")
+	os.WriteFile(path, []byte("policy:\n  default: allow\n  rules:\n    - {name: night, action: deny, when: {days: [mon-fri], time: [\"22:00-06:00\"], zone: UTC}}\n"), 0o644)
+	for _, tt := range []struct{ at, want string }{
+		{"2026-11-23T23:00:00Z", `deny: rule "night"`},     // Monday night
+		{"2026-11-24T05:59:00Z", `deny: rule "night"`},     // still Monday's night
+		{"2026-11-24T06:00:00Z", `allow: no rule matches`}, // the end is outside
+		{"2026-11-29T05:00:00Z", `allow: no rule matches`}, // Sunday: Saturday night is not listed
+	} {
+		out, stderr, code := tunwallCLI(t, "explain", "-c", path, "--at", tt.at, "tcp", "10.0.0.1", "10.0.0.2:80")
+		if code != 0 || !strings.Contains(out, tt.want) {
+			t.Errorf("explain --at %s: exit %d, got %q%s, want %q", tt.at, code, out, stderr, tt.want)
+		}
+	}
+	if _, stderr, code := tunwallCLI(t, "explain", "-c", path, "--at", "teatime", "tcp", "10.0.0.1", "10.0.0.2:80"); code != 2 || !strings.Contains(stderr, "--at") {
+		t.Errorf("explain --at teatime: exit %d (%q), want 2 naming --at", code, stderr)
+	}
+}

@@ -138,10 +138,11 @@ type fileRule struct {
 	Apps   []string `yaml:"apps"`
 	Log    bool     `yaml:"log"`
 
-	SrcList    []string `yaml:"src_list"`
-	DstList    []string `yaml:"dst_list"`
-	Domains    []string `yaml:"domains"`
-	DomainList []string `yaml:"domain_list"`
+	SrcList    []string  `yaml:"src_list"`
+	DstList    []string  `yaml:"dst_list"`
+	Domains    []string  `yaml:"domains"`
+	DomainList []string  `yaml:"domain_list"`
+	When       *fileWhen `yaml:"when"`
 }
 
 // defaults returns the wire config that an empty file means.

@@ -5,6 +5,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Policy is a compiled, immutable rule list. It is safe for concurrent use;
@@ -39,6 +40,7 @@ type rule struct {
 	srcLists, dstLists []*List
 	domains            domainSet
 	domainLists        []*List
+	when               *window // nil: at any time
 }
 
 // byName reports whether the rule matches on the flow's domain name.
@@ -47,12 +49,21 @@ func (r *rule) byName() bool { return r.domains.len() > 0 || len(r.domainLists) 
 // outsideIndex reports whether the rule has conditions the index does not
 // check.
 func (r *rule) outsideIndex() bool {
-	return len(r.srcLists) > 0 || len(r.dstLists) > 0 || r.byName()
+	return len(r.srcLists) > 0 || len(r.dstLists) > 0 || r.byName() || r.when != nil
 }
 
 // matchesOutside checks the conditions the index leaves out (lists and
-// names); owners are checked separately.
+// names, time windows); owners are checked separately.
 func (r *rule) matchesOutside(f *Flow, src, dst netip.Addr) bool {
+	if r.when != nil {
+		at := f.At
+		if at.IsZero() {
+			at = time.Now()
+		}
+		if !r.when.contains(at) {
+			return false
+		}
+	}
 	if len(r.srcLists) > 0 && !inPrefixesOrLists(&r.src, r.srcLists, src) {
 		return false
 	}

@@ -96,6 +96,9 @@ func (v *validator) rule(i int, w *fileRule, seen map[string]int) (rule, bool) {
 		}
 		r.domains.add(name, kind)
 	}
+	if w.When != nil {
+		r.when = parseWhen(w.When, fail)
+	}
 	if w.Domains != nil && len(w.Domains) == 0 {
 		fail("domains", "empty list (omit domains to match any name)")
 	}

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // Action is what happens to a flow.
@@ -97,6 +98,9 @@ type Flow struct {
 	// NormalizeDomain); "" otherwise. Rules with domains or domain lists
 	// never match a flow without one.
 	Domain string
+	// At is when the flow started, for rules with time windows; the zero
+	// time means now.
+	At time.Time
 }
 
 // Owner identifies who on this machine opened a flow.

@@ -7,13 +7,14 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tunwall/tunwall/policy"
 )
 
 func cmdExplain(args []string, stdout io.Writer) error {
-	var userArg, appArg, domainArg string
-	path, rest, err := flags("explain", args, false, stringFlag{"user", &userArg}, stringFlag{"app", &appArg}, stringFlag{"domain", &domainArg})
+	var userArg, appArg, domainArg, atArg string
+	path, rest, err := flags("explain", args, false, stringFlag{"user", &userArg}, stringFlag{"app", &appArg}, stringFlag{"domain", &domainArg}, stringFlag{"at", &atArg})
 	if err != nil {
 		return err
 	}
@@ -26,6 +27,11 @@ func cmdExplain(args []string, stdout io.Writer) error {
 	}
 	if f.Owner, err = parseOwner(userArg, appArg); err != nil {
 		return usageError{fmt.Errorf("explain: %w", err)}
+	}
+	if atArg != "" {
+		if f.At, err = parseAt(atArg); err != nil {
+			return usageError{fmt.Errorf("explain: %w", err)}
+		}
 	}
 	if domainArg != "" {
 		d, ok := policy.NormalizeDomain(domainArg)
@@ -129,4 +135,15 @@ func parseEndpoint(s string, needPort bool) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("%q: a port is required (like %s)", s, netip.AddrPortFrom(a, 443))
 	}
 	return netip.AddrPortFrom(a.Unmap(), 0), nil
+}
+
+// parseAt reads --at: RFC 3339, or "YYYY-MM-DD HH:MM" in local time.
+func parseAt(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.ParseInLocation("2006-01-02 15:04", s, time.Local); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("--at %q: want RFC 3339 (2026-11-23T09:00:00+01:00) or local \"2026-11-23 09:00\"", s)
 }

@@ -64,6 +64,7 @@ const usage = `usage:
   tunwall explain [-c FILE] PROTO SRC DST[:PORT] show the verdict for one flow
                   [--user U] [--app PATH]        ... opened on this machine by U / PATH
                   [--domain NAME]                ... to a destination named NAME
+                  [--at TIME]                    ... at TIME (time windows; default now)
   tunwall version
 
 Without -c, run and explain use the embedded default configuration.
