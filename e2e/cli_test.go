@@ -194,6 +194,7 @@ func TestExplainAt(t *testing.T) {
 		{"2026-11-23T23:00:00Z", `deny: rule "night"`},     // Monday night
 		{"2026-11-24T05:59:00Z", `deny: rule "night"`},     // still Monday's night
 		{"2026-11-24T06:00:00Z", `allow: no rule matches`}, // the end is outside
+		{"2026-11-24T06:00:00Z", `rule #1 "night" (` + path + `:4) does not match: Tue 06:00 UTC is outside the rule's time window`},
 		{"2026-11-29T05:00:00Z", `allow: no rule matches`}, // Sunday: Saturday night is not listed
 	} {
 		out, stderr, code := tunwallCLI(t, "explain", "-c", path, "--at", tt.at, "tcp", "10.0.0.1", "10.0.0.2:80")

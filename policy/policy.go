@@ -70,15 +70,13 @@ func (r *rule) matchesOutside(f *Flow, src, dst netip.Addr) bool {
 	if len(r.dstLists) > 0 && !inPrefixesOrLists(&r.dst, r.dstLists, dst) {
 		return false
 	}
-	if r.byName() {
-		if f.Domain == "" {
-			return false
-		}
-		if !r.domains.contains(f.Domain) && !slices.ContainsFunc(r.domainLists, func(l *List) bool { return l.ContainsDomain(f.Domain) }) {
-			return false
-		}
-	}
-	return true
+	return !r.byName() || r.nameMatches(f.Domain)
+}
+
+// nameMatches reports whether domain is one of the rule's names.
+func (r *rule) nameMatches(domain string) bool {
+	return domain != "" && (r.domains.contains(domain) ||
+		slices.ContainsFunc(r.domainLists, func(l *List) bool { return l.ContainsDomain(domain) }))
 }
 
 func inPrefixesOrLists(s *prefixSet, lists []*List, a netip.Addr) bool {

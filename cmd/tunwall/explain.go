@@ -50,9 +50,16 @@ func cmdExplain(args []string, stdout io.Writer) error {
 	if f.Owner == nil && cfg.Policy.NeedsOwner() {
 		fmt.Fprintln(stdout, "note: rules with users or apps are skipped, as for a flow from another host (give --user and/or --app for one from this machine)")
 	}
-	v := cfg.Policy.Decide(f)
+	v, misses := cfg.Policy.Explain(f)
 	if v.Monitor {
 		fmt.Fprintln(stdout, "note: policy.mode is monitor: this verdict is logged, and the flow let through")
+	}
+	for i, m := range misses {
+		if i == maxMisses {
+			fmt.Fprintf(stdout, "  ... and %d more rules that do not match\n", len(misses)-maxMisses)
+			break
+		}
+		fmt.Fprintf(stdout, "  rule #%d %q (%s:%d) does not match: %s\n", m.Index+1, m.Rule, cfg.Source, m.Line, m.Why)
 	}
 	if v.Index < 0 {
 		fmt.Fprintf(stdout, "%s: no rule matches, policy.default is %s\n", v.Action, v.Action)
@@ -61,6 +68,9 @@ func cmdExplain(args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "%s: rule %q (rule #%d, %s:%d)\n", v.Action, v.Rule, v.Index+1, cfg.Source, cfg.Policy.RuleLine(v.Index))
 	return nil
 }
+
+// maxMisses is how many non-matching rules explain prints.
+const maxMisses = 50
 
 // parseOwner builds the owner of a flow from this machine from --user (a
 // name or uid) and --app (an executable path); nil when neither is given.
