@@ -13,6 +13,7 @@ const (
 	reasonIdle     = "idle"     // no traffic for the idle timeout
 	reasonLimit    = "limit"    // closed to respect a limit
 	reasonShutdown = "shutdown" // the gateway is stopping
+	reasonPolicy   = "policy"   // a reloaded policy refuses the flow
 )
 
 // FlowStats describes a finished allowed flow.

@@ -30,13 +30,20 @@ type flowTable struct {
 	nextID atomic.Uint64
 
 	mu     sync.Mutex // guards the following fields
-	flows  map[uint64]closer
-	closed bool           // closeAll was called: admit nothing more
+	flows  map[uint64]*liveFlow // nil: reserved, not yet added
+	closed bool                 // closeAll was called: admit nothing more
 	active sync.WaitGroup // one count per admitted flow, until remove
 }
 
+// liveFlow is an active flow: how it was judged and how to end it.
+type liveFlow struct {
+	id   uint64
+	flow policy.Flow
+	c    closer
+}
+
 func newFlowTable(max int) *flowTable {
-	return &flowTable{max: max, flows: make(map[uint64]closer)}
+	return &flowTable{max: max, flows: make(map[uint64]*liveFlow)}
 }
 
 // id returns a fresh flow id (ids are shared by allowed and refused flows).
@@ -55,13 +62,13 @@ func (t *flowTable) reserve(id uint64) bool {
 	return true
 }
 
-// add attaches the flow's closer to a reservation. If the table was closed
-// meanwhile, the flow is closed at once.
-func (t *flowTable) add(id uint64, c closer) {
+// add attaches the flow and its closer to a reservation. If the table was
+// closed meanwhile, the flow is closed at once.
+func (t *flowTable) add(id uint64, f policy.Flow, c closer) {
 	t.mu.Lock()
 	closed := t.closed
 	if !closed {
-		t.flows[id] = c
+		t.flows[id] = &liveFlow{id: id, flow: f, c: c}
 	}
 	t.mu.Unlock()
 	if closed {
@@ -91,16 +98,23 @@ func (t *flowTable) len() int {
 func (t *flowTable) closeAll(reason string) {
 	t.mu.Lock()
 	t.closed = true
-	var cs []closer
-	for _, c := range t.flows {
-		if c != nil {
-			cs = append(cs, c)
+	t.mu.Unlock()
+	for _, lf := range t.live() {
+		lf.c.close(reason)
+	}
+}
+
+// live returns the flows that are running now.
+func (t *flowTable) live() []*liveFlow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*liveFlow, 0, len(t.flows))
+	for _, lf := range t.flows {
+		if lf != nil {
+			out = append(out, lf)
 		}
 	}
-	t.mu.Unlock()
-	for _, c := range cs {
-		c.close(reason)
-	}
+	return out
 }
 
 // wait returns when every admitted flow has been removed.
@@ -146,6 +160,13 @@ func (c *verdictCache) store(k flowKey, a policy.Action, now time.Time, ttl time
 	if len(c.entries) < c.max {
 		c.entries[k] = cachedVerdict{a, now.Add(ttl)}
 	}
+}
+
+// clear forgets every verdict (the policy changed).
+func (c *verdictCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.entries)
 }
 
 func (c *verdictCache) sweep(now time.Time) {

@@ -136,7 +136,7 @@ func (h *icmpHandler) echo(req *echoRequest) {
 	h.mu.Lock()
 	h.flows[key] = fl
 	h.mu.Unlock()
-	h.g.flows.add(fid, fl)
+	h.g.flows.add(fid, f, fl)
 	go fl.readLoop()
 	fl.send(req)
 }

@@ -118,8 +118,33 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// SetPolicy replaces the policy for flows judged from now on.
-func (g *Gateway) SetPolicy(p *policy.Policy) { g.policy.Store(p) }
+// SetPolicy replaces the policy for flows judged from now on. Remembered
+// deny and reject verdicts are forgotten, so a refused flow that tries
+// again is judged by the new policy.
+func (g *Gateway) SetPolicy(p *policy.Policy) {
+	g.policy.Store(p)
+	g.denied.clear()
+}
+
+// Reevaluate judges every active flow again by the current policy and
+// closes, with reason "policy", those it no longer allows. It returns how
+// many it closed. A flow from this machine is judged with its owner once
+// the owner lookup for its log line is done.
+func (g *Gateway) Reevaluate() int {
+	p := g.policy.Load()
+	n := 0
+	for _, lf := range g.flows.live() {
+		f := lf.flow
+		if g.owners != nil {
+			g.owners.peek(lf.id, &f)
+		}
+		if p.Decide(f).Effective() != policy.Allow {
+			lf.c.close(reasonPolicy)
+			n++
+		}
+	}
+	return n
+}
 
 // Stats returns the gateway's counters.
 func (g *Gateway) Stats() *Stats { return &g.stats }

@@ -240,6 +240,21 @@ func (o *ownership) fill(id uint64, f *policy.Flow) {
 	}
 }
 
+// peek sets f.Owner, for a flow from this machine, from the owner lookup
+// made for its log line (waiting for it if needed), leaving it for fill.
+func (o *ownership) peek(id uint64, f *policy.Flow) {
+	if f.Owner != nil || !o.src.Local(f.Src.Addr()) {
+		return
+	}
+	o.mu.Lock()
+	l := o.logs[id]
+	o.mu.Unlock()
+	if l != nil {
+		<-l.done
+		f.Owner = l.owner
+	}
+}
+
 // sweep drops verdicts whose packets never came back.
 func (o *ownership) sweep(now time.Time) {
 	o.mu.Lock()

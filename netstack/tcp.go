@@ -160,7 +160,7 @@ func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net
 		upstream: side{conn: up, abort: func() { abortTCP(up) }},
 		idle:     h.g.cfg.Limits.TCPIdle,
 	}
-	h.g.flows.add(tf.id, &tf.relay)
+	h.g.flows.add(tf.id, tf.flow, &tf.relay)
 	reason := tf.relay.run()
 	h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{
 		BytesOut: tf.relay.out.Load(),

@@ -63,7 +63,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		datagram: true,
 		idle:     idle,
 	}
-	h.g.flows.add(fid, s)
+	h.g.flows.add(fid, f, s)
 	go h.run(fid, f, v, now, s)
 	return true
 }
