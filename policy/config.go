@@ -122,9 +122,10 @@ type fileLog struct {
 }
 
 type filePolicy struct {
-	Default string     `yaml:"default"`
-	Mode    string     `yaml:"mode"`
-	Rules   []fileRule `yaml:"rules"`
+	Default  string     `yaml:"default"`
+	Mode     string     `yaml:"mode"`
+	OnReload string     `yaml:"on_reload"`
+	Rules    []fileRule `yaml:"rules"`
 }
 
 type fileRule struct {
@@ -163,6 +164,6 @@ func defaults() fileConfig {
 			TCPIdle:        "2h",
 		},
 		Log:    fileLog{Level: "info", Format: "auto", Output: "stderr"},
-		Policy: filePolicy{Default: "deny", Mode: "enforce"},
+		Policy: filePolicy{Default: "deny", Mode: "enforce", OnReload: "keep"},
 	}
 }

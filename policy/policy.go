@@ -17,7 +17,12 @@ type Policy struct {
 	needsOwner  bool // some rule has users or apps
 	needsDomain bool // some rule has domains or domain lists
 	monitor     bool // policy.mode monitor: verdicts are logged, not enforced
+	reevaluate  bool // policy.on_reload reevaluate
 }
+
+// Reevaluate reports whether, when this policy is loaded by a reload, the
+// flows already running are judged again (policy.on_reload: reevaluate).
+func (p *Policy) Reevaluate() bool { return p.reevaluate }
 
 // Monitor reports whether the policy only watches (policy.mode: monitor).
 func (p *Policy) Monitor() bool { return p.monitor }

@@ -25,6 +25,13 @@ func (v *validator) policy(w *filePolicy) *Policy {
 	default:
 		v.errorf("$.policy.mode", "policy.mode %q: want enforce or monitor", w.Mode)
 	}
+	switch w.OnReload {
+	case "keep":
+	case "reevaluate":
+		p.reevaluate = true
+	default:
+		v.errorf("$.policy.on_reload", "policy.on_reload %q: want keep or reevaluate", w.OnReload)
+	}
 	seen := map[string]int{}
 	for i := range w.Rules {
 		r, ok := v.rule(i, &w.Rules[i], seen)

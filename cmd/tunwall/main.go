@@ -39,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheck(args[1:], stdout)
 	case "explain":
 		err = cmdExplain(args[1:], stdout)
+	case "reload":
+		err = cmdReload(args[1:], stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "-help", "--help":
@@ -61,6 +63,7 @@ const usage = `usage:
   tunwall run     [-c FILE] [--keep-blocked]     run the gateway (needs CAP_NET_ADMIN)
   tunwall down    [-c FILE]                      remove tunwall's routes, rules and backstop
   tunwall check   -c FILE                        validate a config file
+  tunwall reload  [-c FILE]                      make the running tunwall load its config again
   tunwall explain [-c FILE] PROTO SRC DST[:PORT] show the verdict for one flow
                   [--user U] [--app PATH]        ... opened on this machine by U / PATH
                   [--domain NAME]                ... to a destination named NAME

@@ -28,10 +28,22 @@ const (
 // --keep-blocked), then the log.
 func cmdRun(args []string, stderr io.Writer) error {
 	var keep bool
-	cfg, err := configOnly("run", args, false, boolFlag{"keep-blocked", &keep})
+	path, rest, err := flags("run", args, false, boolFlag{"keep-blocked", &keep})
 	if err != nil {
 		return err
 	}
+	if len(rest) > 0 {
+		return usageError{fmt.Errorf("run: unexpected arguments %q", rest)}
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	// SIGHUP reloads; caught from the start so that an early one does not
+	// end the process (it is handled once the gateway is ready).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	keep = keep || cfg.Routing.KeepBlocked
 	zl, logFile, err := flowlog.Open(cfg.Log)
 	if err != nil {
@@ -112,7 +124,17 @@ func cmdRun(args []string, stderr io.Writer) error {
 		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Bool("app_identity", owners != nil).
 		Strs("routing", rt.Installed()).Msg("ready")
 
+	status := newRunStatus(cfg, path)
+	defer status.remove()
+	rl := &reloader{path: path, gw: gw, log: zl, status: status, cfg: cfg}
+	reloadDone := make(chan struct{})
+	go func() {
+		defer close(reloadDone)
+		rl.run(ctx, hup)
+	}()
+
 	<-ctx.Done()
+	<-reloadDone
 	zl.Info().Str("event", "stopping").Int("flows", gw.ActiveFlows()).Msg("signal received, stopping")
 	if os.Getenv("TUNWALL_DUMP_STATS") != "" {
 		gw.DumpStackStats(stderr)

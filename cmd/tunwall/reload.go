@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tunwall/tunwall/netstack"
+	"github.com/tunwall/tunwall/policy"
+	"github.com/tunwall/tunwall/tun"
+)
+
+// pollEvery is how often the config file and its lists are checked for
+// changes. A change is loaded once two checks in a row see the same
+// files, so a file still being written is not loaded half done.
+const pollEvery = 200 * time.Millisecond
+
+// reloader loads the configuration again on SIGHUP, on a change of the
+// file or of one of its lists, or on "tunwall reload" (which sends
+// SIGHUP), and swaps the policy in. Only the policy and its lists change
+// while running; other sections need a restart.
+type reloader struct {
+	path   string // "" for the embedded default: nothing to watch
+	gw     *netstack.Gateway
+	log    zerolog.Logger
+	status *runStatus
+	cfg    *policy.Config // the configuration in force
+}
+
+// fileSig is what the watcher compares: a file replaced by rename gets a
+// new inode, one written in place a new size or time.
+type fileSig struct {
+	size int64
+	mod  time.Time
+	ino  uint64
+	ok   bool
+}
+
+func sigOf(path string) fileSig {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileSig{}
+	}
+	return fileSig{size: fi.Size(), mod: fi.ModTime(), ino: inode(fi), ok: true}
+}
+
+// watched returns the signatures of the config file and its lists.
+func (r *reloader) watched() map[string]fileSig {
+	sigs := map[string]fileSig{r.path: sigOf(r.path)}
+	for _, l := range r.cfg.Lists {
+		sigs[l.File] = sigOf(l.File)
+	}
+	return sigs
+}
+
+// run reloads on hup and on file changes until ctx ends.
+func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
+	var tick <-chan time.Time
+	if r.path != "" {
+		t := time.NewTicker(pollEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	var last, pending map[string]fileSig
+	if r.path != "" {
+		last = r.watched()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			r.reload("signal")
+		case <-tick:
+			now := r.watched()
+			switch {
+			case maps.Equal(now, last):
+				pending = nil
+				continue
+			case pending == nil || !maps.Equal(now, pending):
+				pending = now // changed: load once it holds still
+				continue
+			}
+			r.reload("file")
+		}
+		pending = nil
+		if r.path != "" {
+			last = r.watched()
+		}
+	}
+}
+
+// reload loads, validates and compiles the configuration and swaps the
+// policy in. A file with errors changes nothing: the errors are logged
+// with their positions and the running policy stays.
+func (r *reloader) reload(trigger string) {
+	var cfg *policy.Config
+	var err error
+	if r.path == "" {
+		cfg, err = policy.Default()
+	} else {
+		cfg, err = policy.Load(r.path)
+	}
+	if err != nil {
+		r.log.Error().Str("event", "reload").Str("trigger", trigger).Bool("ok", false).Err(err).
+			Msg("reload failed; the running policy stays")
+		r.status.reloaded(false, err.Error(), r.cfg.Hash)
+		return
+	}
+	if restart := needsRestart(r.cfg, cfg); len(restart) > 0 {
+		r.log.Warn().Str("event", "reload").Strs("not_applied", restart).
+			Msg("changes outside policy and lists take effect at the next start")
+	}
+	for _, l := range cfg.Lists {
+		r.log.Info().Str("event", "list").Str("name", l.Name).Str("file", l.File).Int("addresses", l.Addrs).
+			Int("domains", l.Domains).Int("skipped", l.Skipped).Msg("list loaded")
+	}
+	r.gw.SetPolicy(cfg.Policy)
+	closed := 0
+	if cfg.Policy.Reevaluate() {
+		closed = r.gw.Reevaluate()
+	}
+	r.cfg = cfg
+	r.log.Info().Str("event", "reload").Str("trigger", trigger).Bool("ok", true).Str("policy_hash", cfg.Hash).
+		Int("rules", cfg.Policy.Len()).Int("lists", len(cfg.Lists)).Bool("monitor", cfg.Policy.Monitor()).
+		Bool("reevaluate", cfg.Policy.Reevaluate()).Int("closed", closed).Msg("policy reloaded")
+	r.status.reloaded(true, "", cfg.Hash)
+}
+
+// needsRestart names the sections that differ between two configurations
+// and are only read at start.
+func needsRestart(old, cur *policy.Config) []string {
+	var out []string
+	for _, s := range []struct {
+		name     string
+		old, cur any
+	}{
+		{"tun", old.Tun, cur.Tun}, {"routing", old.Routing, cur.Routing}, {"egress", old.Egress, cur.Egress},
+		{"limits", old.Limits, cur.Limits}, {"log", old.Log, cur.Log},
+	} {
+		if !reflect.DeepEqual(s.old, s.cur) {
+			out = append(out, s.name)
+		}
+	}
+	return out
+}
+
+// runStatus is the file a running tunwall keeps under tun.StateDir so
+// that "tunwall reload" can find it and learn how its reload went.
+type runStatus struct {
+	path string
+	rec  statusRecord
+}
+
+type statusRecord struct {
+	PID     int    `json:"pid"`
+	Start   uint64 `json:"start"` // process start time, to tell a reused pid
+	Config  string `json:"config"`
+	Tun     string `json:"tun"`
+	Reloads int    `json:"reloads"`
+	OK      bool   `json:"ok"`
+	Error   string `json:"error,omitempty"`
+	Hash    string `json:"policy_hash"`
+}
+
+// netnsID names this network namespace (its inode) in status file names;
+// each namespace has its own tunwalls.
+func netnsID() string {
+	fi, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		return "0"
+	}
+	return strconv.FormatUint(inode(fi), 10)
+}
+
+// processStart returns a process's start time in clock ticks, 0 if unknown.
+func processStart(pid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 20 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[19], 10, 64)
+	return n
+}
+
+func newRunStatus(cfg *policy.Config, path string) *runStatus {
+	abs := path
+	if path != "" {
+		abs, _ = filepath.Abs(path)
+	}
+	pid := os.Getpid()
+	st := &runStatus{
+		path: filepath.Join(tun.StateDir, fmt.Sprintf("run-%s-%s.json", netnsID(), cfg.Tun.Name)),
+		rec:  statusRecord{PID: pid, Start: processStart(pid), Config: abs, Tun: cfg.Tun.Name, OK: true, Hash: cfg.Hash},
+	}
+	st.write()
+	return st
+}
+
+func (s *runStatus) reloaded(ok bool, msg, hash string) {
+	s.rec.Reloads++
+	s.rec.OK, s.rec.Error, s.rec.Hash = ok, msg, hash
+	s.write()
+}
+
+// write replaces the file atomically; a failure only costs "tunwall reload"
+// its answer, so it is not fatal.
+func (s *runStatus) write() {
+	b, _ := json.Marshal(s.rec)
+	if os.MkdirAll(filepath.Dir(s.path), 0o700) != nil {
+		return
+	}
+	tmp := s.path + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		os.Rename(tmp, s.path)
+	}
+}
+
+func (s *runStatus) remove() { os.Remove(s.path) }
+
+func readStatus(path string) (statusRecord, error) {
+	var rec statusRecord
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(b, &rec)
+	}
+	return rec, err
+}
+
+// cmdReload asks the tunwall running in this network namespace (the one
+// started with -c FILE, if given) to load its configuration again, and
+// reports how that went: exit 0 when the new policy is in force, 2 when
+// the file has errors (the old policy stays), 1 when no tunwall answers.
+func cmdReload(args []string, stdout io.Writer) error {
+	path, rest, err := flags("reload", args, false)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageError{fmt.Errorf("reload: unexpected arguments %q", rest)}
+	}
+	if path != "" {
+		path, _ = filepath.Abs(path)
+	}
+	files, _ := filepath.Glob(filepath.Join(tun.StateDir, "run-"+netnsID()+"-*.json"))
+	var found []string
+	var rec statusRecord
+	for _, f := range files {
+		r, err := readStatus(f)
+		if err != nil || processStart(r.PID) != r.Start || r.Start == 0 || path != "" && r.Config != path {
+			continue
+		}
+		found, rec = append(found, f), r
+	}
+	switch {
+	case len(found) == 0 && path != "":
+		return fmt.Errorf("reload: no tunwall running with %s in this network namespace", path)
+	case len(found) == 0:
+		return errors.New("reload: no tunwall running in this network namespace")
+	case len(found) > 1:
+		return usageError{fmt.Errorf("reload: %d tunwalls run in this network namespace; name one with -c FILE", len(found))}
+	}
+	if err := signalReload(rec.PID); err != nil {
+		return fmt.Errorf("reload: signal pid %d: %w", rec.PID, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		cur, err := readStatus(found[0])
+		if err != nil || cur.Reloads <= rec.Reloads {
+			continue
+		}
+		if !cur.OK {
+			return usageError{fmt.Errorf("reload: %s has errors; tunwall (pid %d) keeps its running policy:\n%s", cur.Config, cur.PID, cur.Error)}
+		}
+		fmt.Fprintf(stdout, "reloaded: tunwall (pid %d) runs policy %s from %s\n", cur.PID, cur.Hash, cur.Config)
+		return nil
+	}
+	return fmt.Errorf("reload: tunwall (pid %d) did not report a reload within 10 s", rec.PID)
+}
