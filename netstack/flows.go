@@ -29,10 +29,10 @@ type flowTable struct {
 	max    int
 	nextID atomic.Uint64
 
-	mu     sync.Mutex // guards the following fields
+	mu     sync.Mutex           // guards the following fields
 	flows  map[uint64]*liveFlow // nil: reserved, not yet added
 	closed bool                 // closeAll was called: admit nothing more
-	active sync.WaitGroup // one count per admitted flow, until remove
+	active sync.WaitGroup       // one count per admitted flow, until remove
 }
 
 // liveFlow is an active flow: how it was judged and how to end it.
