@@ -36,6 +36,9 @@ lint:
 fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz FuzzParse -fuzztime 60s
 	$(GO) test ./policy -run '^$$' -fuzz FuzzList -fuzztime 30s
+	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzDNS$$' -fuzztime 30s
+	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzServerName$$' -fuzztime 30s
+	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzHTTPHost$$' -fuzztime 30s
 
 clean:
 	rm -rf $(BIN) bench.json
