@@ -32,6 +32,10 @@ type Events interface {
 	Verdict(id uint64, f policy.Flow, v policy.Verdict)
 	Closed(id uint64, f policy.Flow, v policy.Verdict, st FlowStats)
 	Refused(id uint64, f policy.Flow, limit string)
+	// Name reports a name being resolved that a rule about names judged
+	// (f.Domain; qtype is the query type): refused names are answered by
+	// tunwall, allowed ones go to the server.
+	Name(id uint64, f policy.Flow, qtype string, v policy.Verdict)
 }
 
 type nopEvents struct{}
@@ -39,3 +43,4 @@ type nopEvents struct{}
 func (nopEvents) Verdict(uint64, policy.Flow, policy.Verdict)           {}
 func (nopEvents) Closed(uint64, policy.Flow, policy.Verdict, FlowStats) {}
 func (nopEvents) Refused(uint64, policy.Flow, string)                   {}
+func (nopEvents) Name(uint64, policy.Flow, string, policy.Verdict)      {}

@@ -58,6 +58,7 @@ type recorder struct {
 	refused  []string
 	vflows   []policy.Flow // the flow of each verdict
 	cflows   []policy.Flow // the flow of each close
+	names    []string      // "name rule" of each name judged
 }
 
 // verdictFor returns the verdict recorded for the flow from src, if any.
@@ -107,6 +108,12 @@ func (r *recorder) Closed(_ uint64, f policy.Flow, _ policy.Verdict, st FlowStat
 	defer r.mu.Unlock()
 	r.closes = append(r.closes, st)
 	r.cflows = append(r.cflows, f)
+}
+
+func (r *recorder) Name(_ uint64, f policy.Flow, _ string, v policy.Verdict) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.names = append(r.names, f.Domain+" "+v.Rule)
 }
 
 func (r *recorder) Refused(_ uint64, _ policy.Flow, limit string) {

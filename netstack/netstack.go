@@ -48,6 +48,7 @@ type Config struct {
 	Ping   PingFunc       // upstream ICMP echo; nil: host ping sockets with Mark and Interface
 	Events Events         // verdict and close events; nil: discarded
 	Owners Owners         // owners of flows from this machine; nil: none
+	DNS    policy.DNSConfig // DNS handling (UDP port 53)
 	Log    zerolog.Logger // component diagnostics
 
 	Mark        uint32 // SO_MARK for the default dialer and pinger
@@ -69,6 +70,7 @@ type Gateway struct {
 	udp    *udpHandler
 	icmp   *icmpHandler
 	owners *ownership // nil without Config.Owners
+	names  *nameCache
 
 	ctx    context.Context // cancelled by Close: stops dials and janitors
 	cancel context.CancelFunc
@@ -95,11 +97,15 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Ping == nil {
 		cfg.Ping = hostPinger(cfg.Mark, cfg.Interface)
 	}
+	if cfg.DNS.CacheSize <= 0 {
+		cfg.DNS.CacheSize = 65536
+	}
 	g := &Gateway{cfg: cfg, log: cfg.Log.With().Str("component", "netstack").Logger()}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.policy.Store(cfg.Policy)
 	g.flows = newFlowTable(cfg.Limits.MaxFlows)
 	g.denied = newVerdictCache(cfg.Limits.MaxUDPSessions)
+	g.names = newNameCache(cfg.DNS.CacheSize)
 	g.icmp = newICMPHandler(g)
 	g.ep = newEndpoint(cfg.Device, cfg.MTU, &g.stats, g.icmp.intercept)
 	s, err := newStack(g.ep)
@@ -195,6 +201,11 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 	if a, ok := g.denied.lookup(k, now, ttl); ok {
 		return 0, policy.Verdict{Action: a}, false
 	}
+	if f.Domain == "" {
+		if name, ok := g.names.get(f.Src.Addr(), f.Dst.Addr(), now); ok {
+			f.Domain, f.DomainSource = name, "dns"
+		}
+	}
 	o := g.owners
 	local := o != nil && o.src.Local(f.Src.Addr())
 	if local {
@@ -272,6 +283,7 @@ func (g *Gateway) janitor() {
 			return
 		case now := <-t.C:
 			g.denied.sweep(now)
+			g.names.sweep(now)
 			if g.owners != nil {
 				g.owners.sweep(now)
 			}

@@ -28,6 +28,7 @@ type Stats struct {
 	RefusedFlows       atomic.Uint64 // limits.max_flows
 	RefusedPendingTCP  atomic.Uint64 // limits.max_pending_tcp
 	RefusedUDPSessions atomic.Uint64 // limits.max_udp_sessions
+	BlockedNames       atomic.Uint64 // DNS queries answered by tunwall for blocked names
 
 	DialErrors atomic.Uint64 // allowed flows whose upstream could not be reached
 

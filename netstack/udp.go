@@ -40,8 +40,13 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	}
 	// Dial before answering anything: an unreachable upstream gets the
 	// client an ICMP error rather than a session that goes nowhere.
+	dst := f.Dst
+	dns := f.Dst.Port() == 53
+	if dns && h.g.cfg.DNS.Upstream.IsValid() {
+		dst = h.g.cfg.DNS.Upstream
+	}
 	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
-	up, err := h.g.cfg.Dial(ctx, "udp", f.Dst.String())
+	up, err := h.g.cfg.Dial(ctx, "udp", dst.String())
 	cancel()
 	if err != nil {
 		h.g.stats.DialErrors.Add(1)
@@ -57,11 +62,19 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		h.release(fid)
 		return true
 	}
+	client := gonet.NewUDPConn(&wq, ep)
 	s := &relay{
-		client:   side{conn: gonet.NewUDPConn(&wq, ep)},
+		client:   side{conn: client},
 		upstream: side{conn: up},
 		datagram: true,
 		idle:     idle,
+	}
+	if dns {
+		d := &dnsFilter{g: h.g, id: fid, flow: f}
+		s.outHook = func(b []byte) bool {
+			return d.query(b, func(answer []byte) error { _, err := client.Write(answer); return err })
+		}
+		s.inHook = func(b []byte) bool { d.answer(b); return false }
 	}
 	h.g.flows.add(fid, f, s)
 	go h.run(fid, f, v, now, s)

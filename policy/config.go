@@ -16,6 +16,19 @@ type Config struct {
 	Log     LogConfig
 	Policy  *Policy
 	Lists   []*List // by name
+	DNS     DNSConfig
+}
+
+// DNSConfig says how DNS queries through the TUN (UDP port 53) are handled.
+type DNSConfig struct {
+	// BlockZero answers a blocked A/AAAA query with 0.0.0.0/:: instead of
+	// NXDOMAIN.
+	BlockZero bool
+	// Upstream, if valid, receives every allowed query instead of the
+	// server the client asked.
+	Upstream netip.AddrPort
+	// CacheSize bounds the address -> name cache filled from answers.
+	CacheSize int
 }
 
 // TunConfig describes the TUN device tunwall creates.
@@ -77,7 +90,14 @@ type fileConfig struct {
 	Limits  fileLimits          `yaml:"limits"`
 	Log     fileLog             `yaml:"log"`
 	Lists   map[string]fileList `yaml:"lists"`
+	DNS     fileDNS             `yaml:"dns"`
 	Policy  filePolicy          `yaml:"policy"`
+}
+
+type fileDNS struct {
+	BlockedAnswer string `yaml:"blocked_answer"`
+	Upstream      string `yaml:"upstream"`
+	CacheSize     int    `yaml:"cache_size"`
 }
 
 type fileList struct {
@@ -164,6 +184,7 @@ func defaults() fileConfig {
 			TCPIdle:        "2h",
 		},
 		Log:    fileLog{Level: "info", Format: "auto", Output: "stderr"},
+		DNS:    fileDNS{BlockedAnswer: "nxdomain", CacheSize: 65536},
 		Policy: filePolicy{Default: "deny", Mode: "enforce", OnReload: "keep"},
 	}
 }

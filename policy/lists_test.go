@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // writeFile writes content to name in dir and returns its path.
@@ -271,5 +272,40 @@ func BenchmarkCompileList(b *testing.B) {
 			}
 			b.ReportMetric(heap, "MB-heap")
 		})
+	}
+}
+
+func TestJudgeName(t *testing.T) {
+	p := mustParse(t, `
+default: allow
+rules:
+  - {name: lab-may, action: allow, src: [10.9.0.0/16], domains: ["*.ads.test"]}
+  - {name: no-ads, action: reject, domains: ["*.ads.test", tracker.test]}
+  - {name: web-only, action: deny, proto: tcp, ports: [443], domains: [shop.test]}
+  - {name: nights, action: deny, domains: [game.test], when: {time: ["22:00-06:00"], zone: UTC}}
+`)
+	name := func(src, domain string, hour int) Flow {
+		return Flow{Proto: UDP, Src: netip.MustParseAddrPort(src + ":5353"), Dst: netip.MustParseAddrPort("192.0.2.53:53"),
+			Domain: domain, At: time.Date(2026, 11, 23, hour, 0, 0, 0, time.UTC)}
+	}
+	for _, tc := range []struct {
+		flow Flow
+		rule string // "" when no rule about names decides
+	}{
+		{name("10.0.0.2", "x.ads.test", 12), "no-ads"},
+		{name("10.9.1.1", "x.ads.test", 12), "lab-may"},
+		{name("10.0.0.2", "tracker.test", 12), "no-ads"},
+		{name("10.0.0.2", "ads.test", 12), ""},
+		{name("10.0.0.2", "shop.test", 12), ""}, // a rule with ports judges connections only
+		{name("10.0.0.2", "game.test", 23), "nights"},
+		{name("10.0.0.2", "game.test", 12), ""},
+	} {
+		v, ok := p.JudgeName(tc.flow)
+		if got := map[bool]string{true: v.Rule}[ok]; got != tc.rule {
+			t.Errorf("%s from %s at %d:00: rule %q, want %q", tc.flow.Domain, tc.flow.Src.Addr(), tc.flow.At.Hour(), got, tc.rule)
+		}
+		if n := testing.AllocsPerRun(20, func() { p.JudgeName(tc.flow) }); n != 0 {
+			t.Errorf("%v allocations", n)
+		}
 	}
 }

@@ -14,10 +14,49 @@ type Policy struct {
 	rules       []rule
 	def         Action
 	ix          *index
-	needsOwner  bool // some rule has users or apps
-	needsDomain bool // some rule has domains or domain lists
-	monitor     bool // policy.mode monitor: verdicts are logged, not enforced
-	reevaluate  bool // policy.on_reload reevaluate
+	needsOwner  bool  // some rule has users or apps
+	needsDomain bool  // some rule has domains or domain lists
+	monitor     bool  // policy.mode monitor: verdicts are logged, not enforced
+	reevaluate  bool  // policy.on_reload reevaluate
+	nameRules   []int // rules that judge names being resolved, in order
+}
+
+// JudgeName judges a name being resolved (f.Domain, asked by f.Src). Only
+// rules about names alone decide: rules with domains or domain_list and
+// no proto, ports, dst or dst_list (their src, users, apps and when still
+// apply). The first such rule that matches gives the verdict; ok is false
+// when none does, and then the name resolves as usual. A rule that names
+// a domain together with ports or addresses judges connections, not the
+// name. It does not allocate.
+func (p *Policy) JudgeName(f Flow) (v Verdict, ok bool) {
+	src := f.Src.Addr().Unmap()
+	at := f.At
+	for _, i := range p.nameRules {
+		r := &p.rules[i]
+		if !addrMatches(&r.src, r.srcLists, src) || !r.nameMatches(f.Domain) {
+			continue
+		}
+		if r.when != nil {
+			if at.IsZero() {
+				at = time.Now()
+			}
+			if !r.when.contains(at) {
+				continue
+			}
+		}
+		if r.asksOwner() && !r.ownerMatches(f.Owner) {
+			continue
+		}
+		return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log, Monitor: p.monitor}, true
+	}
+	return Verdict{}, false
+}
+
+// aboutNameOnly reports whether the rule judges names being resolved:
+// it matches on names and says nothing about protocol, port or
+// destination address.
+func (r *rule) aboutNameOnly() bool {
+	return r.byName() && r.protos == anyProto && len(r.ports) == 0 && r.dst.any && len(r.dstLists) == 0
 }
 
 // Reevaluate reports whether, when this policy is loaded by a reload, the

@@ -39,6 +39,9 @@ func (v *validator) policy(w *filePolicy) *Policy {
 			p.rules = append(p.rules, r)
 			p.needsOwner = p.needsOwner || r.asksOwner()
 			p.needsDomain = p.needsDomain || r.byName()
+			if r.aboutNameOnly() {
+				p.nameRules = append(p.nameRules, len(p.rules)-1)
+			}
 		}
 	}
 	p.ix = buildIndex(p.rules)

@@ -49,6 +49,7 @@ func (v *validator) config(w *fileConfig) *Config {
 		Limits:  v.limits(&w.Limits),
 		Log:     v.log(&w.Log),
 	}
+	cfg.DNS = v.dns(&w.DNS)
 	cfg.Lists = v.lists(w.Lists)
 	v.byName = make(map[string]*List, len(cfg.Lists))
 	for _, l := range cfg.Lists {
@@ -193,4 +194,31 @@ func oneOf(s string, set ...string) bool {
 		}
 	}
 	return false
+}
+
+func (v *validator) dns(w *fileDNS) DNSConfig {
+	c := DNSConfig{CacheSize: w.CacheSize}
+	switch w.BlockedAnswer {
+	case "nxdomain":
+	case "zero":
+		c.BlockZero = true
+	default:
+		v.errorf("$.dns.blocked_answer", "dns.blocked_answer %q: want nxdomain or zero", w.BlockedAnswer)
+	}
+	if w.Upstream != "" {
+		ap, err := netip.ParseAddrPort(w.Upstream)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(w.Upstream); aerr == nil {
+				ap, err = netip.AddrPortFrom(a, 53), nil
+			}
+		}
+		if err != nil || ap.Port() == 0 {
+			v.errorf("$.dns.upstream", "dns.upstream %q: want an address, or address:port", w.Upstream)
+		}
+		c.Upstream = ap
+	}
+	if w.CacheSize < 0 {
+		v.errorf("$.dns.cache_size", "dns.cache_size must not be negative")
+	}
+	return c
 }

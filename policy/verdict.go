@@ -98,6 +98,8 @@ type Flow struct {
 	// NormalizeDomain); "" otherwise. Rules with domains or domain lists
 	// never match a flow without one.
 	Domain string
+	// DomainSource says where Domain came from: "sni", "host" or "dns".
+	DomainSource string
 	// At is when the flow started, for rules with time windows; the zero
 	// time means now.
 	At time.Time

@@ -146,7 +146,7 @@ func needsRestart(old, cur *policy.Config) []string {
 		old, cur any
 	}{
 		{"tun", old.Tun, cur.Tun}, {"routing", old.Routing, cur.Routing}, {"egress", old.Egress, cur.Egress},
-		{"limits", old.Limits, cur.Limits}, {"log", old.Log, cur.Log},
+		{"limits", old.Limits, cur.Limits}, {"log", old.Log, cur.Log}, {"dns", old.DNS, cur.DNS},
 	} {
 		if !reflect.DeepEqual(s.old, s.cur) {
 			out = append(out, s.name)

@@ -68,7 +68,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 			Int("domains", l.Domains).Int("skipped", l.Skipped).Msg("list loaded")
 	}
 	if cfg.Policy.NeedsDomain() {
-		zl.Warn().Msg("rules with domains or domain lists match only flows whose name is known; this version does not learn names from traffic (DNS, SNI) yet, so on traffic they do not match")
+		zl.Warn().Msg("rules with domains or domain lists match flows by the names clients resolved through tunwall (DNS over UDP); names from TLS SNI, HTTP Host and DNS over TCP are not read yet")
 	}
 	// App identity needs the set of local addresses, followed from now on
 	// (the TUN's own address included once it exists).
@@ -110,6 +110,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		Limits:    cfg.Limits,
 		Events:    flows,
 		Owners:    owners,
+		DNS:       cfg.DNS,
 		Log:       zl,
 		Mark:      cfg.Egress.Mark,
 		Interface: cfg.Egress.Interface,

@@ -87,17 +87,8 @@ func (l *Log) allow() bool {
 // rate-limited. In monitor mode every verdict is logged at info (deny and
 // reject still rate-limited) with enforced: false.
 func (l *Log) Verdict(id uint64, f policy.Flow, v policy.Verdict) {
-	var e *zerolog.Event
-	switch {
-	case v.Action == policy.Allow && (v.Log || v.Monitor):
-		e = l.zl.Info()
-	case v.Action == policy.Allow:
-		e = l.zl.Debug()
-	case !l.zl.Info().Enabled():
-		return
-	case l.allow():
-		e = l.zl.Info()
-	default:
+	e := l.verdictEvent(v)
+	if e == nil {
 		return
 	}
 	e = flowFields(e.Str("event", "verdict"), id, f).Str("action", v.Action.String()).Str("rule", v.Rule)
@@ -105,6 +96,21 @@ func (l *Log) Verdict(id uint64, f policy.Flow, v policy.Verdict) {
 		e = e.Bool("enforced", false)
 	}
 	e.Msg(v.Action.String())
+}
+
+// verdictEvent starts the line for a verdict at its level, or returns nil
+// if it is not logged: allowed ones at debug (info with log: true or in
+// monitor mode), refused ones at info within the rate limit.
+func (l *Log) verdictEvent(v policy.Verdict) *zerolog.Event {
+	switch {
+	case v.Action == policy.Allow && (v.Log || v.Monitor):
+		return l.zl.Info()
+	case v.Action == policy.Allow:
+		return l.zl.Debug()
+	case !l.zl.Info().Enabled() || !l.allow():
+		return nil
+	}
+	return l.zl.Info()
 }
 
 // Closed implements netstack.Events.
@@ -131,6 +137,21 @@ func (l *Log) Refused(id uint64, f policy.Flow, limit string) {
 	flowFields(l.zl.Warn().Str("event", "refused"), id, f).Str("limit", limit).Msg("refused by limit")
 }
 
+// Name implements netstack.Events: a name being resolved that a rule about
+// names judged. Refused names log at info (rate-limited with deny/reject
+// lines), allowed ones at debug (info with log: true or in monitor mode).
+func (l *Log) Name(id uint64, f policy.Flow, qtype string, v policy.Verdict) {
+	e := l.verdictEvent(v)
+	if e == nil {
+		return
+	}
+	e = flowFields(e.Str("event", "dns"), id, f).Str("qtype", qtype).Str("action", v.Action.String()).Str("rule", v.Rule)
+	if v.Monitor {
+		e = e.Bool("enforced", false)
+	}
+	e.Msg("name " + v.Action.String())
+}
+
 // flowFields adds the fields every flow event carries. ICMP flows show
 // bare addresses and the ICMP type. Flows that started on this machine
 // carry their owner: uid, and user, pid and exe where known.
@@ -140,6 +161,9 @@ func flowFields(e *zerolog.Event, id uint64, f policy.Flow) *zerolog.Event {
 		e = e.Str("src", f.Src.Addr().String()).Str("dst", f.Dst.Addr().String()).Uint8("icmp_type", f.Type)
 	} else {
 		e = e.Str("src", f.Src.String()).Str("dst", f.Dst.String())
+	}
+	if f.Domain != "" {
+		e = e.Str("domain", f.Domain).Str("domain_source", f.DomainSource)
 	}
 	if o := f.Owner; o != nil {
 		e = e.Uint32("uid", o.UID)

@@ -1,0 +1,166 @@
+package netstack
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/tunwall/tunwall/internal/names"
+	"github.com/tunwall/tunwall/policy"
+)
+
+const dnsPolicy = `
+policy:
+  default: allow
+  rules:
+    - {name: no-ads, action: reject, domains: ["*.ads.test", blocked.test]}
+    - {name: no-ok-https, action: reject, proto: tcp, ports: [443], domains: [ok.test]}
+`
+
+// fakeDNS answers every A query with 192.0.2.1 and records how often it
+// was asked.
+type fakeDNS struct {
+	mu    sync.Mutex
+	asked []string
+}
+
+func (d *fakeDNS) dial(t *testing.T) DialFunc {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, a, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			q, err := names.ParseQuery(b[:n])
+			if err != nil {
+				continue
+			}
+			d.mu.Lock()
+			d.asked = append(d.asked, q.Name)
+			d.mu.Unlock()
+			r := layers.DNS{ID: q.ID, QR: true, RA: true,
+				Questions: []layers.DNSQuestion{{Name: []byte(q.Name), Type: q.Type, Class: layers.DNSClassIN}},
+				Answers:   []layers.DNSResourceRecord{{Name: []byte(q.Name), Type: layers.DNSTypeA, Class: layers.DNSClassIN, TTL: 300, IP: net.IPv4(192, 0, 2, 1).To4()}}}
+			buf := gopacket.NewSerializeBuffer()
+			r.SerializeTo(buf, gopacket.SerializeOptions{FixLengths: true})
+			pc.WriteTo(buf.Bytes(), a)
+		}
+	}()
+	return func(ctx context.Context, network, _ string) (net.Conn, error) {
+		if network != "udp" {
+			return nil, net.UnknownNetworkError(network)
+		}
+		return net.Dial("udp", pc.LocalAddr().String())
+	}
+}
+
+func (d *fakeDNS) names() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.asked...)
+}
+
+func dnsQuery(t *testing.T, src, name string) []byte {
+	q := layers.DNS{ID: 77, RD: true, Questions: []layers.DNSQuestion{{Name: []byte(name), Type: layers.DNSTypeA, Class: layers.DNSClassIN}}}
+	buf := gopacket.NewSerializeBuffer()
+	if err := q.SerializeTo(buf, gopacket.SerializeOptions{FixLengths: true}); err != nil {
+		t.Fatal(err)
+	}
+	return udpPacket(t, src, "192.0.2.53:53", buf.Bytes())
+}
+
+// nextDNS returns the next DNS message the gateway wrote to the client.
+func (h *harness) nextDNS(t *testing.T) *layers.DNS {
+	t.Helper()
+	p := h.next()
+	u, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	if !ok || u.SrcPort != 53 {
+		t.Fatalf("want a DNS answer from port 53, got %v", p)
+	}
+	var d layers.DNS
+	if err := d.DecodeFromBytes(u.Payload, gopacket.NilDecodeFeedback); err != nil {
+		t.Fatal(err)
+	}
+	return &d
+}
+
+// TestDNSBlockedNames: a query for a name a rule about names refuses is
+// answered NXDOMAIN by tunwall and never reaches the server; other names
+// are resolved by the server.
+func TestDNSBlockedNames(t *testing.T) {
+	srv := &fakeDNS{}
+	h := newHarnessWith(t, dnsPolicy, nil, srv.dial(t), nil, policy.Limits{})
+	h.send(dnsQuery(t, "10.0.0.2:5353", "x.ads.test"))
+	if d := h.nextDNS(t); d.ResponseCode != layers.DNSResponseCodeNXDomain || d.ID != 77 || len(d.Answers) != 0 {
+		t.Errorf("blocked name: rcode %v, %d answers", d.ResponseCode, len(d.Answers))
+	}
+	h.send(dnsQuery(t, "10.0.0.2:5353", "ok.test"))
+	if d := h.nextDNS(t); d.ResponseCode != layers.DNSResponseCodeNoErr || len(d.Answers) != 1 {
+		t.Errorf("allowed name: rcode %v, %d answers", d.ResponseCode, len(d.Answers))
+	}
+	if got := srv.names(); len(got) != 1 || got[0] != "ok.test" {
+		t.Errorf("the server was asked %q, want only ok.test", got)
+	}
+	h.ev.mu.Lock()
+	defer h.ev.mu.Unlock()
+	if len(h.ev.names) != 1 || h.ev.names[0] != "x.ads.test no-ads" {
+		t.Errorf("name events %q, want the blocked one", h.ev.names)
+	}
+}
+
+// TestDNSNamesFlows: after ok.test resolved to 192.0.2.1 for a client, that
+// client's flows to 192.0.2.1 carry the name (source dns) and rules with
+// names judge them; another client's flows to the same address do not.
+func TestDNSNamesFlows(t *testing.T) {
+	srv := &fakeDNS{}
+	h := newHarnessWith(t, dnsPolicy, nil, srv.dial(t), nil, policy.Limits{})
+	h.send(dnsQuery(t, "10.0.0.2:5353", "ok.test"))
+	h.nextDNS(t)
+	h.send(tcpSyn(t, "10.0.0.2:6000", "192.0.2.1:443"))
+	if tcp := h.nextTCP(t); !tcp.RST {
+		t.Fatalf("want RST for ok.test:443, got %+v", tcp)
+	}
+	f, v, ok := h.ev.verdictFor("10.0.0.2:6000")
+	if !ok || v.Rule != "no-ok-https" || f.Domain != "ok.test" || f.DomainSource != "dns" {
+		t.Errorf("verdict %q domain %q source %q", v.Rule, f.Domain, f.DomainSource)
+	}
+	// Another client never asked: no name, no match (the dial fails in
+	// this test: the fake dialer does not do TCP, so RST too, by default).
+	h.send(tcpSyn(t, "10.0.0.3:6000", "192.0.2.1:443"))
+	h.nextTCP(t)
+	if f, v, _ := h.ev.verdictFor("10.0.0.3:6000"); v.Rule != policy.DefaultRule || f.Domain != "" {
+		t.Errorf("other client: verdict %q domain %q, want default and no name", v.Rule, f.Domain)
+	}
+}
+
+func TestNameCacheBounds(t *testing.T) {
+	c := newNameCache(16)
+	now := timeZero()
+	client := netip.MustParseAddr("10.0.0.2")
+	for i := range 100 {
+		c.put(client, "n.test", []names.Address{{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), TTL: 1}}, now)
+	}
+	if len(c.entries) > 16 {
+		t.Fatalf("%d entries in a cache of 16", len(c.entries))
+	}
+	c.put(client, "ttl.test", []names.Address{{Addr: netip.MustParseAddr("198.51.100.1"), TTL: 1}}, now)
+	if _, ok := c.get(client, netip.MustParseAddr("198.51.100.1"), now.Add(minNameTTL-1)); !ok {
+		t.Error("an answer with TTL 1 s was forgotten before the minimum")
+	}
+	if _, ok := c.get(client, netip.MustParseAddr("198.51.100.1"), now.Add(minNameTTL+1)); ok {
+		t.Error("an expired answer was used")
+	}
+}
+
+func timeZero() time.Time { return time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC) }

@@ -1,0 +1,139 @@
+package netstack
+
+import (
+	"maps"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/tunwall/tunwall/internal/names"
+	"github.com/tunwall/tunwall/policy"
+)
+
+// Name cache bounds: how long an answer is trusted at most and at least,
+// whatever its TTL says.
+const (
+	maxNameTTL = time.Hour
+	minNameTTL = 10 * time.Second
+)
+
+// blockedTTL is the TTL of tunwall's own answers for blocked names.
+const blockedTTL = 60
+
+// nameCache maps, per client, the addresses DNS answers gave it to the
+// name it asked for, until the answer's TTL runs out. It is bounded: when
+// full, expired entries go first, then arbitrary ones.
+type nameCache struct {
+	max int
+
+	mu      sync.Mutex // guards entries
+	entries map[nameKey]nameEntry
+}
+
+type nameKey struct{ client, addr netip.Addr }
+
+type nameEntry struct {
+	name    string
+	expires time.Time
+}
+
+func newNameCache(max int) *nameCache {
+	return &nameCache{max: max, entries: make(map[nameKey]nameEntry)}
+}
+
+func (c *nameCache) put(client netip.Addr, name string, addrs []names.Address, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range addrs {
+		ttl := min(max(time.Duration(a.TTL)*time.Second, minNameTTL), maxNameTTL)
+		k := nameKey{client.Unmap(), a.Addr.Unmap()}
+		if _, ok := c.entries[k]; !ok && len(c.entries) >= c.max {
+			c.evict(now)
+			if len(c.entries) >= c.max {
+				return
+			}
+		}
+		c.entries[k] = nameEntry{name: name, expires: now.Add(ttl)}
+	}
+}
+
+// evict frees room: every expired entry, or else one in eight.
+func (c *nameCache) evict(now time.Time) {
+	c.sweepLocked(now)
+	if len(c.entries) < c.max {
+		return
+	}
+	n := max(c.max/8, 1)
+	for k := range c.entries { // map order is arbitrary
+		delete(c.entries, k)
+		if n--; n == 0 {
+			return
+		}
+	}
+}
+
+// get returns the name client resolved to addr, if the answer is current.
+func (c *nameCache) get(client, addr netip.Addr, now time.Time) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[nameKey{client.Unmap(), addr.Unmap()}]
+	if !ok || now.After(e.expires) {
+		return "", false
+	}
+	return e.name, true
+}
+
+func (c *nameCache) sweep(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sweepLocked(now)
+}
+
+func (c *nameCache) sweepLocked(now time.Time) {
+	maps.DeleteFunc(c.entries, func(_ nameKey, e nameEntry) bool { return now.After(e.expires) })
+}
+
+// dnsFilter handles the datagrams of one DNS session (UDP port 53): it
+// answers queries for names the policy blocks itself, and learns the
+// addresses of answered names for the client.
+type dnsFilter struct {
+	g    *Gateway
+	id   uint64
+	flow policy.Flow
+}
+
+// query inspects a datagram from the client. It returns true if tunwall
+// answered it (the name is blocked) and it must not go upstream.
+func (d *dnsFilter) query(b []byte, reply func([]byte) error) bool {
+	q, err := names.ParseQuery(b)
+	if err != nil || q.Name == "" {
+		return false // not a query tunwall reads: it goes upstream as it is
+	}
+	f := d.flow
+	f.Domain, f.DomainSource = q.Name, "dns"
+	f.At = time.Now()
+	v, ok := d.g.policy.Load().JudgeName(f)
+	if !ok {
+		return false
+	}
+	d.g.cfg.Events.Name(d.id, f, q.Type.String(), v)
+	if v.Effective() == policy.Allow {
+		return false
+	}
+	answer, err := names.Blocked(b, d.g.cfg.DNS.BlockZero, blockedTTL)
+	if err != nil {
+		return false
+	}
+	d.g.stats.BlockedNames.Add(1)
+	reply(answer)
+	return true
+}
+
+// answer inspects a datagram from the server and caches its addresses.
+func (d *dnsFilter) answer(b []byte) {
+	name, addrs, err := names.Answer(b)
+	if err != nil || len(addrs) == 0 {
+		return
+	}
+	d.g.names.put(d.flow.Src.Addr(), name, addrs, time.Now())
+}
