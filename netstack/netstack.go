@@ -40,16 +40,16 @@ type DialFunc func(ctx context.Context, network, address string) (net.Conn, erro
 
 // Config is what New needs.
 type Config struct {
-	Device Device         // required
-	MTU    int            // required
-	Policy *policy.Policy // required; replace later with SetPolicy
-	Limits policy.Limits  // zero fields take the v1 defaults
-	Dial   DialFunc       // upstream TCP/UDP; nil: a host dialer with Mark and Interface
-	Ping   PingFunc       // upstream ICMP echo; nil: host ping sockets with Mark and Interface
-	Events Events         // verdict and close events; nil: discarded
-	Owners Owners         // owners of flows from this machine; nil: none
+	Device Device           // required
+	MTU    int              // required
+	Policy *policy.Policy   // required; replace later with SetPolicy
+	Limits policy.Limits    // zero fields take the v1 defaults
+	Dial   DialFunc         // upstream TCP/UDP; nil: a host dialer with Mark and Interface
+	Ping   PingFunc         // upstream ICMP echo; nil: host ping sockets with Mark and Interface
+	Events Events           // verdict and close events; nil: discarded
+	Owners Owners           // owners of flows from this machine; nil: none
 	DNS    policy.DNSConfig // DNS handling (UDP port 53)
-	Log    zerolog.Logger // component diagnostics
+	Log    zerolog.Logger   // component diagnostics
 
 	Mark        uint32 // SO_MARK for the default dialer and pinger
 	Interface   string // SO_BINDTODEVICE for the default dialer and pinger

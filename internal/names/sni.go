@@ -28,7 +28,7 @@ func ServerName(b []byte) (string, error) {
 		return "", ErrMore
 	}
 	c := cursor{b: hs[4 : 4+n]}
-	c.skip(2 + 32) // version, random
+	c.skip(2 + 32)       // version, random
 	c.skip(int(c.u8()))  // session id
 	c.skip(int(c.u16())) // cipher suites
 	c.skip(int(c.u8()))  // compression methods
