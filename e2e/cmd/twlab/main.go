@@ -7,6 +7,7 @@
 //	twlab rr tcp|udp ADDR N                  1-byte round-trip latency (JSON)
 //	twlab hold ADDR N                        hold N connections open
 //	twlab probe tcp|udp|icmp ADDR            one echo exchange (JSON outcome)
+//	twlab resolve SERVER:PORT NAME           one DNS A query (JSON: rcode, addresses)
 //	twlab spray SECONDS ADDR...              TCP and UDP echoes every 20 ms (JSON outcomes)
 //	twlab count IFACE QUIET_MS SECONDS       count arriving TCP/UDP/echo packets (JSON)
 //	twlab bench TUNWALL OUT.json             kernel vs tunwall benchmark
@@ -43,6 +44,8 @@ func dispatch(a []string) error {
 		return hold(a[1], num(a[2]))
 	case a[0] == "probe" && len(a) == 3:
 		return probe(a[1], a[2])
+	case a[0] == "resolve" && len(a) == 3:
+		return resolve(a[1], a[2])
 	case a[0] == "spray" && len(a) >= 3:
 		return spray(time.Duration(num(a[1]))*time.Second, a[2:])
 	case a[0] == "count" && len(a) == 4:

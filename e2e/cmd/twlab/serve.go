@@ -21,7 +21,8 @@ const (
 )
 
 // serve runs the lab services until the process is killed. extra names
-// more ports: "tcp:80" answers like a tiny web server, "udp:53" echoes.
+// more ports: "tcp:80" answers like a tiny web server, "udp:53" echoes
+// (and answers DNS queries).
 func serve(extra ...string) error {
 	handlers := map[string]func(net.Conn){portEcho: echoTCP, portHash: hashTCP, portGen: genTCP}
 	udpPorts := []string{portEcho}
@@ -112,12 +113,24 @@ func helloTCP(c net.Conn) {
 	fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from the lab server (%s)\n", c.LocalAddr())
 }
 
+// isDNSPort reports whether pc listens on port 53, where DNS queries get
+// answers (anything else is echoed, as on every UDP port).
+func isDNSPort(pc net.PacketConn) bool {
+	a, ok := pc.LocalAddr().(*net.UDPAddr)
+	return ok && a.Port == 53
+}
+
+// echoUDP sends back every datagram; on port 53 it answers DNS queries.
 func echoUDP(pc net.PacketConn) {
 	buf := make([]byte, 65536)
 	for {
 		n, addr, err := pc.ReadFrom(buf)
 		if err != nil {
 			return
+		}
+		if a := dnsAnswer(buf[:n]); a != nil && isDNSPort(pc) {
+			pc.WriteTo(a, addr)
+			continue
 		}
 		pc.WriteTo(buf[:n], addr)
 	}

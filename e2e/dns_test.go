@@ -1,0 +1,72 @@
+package e2e
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/tunwall/tunwall/e2e/lab"
+)
+
+type resolution struct {
+	OK    bool     `json:"ok"`
+	Rcode string   `json:"rcode"`
+	Addrs []string `json:"addrs"`
+	Error string   `json:"error"`
+}
+
+func resolveIn(t *testing.T, l *lab.Lab, ns, server, name string) resolution {
+	t.Helper()
+	out, err := l.Run(ns, filepath.Join(bin, "twlab"), "resolve", server, name)
+	var r resolution
+	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
+		t.Fatalf("twlab resolve: %v %v: %q", err, jerr, out)
+	}
+	return r
+}
+
+// TestDNSNames: a rule about a name answers queries for it NXDOMAIN from
+// tunwall (logged as a dns event); another name resolves through the lab's
+// DNS server, and a later connection to the address it gave carries the
+// name (domain_source dns) and is judged by a rule naming it.
+func TestDNSNames(t *testing.T) {
+	l := routedLab(t, "twd")
+	gw := l.Gateway
+	tw := launch(t, l, `
+tun: {name: tw0}
+log: {level: debug, format: json}
+routing: {mode: all, strict: false}
+policy:
+  default: allow
+  rules:
+    - {name: no-blocked, action: reject, domains: [blocked.test]}
+    - {name: no-ok-web, action: reject, proto: tcp, ports: [8080], domains: [ok.test]}
+`)
+	dns := hostPort(lab.ServerV4, "53")
+	if r := resolveIn(t, l, gw, dns, "blocked.test"); !r.OK || r.Rcode != "Non-Existent Domain" || len(r.Addrs) != 0 {
+		t.Errorf("blocked.test: %+v, want NXDOMAIN", r)
+	}
+	ev := waitEvent(t, tw.Log, func(e event) bool { return e.str("event") == "dns" })
+	if ev.str("domain") != "blocked.test" || ev.str("rule") != "no-blocked" || ev.str("action") != "reject" || ev.str("qtype") != "A" {
+		t.Errorf("dns event %v", ev)
+	}
+	if r := resolveIn(t, l, gw, dns, "ok.test"); !r.OK || r.Rcode != "No Error" || !slices.Equal(r.Addrs, []string{lab.ServerV4}) {
+		t.Errorf("ok.test: %+v, want %s", r, lab.ServerV4)
+	}
+	web := hostPort(lab.ServerV4, "8080")
+	if r := probe(t, l, gw, 0, "tcp", web); r.OK || r.Errno != "ECONNREFUSED" {
+		t.Errorf("tcp to ok.test:8080: %+v, want ECONNREFUSED", r)
+	}
+	e := wantVerdict(t, tw.Log, "tcp", web, "reject", "no-ok-web")
+	if e.str("domain") != "ok.test" || e.str("domain_source") != "dns" {
+		t.Errorf("verdict domain %q source %q, want ok.test from dns", e.str("domain"), e.str("domain_source"))
+	}
+	// The lab's other services on that address are not about ok.test's web
+	// port: they go through, and carry the name too.
+	echo := hostPort(lab.ServerV4, "7001")
+	wantOK(t, probe(t, l, gw, 0, "tcp", echo), "tcp echo on ok.test's address")
+	if e := wantVerdict(t, tw.Log, "tcp", echo, "allow", "default"); e.str("domain") != "ok.test" {
+		t.Errorf("echo verdict domain %q, want ok.test", e.str("domain"))
+	}
+}
