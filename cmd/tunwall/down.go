@@ -18,6 +18,7 @@ func cmdDown(args []string, stdout io.Writer) error {
 	if len(rest) > 0 {
 		return usageError{fmt.Errorf("down: unexpected arguments %q", rest)}
 	}
+	sweepStatus() // status files of killed tunwalls
 	table := 0
 	if path != "" {
 		cfg, err := loadConfig(path)

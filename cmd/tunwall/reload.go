@@ -208,8 +208,20 @@ func newRunStatus(cfg *policy.Config, path string) *runStatus {
 		path: filepath.Join(tun.StateDir, fmt.Sprintf("run-%s-%s.json", netnsID(), cfg.Tun.Name)),
 		rec:  statusRecord{PID: pid, Start: processStart(pid), Config: abs, Tun: cfg.Tun.Name, OK: true, Hash: cfg.Hash},
 	}
+	sweepStatus()
 	st.write()
 	return st
+}
+
+// sweepStatus removes the status files of tunwalls that are gone without
+// removing theirs (killed): their process no longer runs.
+func sweepStatus() {
+	files, _ := filepath.Glob(filepath.Join(tun.StateDir, "run-*.json"))
+	for _, f := range files {
+		if r, err := readStatus(f); err == nil && processStart(r.PID) != r.Start {
+			os.Remove(f)
+		}
+	}
 }
 
 func (s *runStatus) reloaded(ok bool, msg, hash string) {
