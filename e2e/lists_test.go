@@ -14,7 +14,8 @@ import (
 // TestListBlocks: a 100,000-line list (addresses, networks and hosts-file
 // lines) loads at start, is reported in a list event, and a dst_list rule
 // refuses the server's IPv4 address, which is one line deep inside it,
-// while the server's IPv6 address, not listed, gets through.
+// while the server's IPv6 address, not listed, gets through; a
+// domain_list rule on the same list answers its names NXDOMAIN.
 func TestListBlocks(t *testing.T) {
 	l := routedLab(t, "twk")
 	gw := l.Gateway
@@ -47,6 +48,7 @@ policy:
   default: allow
   rules:
     - {name: blocklist, action: reject, dst_list: [block]}
+    - {name: blocknames, action: reject, domain_list: [block]}
 `, list))
 	t.Logf("started with the list in %v", time.Since(start).Round(time.Millisecond))
 	ev := waitEvent(t, tw.Log, func(e event) bool { return e.str("event") == "list" })
@@ -60,4 +62,14 @@ policy:
 	wantVerdict(t, tw.Log, "tcp", v4, "reject", "blocklist")
 	wantOK(t, probe(t, l, gw, 0, "tcp", v6), "tcp to the unlisted "+v6)
 	wantVerdict(t, tw.Log, "tcp", v6, "allow", "default")
+
+	// The hosts lines block their names: the last one in the file does not
+	// resolve, a name not listed does.
+	dns := hostPort(lab.ServerV6, "53")
+	if r := resolveIn(t, l, gw, dns, "ads99999.tracker.example"); !r.OK || r.Rcode != "Non-Existent Domain" {
+		t.Errorf("listed name: %+v, want NXDOMAIN", r)
+	}
+	if r := resolveIn(t, l, gw, dns, "ads99998.tracker.example"); !r.OK || r.Rcode != "No Error" || len(r.Addrs) != 1 {
+		t.Errorf("unlisted name: %+v, want an answer", r)
+	}
 }
