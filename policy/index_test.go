@@ -119,7 +119,7 @@ func TestIndexAgreesWithRuleOrder(t *testing.T) {
 		for range 200 {
 			f := randomFlow(r)
 			for _, pending := range []bool{false, true} {
-				got, gotNeed := p.decide(f, pending)
+				got, gotNeed := p.decide(f, map[bool]int{true: pendingOwner}[pending])
 				want, wantNeed := linearDecide(p, f, pending)
 				if got != want || gotNeed != wantNeed {
 					t.Fatalf("round %d, %d rules, flow %+v (owner pending %v): index %+v/%v, rule order %+v/%v",

@@ -309,3 +309,34 @@ rules:
 		}
 	}
 }
+
+func TestPrejudgeName(t *testing.T) {
+	p := mustParse(t, `
+default: allow
+rules:
+  - {name: ssh, action: allow, proto: tcp, ports: [22]}
+  - {name: no-blocked, action: reject, proto: tcp, ports: [443], domains: [blocked.test]}
+  - {name: lab-only, action: deny, src: [10.9.0.0/16], domains: [ok.test]}
+`)
+	flow := func(src, dst string) Flow {
+		return Flow{Proto: TCP, Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst)}
+	}
+	for _, tc := range []struct {
+		flow     Flow
+		rule     string
+		needName bool
+	}{
+		{flow("10.0.0.2:4000", "192.0.2.1:22"), "ssh", false},
+		{flow("10.0.0.2:4000", "192.0.2.1:443"), "", true},
+		{flow("10.0.0.2:4000", "192.0.2.1:80"), DefaultRule, false}, // no rule about names can match
+		{flow("10.9.0.2:4000", "192.0.2.1:80"), "", true},           // lab-only could
+	} {
+		v, need := p.PrejudgeName(tc.flow)
+		if need != tc.needName || !need && v.Rule != tc.rule {
+			t.Errorf("%v -> %v: rule %q needName %v, want %q %v", tc.flow.Src, tc.flow.Dst, v.Rule, need, tc.rule, tc.needName)
+		}
+		if n := testing.AllocsPerRun(20, func() { p.PrejudgeName(tc.flow) }); n != 0 {
+			t.Errorf("%v allocations", n)
+		}
+	}
+}

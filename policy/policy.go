@@ -98,7 +98,8 @@ func (r *rule) outsideIndex() bool {
 
 // matchesOutside checks the conditions the index leaves out (lists and
 // names, time windows); owners are checked separately.
-func (r *rule) matchesOutside(f *Flow, src, dst netip.Addr) bool {
+// With skipName the name is not checked (it is not known yet).
+func (r *rule) matchesOutside(f *Flow, src, dst netip.Addr, skipName bool) bool {
 	if r.when != nil {
 		at := f.At
 		if at.IsZero() {
@@ -114,7 +115,7 @@ func (r *rule) matchesOutside(f *Flow, src, dst netip.Addr) bool {
 	if len(r.dstLists) > 0 && !inPrefixesOrLists(&r.dst, r.dstLists, dst) {
 		return false
 	}
-	return !r.byName() || r.nameMatches(f.Domain)
+	return skipName || !r.byName() || r.nameMatches(f.Domain)
 }
 
 // nameMatches reports whether domain is one of the rule's names.
@@ -163,7 +164,7 @@ func (p *Policy) NeedsOwner() bool { return p.needsOwner }
 // default action. A rule with users or apps matches only a flow whose
 // Owner is set and fits. It does not allocate.
 func (p *Policy) Decide(f Flow) Verdict {
-	v, _ := p.decide(f, false)
+	v, _ := p.decide(f, 0)
 	return v
 }
 
@@ -173,27 +174,46 @@ func (p *Policy) Decide(f Flow) Verdict {
 // Otherwise the verdict is final, whoever the owner is. It does not
 // allocate.
 func (p *Policy) Prejudge(f Flow) (v Verdict, needOwner bool) {
-	return p.decide(f, true)
+	return p.decide(f, pendingOwner)
 }
 
-func (p *Policy) decide(f Flow, ownerPending bool) (v Verdict, needOwner bool) {
+// PrejudgeName judges a flow whose destination name may still be learned
+// (from its first bytes). If the first rule that could match it asks
+// about names, it returns needName: learn the name, set f.Domain and call
+// Decide. Otherwise the verdict is final, whatever the name. It does not
+// allocate.
+func (p *Policy) PrejudgeName(f Flow) (v Verdict, needName bool) {
+	return p.decide(f, pendingName)
+}
+
+// What decide may not know yet.
+const (
+	pendingOwner = 1 << iota
+	pendingName
+)
+
+func (p *Policy) decide(f Flow, pending int) (v Verdict, need bool) {
 	src, dst := f.Src.Addr().Unmap(), f.Dst.Addr().Unmap()
 	i := p.ix.first(&f, src, dst, func(i int) bool {
 		r := &p.rules[i]
-		if r.outsideIndex() && !r.matchesOutside(&f, src, dst) {
+		byName := pending&pendingName != 0 && r.byName()
+		if r.outsideIndex() && !r.matchesOutside(&f, src, dst, byName) {
 			return false
 		}
-		if !r.asksOwner() {
+		switch {
+		case byName:
+			need = true
 			return true
-		}
-		if ownerPending {
-			needOwner = true
+		case !r.asksOwner():
+			return true
+		case pending&pendingOwner != 0:
+			need = true
 			return true
 		}
 		return r.ownerMatches(f.Owner)
 	})
 	switch {
-	case needOwner:
+	case need:
 		return Verdict{}, true
 	case i < 0:
 		return Verdict{Action: p.def, Rule: DefaultRule, Index: -1, Monitor: p.monitor}, false
