@@ -127,18 +127,28 @@ func TestDNSNamesFlows(t *testing.T) {
 	h := newHarnessWith(t, dnsPolicy, nil, srv.dial(t), nil, policy.Limits{})
 	h.send(dnsQuery(t, "10.0.0.2:5353", "ok.test"))
 	h.nextDNS(t)
-	h.send(tcpSyn(t, "10.0.0.2:6000", "192.0.2.1:443"))
-	if tcp := h.nextTCP(t); !tcp.RST {
-		t.Fatalf("want RST for ok.test:443, got %+v", tcp)
+	// A rule naming ok.test could decide, so the flow's first bytes are
+	// read for a name first; they are neither TLS nor HTTP, and the name
+	// comes from DNS.
+	sendFirst := func(src string) {
+		h.send(tcpSyn(t, src, "192.0.2.1:443"))
+		synAck := h.nextTCP(t)
+		if !synAck.SYN || !synAck.ACK {
+			t.Fatalf("want SYN-ACK, got %+v", synAck)
+		}
+		h.send(tcpAck(t, src, "192.0.2.1:443", 1001, synAck.Seq+1))
+		h.send(tcpData(t, src, "192.0.2.1:443", 1001, synAck.Seq+1, []byte("\x00raw")))
+		for seg := h.nextTCP(t); !seg.RST; seg = h.nextTCP(t) {
+		}
 	}
+	sendFirst("10.0.0.2:6000")
 	f, v, ok := h.ev.verdictFor("10.0.0.2:6000")
 	if !ok || v.Rule != "no-ok-https" || f.Domain != "ok.test" || f.DomainSource != "dns" {
 		t.Errorf("verdict %q domain %q source %q", v.Rule, f.Domain, f.DomainSource)
 	}
-	// Another client never asked: no name, no match (the dial fails in
-	// this test: the fake dialer does not do TCP, so RST too, by default).
-	h.send(tcpSyn(t, "10.0.0.3:6000", "192.0.2.1:443"))
-	h.nextTCP(t)
+	// Another client never asked: no name, no match (it is allowed; the
+	// fake dialer does not do TCP, so it is reset after the dial).
+	sendFirst("10.0.0.3:6000")
 	if f, v, _ := h.ev.verdictFor("10.0.0.3:6000"); v.Rule != policy.DefaultRule || f.Domain != "" {
 		t.Errorf("other client: verdict %q domain %q, want default and no name", v.Rule, f.Domain)
 	}

@@ -37,6 +37,7 @@ type tcpFlow struct {
 	verdict policy.Verdict
 	start   time.Time
 	relay   relay
+	sniff   bool // judged after its first bytes (the verdict may depend on its name)
 }
 
 func newTCPHandler(g *Gateway) *tcpHandler {
@@ -69,6 +70,14 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	}
 	f := flowOf(policy.TCP, id)
 	now := time.Now()
+	if h.needsName(f) {
+		// Judged once the client's first bytes tell the name.
+		fid := h.g.flows.id()
+		if !h.admit(fid, f) {
+			return false
+		}
+		return h.forward(id, pkt, &tcpFlow{id: fid, flow: f, start: now, sniff: true})
+	}
 	fid, v, held := h.g.judge(&f, keyOf(f), now, deniedTCPTTL, h.g.capture(pkt))
 	if held || v.Effective() != policy.Allow {
 		return held || v.Effective() == policy.Deny
@@ -76,12 +85,16 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	if !h.admit(fid, f) {
 		return false
 	}
-	tf := &tcpFlow{id: fid, flow: f, verdict: v, start: now}
+	return h.forward(id, pkt, &tcpFlow{id: fid, flow: f, verdict: v, start: now})
+}
+
+// forward hands an admitted SYN to gVisor's forwarder, which calls connect.
+func (h *tcpHandler) forward(id stack.TransportEndpointID, pkt *stack.PacketBuffer, tf *tcpFlow) bool {
 	h.mu.Lock()
 	h.pending[id] = tf
 	h.mu.Unlock()
 	if !h.fwd.HandlePacket(id, pkt) { // a SYN the forwarder cannot parse
-		h.g.closed(fid, f, v, FlowStats{Reason: reasonRST})
+		h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{Reason: reasonRST})
 		h.finishPending(id, tf)
 		return false
 	}
@@ -124,6 +137,10 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
+	if tf.sniff {
+		h.connectNamed(r, id, tf)
+		return
+	}
 	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
 	up, err := h.g.cfg.Dial(ctx, "tcp", tf.flow.Dst.String())
 	cancel()
@@ -150,16 +167,18 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.g.flows.remove(tf.id)
 		return
 	}
-	h.run(tf, ep, gonet.NewTCPConn(&wq, ep), up)
+	h.run(tf, ep, gonet.NewTCPConn(&wq, ep), up, 0)
 }
 
-// run relays an established flow and reports its end.
-func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net.Conn) {
+// run relays an established flow and reports its end. sent counts bytes
+// already passed upstream (read while learning the name).
+func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net.Conn, sent int) {
 	tf.relay = relay{
 		client:   side{conn: client, abort: ep.Abort},
 		upstream: side{conn: up, abort: func() { abortTCP(up) }},
 		idle:     h.g.cfg.Limits.TCPIdle,
 	}
+	tf.relay.out.Store(int64(sent))
 	h.g.flows.add(tf.id, tf.flow, &tf.relay)
 	reason := tf.relay.run()
 	h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{

@@ -133,7 +133,7 @@ func TestServerName(t *testing.T) {
 	if name, err := ServerName(clientHello(t, "")); err != nil || name != "" {
 		t.Errorf("no SNI: %q %v", name, err)
 	}
-	for _, b := range [][]byte{[]byte("GET / HTTP/1.1\r\n"), {22, 3, 1, 0, 0}, {22, 3, 1, 0, 4, 2, 0, 0, 0}} {
+	for _, b := range [][]byte{[]byte("GET / HTTP/1.1\r\n"), []byte("\x00raw"), {22, 4}, {22, 3, 1, 0, 0}, {22, 3, 1, 0, 4, 2, 0, 0, 0}} {
 		if _, err := ServerName(b); err == nil || errors.Is(err, ErrMore) {
 			t.Errorf("%q: %v, want not TLS", b, err)
 		}

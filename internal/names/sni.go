@@ -66,6 +66,12 @@ func handshake(b []byte) ([]byte, error) {
 	var hs []byte
 	for len(b) > 0 {
 		if len(b) < 5 {
+			if b[0] != 22 || len(b) > 1 && b[1] != 3 {
+				if hs == nil {
+					return nil, errNot
+				}
+				return hs, nil
+			}
 			return hs, ErrMore
 		}
 		if b[0] != 22 || b[1] != 3 { // handshake record, TLS 1.x (or SSL 3)

@@ -1,0 +1,118 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/tunwall/tunwall/internal/names"
+	"github.com/tunwall/tunwall/policy"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// How long and how far tunwall reads a client's first bytes for a name.
+const (
+	sniffWait = time.Second
+	sniffMax  = 16 << 10
+)
+
+// needsName reports whether f's verdict can depend on a name that its
+// first bytes may carry. Flows from this machine whose owner is looked up
+// are judged on the SYN (with a name from DNS at most).
+func (h *tcpHandler) needsName(f policy.Flow) bool {
+	p := h.g.policy.Load()
+	if !p.NeedsDomain() || h.g.owners != nil && h.g.owners.src.Local(f.Src.Addr()) {
+		return false
+	}
+	_, need := p.PrejudgeName(f)
+	return need
+}
+
+// connectNamed completes the client's handshake, reads its first bytes
+// for a name (TLS server name, else HTTP Host, else what DNS told this
+// client), judges the flow with it, and then dials upstream and passes the
+// bytes on, or resets the client.
+func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEndpointID, tf *tcpFlow) {
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	r.Complete(terr != nil)
+	h.mu.Lock()
+	delete(h.pending, id)
+	h.mu.Unlock()
+	if terr != nil { // the client never completed the handshake: not judged
+		h.g.flows.remove(tf.id)
+		return
+	}
+	client := gonet.NewTCPConn(&wq, ep)
+	first, name, source := readName(client)
+	f := tf.flow
+	if d, ok := policy.NormalizeDomain(name); ok {
+		f.Domain, f.DomainSource = d, source
+	} else if d, ok := h.g.names.get(f.Src.Addr(), f.Dst.Addr(), time.Now()); ok {
+		f.Domain, f.DomainSource = d, "dns"
+	}
+	v := h.g.policy.Load().Decide(f)
+	h.g.cfg.Events.Verdict(tf.id, f, v)
+	tf.flow, tf.verdict = f, v
+	if v.Effective() != policy.Allow {
+		// The handshake is done, so a refusal, deny or reject, is a reset.
+		ep.Abort()
+		client.Close()
+		h.g.flows.remove(tf.id)
+		return
+	}
+	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
+	up, err := h.g.cfg.Dial(ctx, "tcp", f.Dst.String())
+	cancel()
+	if err == nil && len(first) > 0 {
+		_, err = up.Write(first)
+		if err != nil {
+			up.Close()
+		}
+	}
+	if err != nil {
+		ep.Abort()
+		client.Close()
+		h.g.stats.DialErrors.Add(1)
+		h.g.closed(tf.id, f, v, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST, Err: err})
+		h.g.flows.remove(tf.id)
+		return
+	}
+	h.run(tf, ep, client, up, len(first))
+}
+
+// readName reads from c until its bytes hold a TLS ClientHello or an HTTP
+// request head, or show they are neither, or sniffMax bytes or sniffWait
+// have passed. It returns what it read and the name found with its source
+// ("sni" or "host"), if any.
+func readName(c net.Conn) (first []byte, name, source string) {
+	c.SetReadDeadline(time.Now().Add(sniffWait))
+	defer c.SetReadDeadline(time.Time{})
+	buf := make([]byte, 0, 4096)
+	for len(buf) < sniffMax {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := c.Read(buf[len(buf):min(cap(buf), sniffMax)])
+		buf = buf[:len(buf)+n]
+		sni, errS := names.ServerName(buf)
+		if errS == nil {
+			return buf, sni, "sni"
+		}
+		host, errH := names.HTTPHost(buf)
+		if errH == nil {
+			return buf, host, "host"
+		}
+		if !errors.Is(errS, names.ErrMore) && !errors.Is(errH, names.ErrMore) {
+			return buf, "", "" // neither TLS nor HTTP
+		}
+		if err != nil {
+			return buf, "", ""
+		}
+	}
+	return buf, "", ""
+}
