@@ -70,3 +70,44 @@ policy:
 		t.Errorf("echo verdict domain %q, want ok.test", e.str("domain"))
 	}
 }
+
+// TestSNINames: a TLS client naming blocked.test is reset after its
+// ClientHello although the address is allowed; one naming ok.test reaches
+// the service (which is not TLS, so the handshake fails there). The
+// verdicts carry the names with domain_source sni.
+func TestSNINames(t *testing.T) {
+	l := routedLab(t, "tws")
+	gw := l.Gateway
+	tw := launch(t, l, `
+tun: {name: tw0}
+log: {level: debug, format: json}
+routing: {mode: all, strict: false}
+policy:
+  default: allow
+  rules:
+    - {name: no-blocked-tls, action: reject, proto: tcp, domains: [blocked.test]}
+`)
+	addr := hostPort(lab.ServerV4, "7001")
+	tlsProbe := func(name string) probeResult {
+		out, err := l.Run(gw, filepath.Join(bin, "twlab"), "tls", addr, name)
+		var r probeResult
+		if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
+			t.Fatalf("twlab tls: %v %v: %q", err, jerr, out)
+		}
+		return r
+	}
+	if r := tlsProbe("blocked.test"); r.OK || r.Errno != "ECONNRESET" {
+		t.Errorf("TLS naming blocked.test: %+v, want a reset", r)
+	}
+	e := expectVerdict(t, tw.Log, func(e event) bool { return e.str("event") == "verdict" && e.str("domain") == "blocked.test" }, "tls blocked.test", "reject", "no-blocked-tls")
+	if e.str("domain_source") != "sni" || e.str("dst") != addr {
+		t.Errorf("verdict %v, want sni to %s", e, addr)
+	}
+	if r := tlsProbe("ok.test"); r.Errno == "ECONNRESET" {
+		t.Errorf("TLS naming ok.test: %+v, want it to reach the service", r)
+	}
+	e = expectVerdict(t, tw.Log, func(e event) bool { return e.str("event") == "verdict" && e.str("domain") == "ok.test" }, "tls ok.test", "allow", "default")
+	if e.str("domain_source") != "sni" {
+		t.Errorf("verdict %v, want sni", e)
+	}
+}

@@ -21,15 +21,27 @@ const (
 )
 
 // needsName reports whether f's verdict can depend on a name that its
-// first bytes may carry. Flows from this machine whose owner is looked up
-// are judged on the SYN (with a name from DNS at most).
+// first bytes may carry. A flow from this machine whose verdict can depend
+// on its owner takes the owner's way instead (judged on the SYN once the
+// owner is known, with a name from DNS at most).
 func (h *tcpHandler) needsName(f policy.Flow) bool {
 	p := h.g.policy.Load()
-	if !p.NeedsDomain() || h.g.owners != nil && h.g.owners.src.Local(f.Src.Addr()) {
+	if !p.NeedsDomain() {
 		return false
+	}
+	if h.local(f) {
+		if _, needOwner := p.Prejudge(f); needOwner {
+			return false
+		}
 	}
 	_, need := p.PrejudgeName(f)
 	return need
+}
+
+// local reports whether f started on this machine (and so has an owner
+// to look up for its log lines).
+func (h *tcpHandler) local(f policy.Flow) bool {
+	return h.g.owners != nil && h.g.owners.src.Local(f.Src.Addr())
 }
 
 // connectNamed completes the client's handshake, reads its first bytes
@@ -56,7 +68,11 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 		f.Domain, f.DomainSource = d, "dns"
 	}
 	v := h.g.policy.Load().Decide(f)
-	h.g.cfg.Events.Verdict(tf.id, f, v)
+	if h.local(f) {
+		h.g.owners.logLater(tf.id, f, keyOf(f), v) // the line waits for the owner
+	} else {
+		h.g.cfg.Events.Verdict(tf.id, f, v)
+	}
 	tf.flow, tf.verdict = f, v
 	if v.Effective() != policy.Allow {
 		// The handshake is done, so a refusal, deny or reject, is a reset.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"net"
 	"time"
 
@@ -65,4 +66,22 @@ func resolve(server, name string) error {
 		addrs = append(addrs, a.IP.String())
 	}
 	return emit(map[string]any{"ok": true, "rcode": d.ResponseCode.String(), "addrs": addrs})
+}
+
+// tlsProbe opens a TLS handshake to addr with serverName as SNI and
+// reports how it ended (the lab has no TLS servers: an allowed handshake
+// reaches a plain service and fails on its answer, a refused one is
+// reset).
+func tlsProbe(addr, serverName string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return emit(map[string]any{"ok": false, "error": err.Error(), "errno": errnoName(err)})
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	err = tls.Client(c, &tls.Config{ServerName: serverName, InsecureSkipVerify: true}).Handshake()
+	if err == nil {
+		return emit(map[string]any{"ok": true})
+	}
+	return emit(map[string]any{"ok": false, "error": err.Error(), "errno": errnoName(err)})
 }

@@ -8,6 +8,7 @@
 //	twlab hold ADDR N                        hold N connections open
 //	twlab probe tcp|udp|icmp ADDR            one echo exchange (JSON outcome)
 //	twlab resolve SERVER:PORT NAME           one DNS A query (JSON: rcode, addresses)
+//	twlab tls ADDR SERVERNAME                one TLS handshake with that SNI (JSON outcome)
 //	twlab spray SECONDS ADDR...              TCP and UDP echoes every 20 ms (JSON outcomes)
 //	twlab count IFACE QUIET_MS SECONDS       count arriving TCP/UDP/echo packets (JSON)
 //	twlab bench TUNWALL OUT.json             kernel vs tunwall benchmark
@@ -46,6 +47,8 @@ func dispatch(a []string) error {
 		return probe(a[1], a[2])
 	case a[0] == "resolve" && len(a) == 3:
 		return resolve(a[1], a[2])
+	case a[0] == "tls" && len(a) == 3:
+		return tlsProbe(a[1], a[2])
 	case a[0] == "spray" && len(a) >= 3:
 		return spray(time.Duration(num(a[1]))*time.Second, a[2:])
 	case a[0] == "count" && len(a) == 4:
