@@ -68,7 +68,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 			Int("domains", l.Domains).Int("skipped", l.Skipped).Msg("list loaded")
 	}
 	if cfg.Policy.NeedsDomain() {
-		zl.Warn().Msg("rules with domains or domain lists match flows by the names clients resolved through tunwall (DNS over UDP); names from TLS SNI, HTTP Host and DNS over TCP are not read yet")
+		zl.Info().Msg("rules with domains or domain lists match by the name from TLS SNI, HTTP Host or DNS over UDP; DNS over TCP is relayed unread")
 	}
 	// App identity needs the set of local addresses, followed from now on
 	// (the TUN's own address included once it exists).
