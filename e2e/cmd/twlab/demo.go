@@ -60,7 +60,10 @@ func demo(tunwall string) error {
 	fmt.Println("\n▶ tunwall explain: why a flow gets its verdict, without sending it")
 	for _, args := range [][]string{{"tcp", lab.ClientV4, lab.ServerV4 + ":445"}, {"udp", lab.ClientV4, lab.ServerV4 + ":53"}} {
 		b, _ := exec.Command(tunwall, append([]string{"explain"}, args...)...).CombinedOutput()
-		fmt.Printf("  $ tunwall explain %s\n    %s", strings.Join(args, " "), b)
+		fmt.Printf("  $ tunwall explain %s\n", strings.Join(args, " "))
+		for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+			fmt.Println("    " + strings.TrimLeft(line, " "))
+		}
 	}
 	fmt.Println("\n▶ SIGTERM: open flows are closed, the TUN device and its routes disappear")
 	if err := tw.Stop(10 * time.Second); err != nil {
