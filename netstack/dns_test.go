@@ -174,3 +174,101 @@ func TestNameCacheBounds(t *testing.T) {
 }
 
 func timeZero() time.Time { return time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC) }
+
+// tcpDNSUpstream returns a dialer whose TCP connections are answered like
+// a DNS server over TCP (A 192.0.2.1 for every name), recording the names.
+func (d *fakeDNS) tcpDial(t *testing.T) DialFunc {
+	return func(ctx context.Context, network, _ string) (net.Conn, error) {
+		a, b := net.Pipe()
+		t.Cleanup(func() { b.Close() })
+		go func() {
+			var buf []byte
+			tmp := make([]byte, 4096)
+			for {
+				n, err := b.Read(tmp)
+				if err != nil {
+					return
+				}
+				buf = append(buf, tmp[:n]...)
+				frames(&buf, func(msg, _ []byte) {
+					q, err := names.ParseQuery(msg)
+					if err != nil {
+						return
+					}
+					d.mu.Lock()
+					d.asked = append(d.asked, q.Name)
+					d.mu.Unlock()
+					r := layers.DNS{ID: q.ID, QR: true, Questions: []layers.DNSQuestion{{Name: []byte(q.Name), Type: q.Type, Class: layers.DNSClassIN}},
+						Answers: []layers.DNSResourceRecord{{Name: []byte(q.Name), Type: layers.DNSTypeA, Class: layers.DNSClassIN, TTL: 300, IP: net.IPv4(192, 0, 2, 1).To4()}}}
+					sb := gopacket.NewSerializeBuffer()
+					r.SerializeTo(sb, gopacket.SerializeOptions{FixLengths: true})
+					out := sb.Bytes()
+					b.Write(append([]byte{byte(len(out) >> 8), byte(len(out))}, out...))
+				})
+			}
+		}()
+		return a, nil
+	}
+}
+
+// framedQuery is a DNS query with its two-byte length, as sent over TCP.
+func framedQuery(t *testing.T, name string) []byte {
+	q := layers.DNS{ID: 99, RD: true, Questions: []layers.DNSQuestion{{Name: []byte(name), Type: layers.DNSTypeA, Class: layers.DNSClassIN}}}
+	buf := gopacket.NewSerializeBuffer()
+	if err := q.SerializeTo(buf, gopacket.SerializeOptions{FixLengths: true}); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	return append([]byte{byte(len(b) >> 8), byte(len(b))}, b...)
+}
+
+// TestDNSOverTCP: queries over TCP port 53 get the same treatment as over
+// UDP: a blocked name is answered NXDOMAIN by tunwall, another goes to
+// the server, and its answer names the address for the client's flows.
+func TestDNSOverTCP(t *testing.T) {
+	srv := &fakeDNS{}
+	h := newHarnessWith(t, dnsPolicy, nil, srv.tcpDial(t), nil, policy.Limits{})
+	const client, server = "10.0.0.2:7000", "192.0.2.53:53"
+	h.send(tcpSyn(t, client, server))
+	synAck := h.nextTCP(t)
+	seq := synAck.Seq + 1
+	h.send(tcpAck(t, client, server, 1001, seq))
+	// answer reads the gateway's next data segment as one framed answer.
+	answer := func() *layers.DNS {
+		t.Helper()
+		for {
+			seg := h.nextTCP(t)
+			if seg.RST {
+				t.Fatal("reset")
+			}
+			if len(seg.Payload) == 0 {
+				continue
+			}
+			p := seg.Payload
+			if len(p) < 2 || int(p[0])<<8|int(p[1]) != len(p)-2 {
+				t.Fatalf("not one framed message: %x", p)
+			}
+			var d layers.DNS
+			if err := d.DecodeFromBytes(p[2:], gopacket.NilDecodeFeedback); err != nil {
+				t.Fatal(err)
+			}
+			return &d
+		}
+	}
+	blocked := framedQuery(t, "x.ads.test")
+	h.send(tcpData(t, client, server, 1001, seq, blocked))
+	if d := answer(); d.ResponseCode != layers.DNSResponseCodeNXDomain {
+		t.Errorf("blocked name over TCP: rcode %v", d.ResponseCode)
+	}
+	ok := framedQuery(t, "ok.test")
+	h.send(tcpData(t, client, server, 1001+uint32(len(blocked)), seq, ok))
+	if d := answer(); d.ResponseCode != layers.DNSResponseCodeNoErr || len(d.Answers) != 1 {
+		t.Errorf("allowed name over TCP: rcode %v, %d answers", d.ResponseCode, len(d.Answers))
+	}
+	if got := srv.names(); len(got) != 1 || got[0] != "ok.test" {
+		t.Errorf("the server was asked %q, want only ok.test", got)
+	}
+	if name, found := h.gw.names.get(netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("192.0.2.1"), time.Now()); !found || name != "ok.test" {
+		t.Errorf("cache after the TCP answer: %q %v", name, found)
+	}
+}

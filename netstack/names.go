@@ -137,3 +137,57 @@ func (d *dnsFilter) answer(b []byte) {
 	}
 	d.g.names.put(d.flow.Src.Addr(), name, addrs, time.Now())
 }
+
+// dnsStream does for DNS over TCP what dnsFilter does for datagrams. Both
+// directions pass on whole length-prefixed messages only, so that an
+// answer tunwall writes to the client never lands inside one from the
+// server; writes to the client share a lock for the same reason.
+type dnsStream struct {
+	d       *dnsFilter
+	client  *lockedConn
+	out, in []byte // bytes of an unfinished message, each direction
+}
+
+// frames splits whole messages off the front of *buf, calls each with
+// every message (without its length prefix, and with it), and leaves an
+// unfinished one in *buf.
+func frames(buf *[]byte, each func(msg, framed []byte)) {
+	b := *buf
+	for len(b) >= 2 {
+		n := int(b[0])<<8 | int(b[1])
+		if len(b) < 2+n {
+			break
+		}
+		each(b[2:2+n], b[:2+n])
+		b = b[2+n:]
+	}
+	*buf = append((*buf)[:0], b...)
+}
+
+// fromClient returns the client's whole queries that go to the server;
+// queries for blocked names are answered here.
+func (s *dnsStream) fromClient(b []byte) []byte {
+	s.out = append(s.out, b...)
+	var fwd []byte
+	frames(&s.out, func(msg, framed []byte) {
+		answered := s.d.query(msg, func(answer []byte) error {
+			_, err := s.client.Write(append([]byte{byte(len(answer) >> 8), byte(len(answer))}, answer...))
+			return err
+		})
+		if !answered {
+			fwd = append(fwd, framed...)
+		}
+	})
+	return fwd
+}
+
+// fromServer returns the server's whole answers, learning their addresses.
+func (s *dnsStream) fromServer(b []byte) []byte {
+	s.in = append(s.in, b...)
+	var whole []byte
+	frames(&s.in, func(msg, framed []byte) {
+		s.d.answer(msg)
+		whole = append(whole, framed...)
+	})
+	return whole
+}

@@ -26,9 +26,9 @@ type relay struct {
 	client, upstream side
 	datagram         bool // UDP: copy datagrams, no half-close, ends only by idle/close
 	idle             time.Duration
-	// Datagram hooks (DNS): out sees each client datagram and returns true
-	// if it must not go upstream; in sees each upstream datagram.
-	outHook, inHook func(b []byte) bool
+	// Filters (DNS): each sees what one direction read and returns what to
+	// pass on, which may be less (or, for a stream, held back for later).
+	outFilter, inFilter func(b []byte) []byte
 
 	out, in atomic.Int64 // originator->destination, destination->originator
 	last    atomic.Int64 // unix nanos of the last byte moved
@@ -59,18 +59,18 @@ func (r *relay) run() string {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.pipe(r.upstream, r.client, &r.out, r.outHook)
+		r.pipe(r.upstream, r.client, &r.out, r.outFilter)
 	}()
-	r.pipe(r.client, r.upstream, &r.in, r.inHook)
+	r.pipe(r.client, r.upstream, &r.in, r.inFilter)
 	wg.Wait()
 	r.stop("")
 	return r.endReason()
 }
 
 // pipe copies from src to dst until src ends. A clean end of a TCP stream
-// is passed on as a half-close; anything else ends the whole flow. hook,
-// if set, sees each datagram first and may keep it from dst.
-func (r *relay) pipe(dst, src side, n *atomic.Int64, hook func([]byte) bool) {
+// is passed on as a half-close; anything else ends the whole flow. filter,
+// if set, decides what of each read goes on to dst.
+func (r *relay) pipe(dst, src side, n *atomic.Int64, filter func([]byte) []byte) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -78,12 +78,16 @@ func (r *relay) pipe(dst, src side, n *atomic.Int64, hook func([]byte) bool) {
 		k, err := src.conn.Read(buf)
 		if k > 0 {
 			r.touch()
-			if hook == nil || !hook(buf[:k]) {
-				if _, werr := dst.conn.Write(buf[:k]); werr != nil {
+			b := buf[:k]
+			if filter != nil {
+				b = filter(b)
+			}
+			if len(b) > 0 {
+				if _, werr := dst.conn.Write(b); werr != nil {
 					r.close(reasonRST)
 					return
 				}
-				n.Add(int64(k))
+				n.Add(int64(len(b)))
 			}
 		}
 		if err == nil {

@@ -84,12 +84,6 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
 	up, err := h.g.cfg.Dial(ctx, "tcp", f.Dst.String())
 	cancel()
-	if err == nil && len(first) > 0 {
-		_, err = up.Write(first)
-		if err != nil {
-			up.Close()
-		}
-	}
 	if err != nil {
 		ep.Abort()
 		client.Close()
@@ -98,7 +92,7 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 		h.g.flows.remove(tf.id)
 		return
 	}
-	h.run(tf, ep, client, up, len(first))
+	h.run(tf, ep, client, up, first)
 }
 
 // readName reads from c until its bytes hold a TLS ClientHello or an HTTP

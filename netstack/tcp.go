@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -167,20 +168,40 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.g.flows.remove(tf.id)
 		return
 	}
-	h.run(tf, ep, gonet.NewTCPConn(&wq, ep), up, 0)
+	h.run(tf, ep, gonet.NewTCPConn(&wq, ep), up, nil)
 }
 
-// run relays an established flow and reports its end. sent counts bytes
-// already passed upstream (read while learning the name).
-func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net.Conn, sent int) {
+// run relays an established flow and reports its end. first holds bytes
+// already read from the client (while learning the name), to go upstream
+// before the rest.
+func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net.Conn, first []byte) {
+	if tf.flow.Dst.Port() == 53 {
+		client = &lockedConn{Conn: client}
+	}
 	tf.relay = relay{
 		client:   side{conn: client, abort: ep.Abort},
 		upstream: side{conn: up, abort: func() { abortTCP(up) }},
 		idle:     h.g.cfg.Limits.TCPIdle,
 	}
-	tf.relay.out.Store(int64(sent))
+	if lc, ok := client.(*lockedConn); ok {
+		s := &dnsStream{d: &dnsFilter{g: h.g, id: tf.id, flow: tf.flow}, client: lc}
+		tf.relay.outFilter, tf.relay.inFilter = s.fromClient, s.fromServer
+	}
+	if f := tf.relay.outFilter; f != nil && len(first) > 0 {
+		first = f(first)
+	}
 	h.g.flows.add(tf.id, tf.flow, &tf.relay)
-	reason := tf.relay.run()
+	var err error
+	if len(first) > 0 {
+		_, err = up.Write(first)
+	}
+	reason := reasonRST
+	if err == nil {
+		tf.relay.out.Store(int64(len(first)))
+		reason = tf.relay.run()
+	} else {
+		tf.relay.stop(reasonRST)
+	}
 	h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{
 		BytesOut: tf.relay.out.Load(),
 		BytesIn:  tf.relay.in.Load(),
@@ -188,6 +209,27 @@ func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net
 		Reason:   reason,
 	})
 	h.g.flows.remove(tf.id) // last: Close waits for this, so the event is out
+}
+
+// lockedConn serialises writes to a DNS-over-TCP client, which come from
+// both relay directions (tunwall's own answers and the server's).
+type lockedConn struct {
+	net.Conn
+	mu sync.Mutex
+}
+
+func (c *lockedConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+// CloseWrite passes a half-close on to the connection.
+func (c *lockedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return errors.New("no half-close")
 }
 
 // abortTCP makes closing a host TCP socket send RST.

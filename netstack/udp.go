@@ -71,10 +71,13 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	}
 	if dns {
 		d := &dnsFilter{g: h.g, id: fid, flow: f}
-		s.outHook = func(b []byte) bool {
-			return d.query(b, func(answer []byte) error { _, err := client.Write(answer); return err })
+		s.outFilter = func(b []byte) []byte {
+			if d.query(b, func(answer []byte) error { _, err := client.Write(answer); return err }) {
+				return nil
+			}
+			return b
 		}
-		s.inHook = func(b []byte) bool { d.answer(b); return false }
+		s.inFilter = func(b []byte) []byte { d.answer(b); return b }
 	}
 	h.g.flows.add(fid, f, s)
 	go h.run(fid, f, v, now, s)

@@ -19,7 +19,7 @@ type Config struct {
 	DNS     DNSConfig
 }
 
-// DNSConfig says how DNS queries through the TUN (UDP port 53) are handled.
+// DNSConfig says how DNS queries through the TUN (port 53) are handled.
 type DNSConfig struct {
 	// BlockZero answers a blocked A/AAAA query with 0.0.0.0/:: instead of
 	// NXDOMAIN.

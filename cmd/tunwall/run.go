@@ -68,7 +68,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 			Int("domains", l.Domains).Int("skipped", l.Skipped).Msg("list loaded")
 	}
 	if cfg.Policy.NeedsDomain() {
-		zl.Info().Msg("rules with domains or domain lists match by the name from TLS SNI, HTTP Host or DNS over UDP; DNS over TCP is relayed unread")
+		zl.Info().Msg("rules with domains or domain lists match by the name from TLS SNI, HTTP Host or DNS")
 	}
 	// App identity needs the set of local addresses, followed from now on
 	// (the TUN's own address included once it exists).
