@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -270,5 +271,44 @@ func TestDNSOverTCP(t *testing.T) {
 	}
 	if name, found := h.gw.names.get(netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("192.0.2.1"), time.Now()); !found || name != "ok.test" {
 		t.Errorf("cache after the TCP answer: %q %v", name, found)
+	}
+}
+
+// TestDNSUpstream: with dns.upstream set, DNS flows (UDP and TCP) are
+// dialed there; other flows to their own destination.
+func TestDNSUpstream(t *testing.T) {
+	dialed := make(chan string, 4)
+	dial := func(_ context.Context, network, addr string) (net.Conn, error) {
+		dialed <- network + " " + addr
+		return nil, errors.New("recorded only")
+	}
+	h := newHarnessWith(t, dnsPolicy, nil, dial, nil, policy.Limits{})
+	h.gw.cfg.DNS.Upstream = netip.MustParseAddrPort("192.0.2.99:53")
+	h.send(dnsQuery(t, "10.0.0.2:5353", "ok.test"))
+	h.send(udpPacket(t, "10.0.0.2:5354", "192.0.2.1:80", []byte("x")))
+	h.send(tcpSyn(t, "10.0.0.2:7000", "192.0.2.53:53"))
+	want := map[string]bool{"udp 192.0.2.99:53": true, "udp 192.0.2.1:80": true}
+	for range 2 {
+		if got := <-dialed; !want[got] {
+			t.Errorf("dialed %q", got)
+		}
+	}
+	// The TCP one is judged after its first bytes (a name rule could match).
+	synAck := h.nextTCPWhere(t, func(s *layers.TCP) bool { return s.SYN && s.ACK })
+	h.send(tcpAck(t, "10.0.0.2:7000", "192.0.2.53:53", 1001, synAck.Seq+1))
+	h.send(tcpData(t, "10.0.0.2:7000", "192.0.2.53:53", 1001, synAck.Seq+1, framedQuery(t, "ok.test")))
+	if got := <-dialed; got != "tcp 192.0.2.99:53" {
+		t.Errorf("dialed %q for DNS over TCP", got)
+	}
+}
+
+// nextTCPWhere skips written packets until a TCP segment that fits.
+func (h *harness) nextTCPWhere(t *testing.T, fits func(*layers.TCP) bool) *layers.TCP {
+	t.Helper()
+	for {
+		p := h.next()
+		if s, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok && fits(s) {
+			return s
+		}
 	}
 }

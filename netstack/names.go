@@ -93,6 +93,15 @@ func (c *nameCache) sweepLocked(now time.Time) {
 	maps.DeleteFunc(c.entries, func(_ nameKey, e nameEntry) bool { return now.After(e.expires) })
 }
 
+// upstreamOf is where an allowed flow is dialed: its destination, or
+// dns.upstream for DNS (port 53) when that is set.
+func (g *Gateway) upstreamOf(f policy.Flow) string {
+	if f.Dst.Port() == 53 && g.cfg.DNS.Upstream.IsValid() {
+		return g.cfg.DNS.Upstream.String()
+	}
+	return f.Dst.String()
+}
+
 // dnsFilter handles the datagrams of one DNS session (UDP port 53): it
 // answers queries for names the policy blocks itself, and learns the
 // addresses of answered names for the client.

@@ -82,7 +82,7 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 		return
 	}
 	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
-	up, err := h.g.cfg.Dial(ctx, "tcp", f.Dst.String())
+	up, err := h.g.cfg.Dial(ctx, "tcp", h.g.upstreamOf(f))
 	cancel()
 	if err != nil {
 		ep.Abort()

@@ -143,7 +143,7 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
-	up, err := h.g.cfg.Dial(ctx, "tcp", tf.flow.Dst.String())
+	up, err := h.g.cfg.Dial(ctx, "tcp", h.g.upstreamOf(tf.flow))
 	cancel()
 	if err != nil {
 		r.Complete(true) // RST, as if the destination had refused

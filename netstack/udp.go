@@ -40,13 +40,9 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	}
 	// Dial before answering anything: an unreachable upstream gets the
 	// client an ICMP error rather than a session that goes nowhere.
-	dst := f.Dst
 	dns := f.Dst.Port() == 53
-	if dns && h.g.cfg.DNS.Upstream.IsValid() {
-		dst = h.g.cfg.DNS.Upstream
-	}
 	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
-	up, err := h.g.cfg.Dial(ctx, "udp", dst.String())
+	up, err := h.g.cfg.Dial(ctx, "udp", h.g.upstreamOf(f))
 	cancel()
 	if err != nil {
 		h.g.stats.DialErrors.Add(1)
