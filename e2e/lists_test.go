@@ -15,7 +15,8 @@ import (
 // lines) loads at start, is reported in a list event, and a dst_list rule
 // refuses the server's IPv4 address, which is one line deep inside it,
 // while the server's IPv6 address, not listed, gets through; a
-// domain_list rule on the same list answers its names NXDOMAIN.
+// domain_list rule on the same list answers its names NXDOMAIN; a change
+// of the list file is loaded by itself.
 func TestListBlocks(t *testing.T) {
 	l := routedLab(t, "twk")
 	gw := l.Gateway
@@ -72,4 +73,11 @@ policy:
 	if r := resolveIn(t, l, gw, dns, "ads99998.tracker.example"); !r.OK || r.Rcode != "No Error" || len(r.Addrs) != 1 {
 		t.Errorf("unlisted name: %+v, want an answer", r)
 	}
+
+	// The list file is watched: without the server's line, it is reachable.
+	writeConfig(t, list, strings.Replace(b.String(), lab.ServerV4+"\n", "", 1))
+	if ev := reloadEvent(t, tw.Log, 1); ev["ok"] != true || ev.str("trigger") != "file" {
+		t.Fatalf("reload after the list changed: %v", ev)
+	}
+	wantOK(t, probe(t, l, gw, 0, "tcp", v4), "tcp to "+v4+" once it left the list")
 }
