@@ -14,6 +14,7 @@ const (
 	reasonLimit    = "limit"    // closed to respect a limit
 	reasonShutdown = "shutdown" // the gateway is stopping
 	reasonPolicy   = "policy"   // a reloaded policy refuses the flow
+	reasonClosed   = "closed"   // closed on request (CloseFlow)
 )
 
 // FlowStats describes a finished allowed flow.

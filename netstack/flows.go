@@ -18,9 +18,12 @@ type flowKey struct {
 
 func keyOf(f policy.Flow) flowKey { return flowKey{f.Proto, f.Src, f.Dst} }
 
-// closer is an active flow the table can end.
+// closer is an active flow the table can end and count.
 type closer interface {
 	close(reason string)
+	// counts returns the bytes moved each way so far and when the last
+	// byte moved.
+	counts() (out, in int64, last time.Time)
 }
 
 // flowTable tracks active flows: it enforces limits.max_flows and lets
@@ -37,9 +40,11 @@ type flowTable struct {
 
 // liveFlow is an active flow: how it was judged and how to end it.
 type liveFlow struct {
-	id   uint64
-	flow policy.Flow
-	c    closer
+	id      uint64
+	flow    policy.Flow
+	verdict policy.Verdict
+	start   time.Time
+	c       closer
 }
 
 func newFlowTable(max int) *flowTable {
@@ -64,11 +69,11 @@ func (t *flowTable) reserve(id uint64) bool {
 
 // add attaches the flow and its closer to a reservation. If the table was
 // closed meanwhile, the flow is closed at once.
-func (t *flowTable) add(id uint64, f policy.Flow, c closer) {
+func (t *flowTable) add(id uint64, f policy.Flow, v policy.Verdict, start time.Time, c closer) {
 	t.mu.Lock()
 	closed := t.closed
 	if !closed {
-		t.flows[id] = &liveFlow{id: id, flow: f, c: c}
+		t.flows[id] = &liveFlow{id: id, flow: f, verdict: v, start: start, c: c}
 	}
 	t.mu.Unlock()
 	if closed {
@@ -131,7 +136,7 @@ type verdictCache struct {
 }
 
 type cachedVerdict struct {
-	action  policy.Action
+	verdict policy.Verdict
 	expires time.Time
 }
 
@@ -139,26 +144,26 @@ func newVerdictCache(max int) *verdictCache {
 	return &verdictCache{max: max, entries: make(map[flowKey]cachedVerdict)}
 }
 
-// lookup returns the cached action for k and extends its life by ttl.
-func (c *verdictCache) lookup(k flowKey, now time.Time, ttl time.Duration) (policy.Action, bool) {
+// lookup returns the cached verdict for k and extends its life by ttl.
+func (c *verdictCache) lookup(k flowKey, now time.Time, ttl time.Duration) (policy.Verdict, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[k]
 	if !ok || now.After(e.expires) {
-		return 0, false
+		return policy.Verdict{}, false
 	}
 	e.expires = now.Add(ttl)
 	c.entries[k] = e
-	return e.action, true
+	return e.verdict, true
 }
 
 // store caches a verdict; when the cache is full the verdict is simply
 // not cached (the flow is judged again next time).
-func (c *verdictCache) store(k flowKey, a policy.Action, now time.Time, ttl time.Duration) {
+func (c *verdictCache) store(k flowKey, v policy.Verdict, now time.Time, ttl time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.entries) < c.max {
-		c.entries[k] = cachedVerdict{a, now.Add(ttl)}
+		c.entries[k] = cachedVerdict{v, now.Add(ttl)}
 	}
 }
 

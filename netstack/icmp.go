@@ -63,6 +63,12 @@ func newICMPHandler(g *Gateway) *icmpHandler {
 	return &icmpHandler{g: g, dec: newEchoDecoder(), flows: make(map[icmpKey]*icmpFlow)}
 }
 
+func (fl *icmpFlow) counts() (out, in int64, last time.Time) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return fl.out, fl.in, fl.last
+}
+
 // intercept is the endpoint's inspect hook: it consumes echo requests and
 // fragmented ICMP, and passes everything else to the stack.
 func (h *icmpHandler) intercept(pkt []byte) bool {
@@ -136,7 +142,7 @@ func (h *icmpHandler) echo(req *echoRequest) {
 	h.mu.Lock()
 	h.flows[key] = fl
 	h.mu.Unlock()
-	h.g.flows.add(fid, f, fl)
+	h.g.flows.add(fid, f, v, now, fl)
 	go fl.readLoop()
 	fl.send(req)
 }

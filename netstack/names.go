@@ -129,6 +129,7 @@ func (d *dnsFilter) query(b []byte, reply func([]byte) error) bool {
 	if v.Effective() == policy.Allow {
 		return false
 	}
+	d.g.denials.note(&f, v, f.At)
 	answer, err := names.Blocked(b, d.g.cfg.DNS.BlockZero, blockedTTL)
 	if err != nil {
 		return false

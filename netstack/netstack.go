@@ -58,19 +58,20 @@ type Config struct {
 
 // Gateway is a running netstack: it reads from the device until Close.
 type Gateway struct {
-	cfg    Config
-	log    zerolog.Logger
-	stack  *stack.Stack
-	ep     *endpoint
-	policy atomic.Pointer[policy.Policy]
-	stats  Stats
-	flows  *flowTable
-	denied *verdictCache
-	tcp    *tcpHandler
-	udp    *udpHandler
-	icmp   *icmpHandler
-	owners *ownership // nil without Config.Owners
-	names  *nameCache
+	cfg     Config
+	log     zerolog.Logger
+	stack   *stack.Stack
+	ep      *endpoint
+	policy  atomic.Pointer[policy.Policy]
+	stats   Stats
+	flows   *flowTable
+	denied  *verdictCache
+	tcp     *tcpHandler
+	udp     *udpHandler
+	icmp    *icmpHandler
+	owners  *ownership // nil without Config.Owners
+	names   *nameCache
+	denials deniedRing
 
 	ctx    context.Context // cancelled by Close: stops dials and janitors
 	cancel context.CancelFunc
@@ -198,8 +199,9 @@ func (g *Gateway) Wait() { g.stack.Wait() }
 // owner is known and the verdict is waiting. capture may be nil when a
 // packet need not come back.
 func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Duration, capture func() func()) (id uint64, v policy.Verdict, held bool) {
-	if a, ok := g.denied.lookup(k, now, ttl); ok {
-		return 0, policy.Verdict{Action: a}, false
+	if v, ok := g.denied.lookup(k, now, ttl); ok {
+		g.denials.note(f, v, now) // a retry of a refused flow
+		return 0, v, false
 	}
 	if f.Domain == "" {
 		if name, ok := g.names.get(f.Src.Addr(), f.Dst.Addr(), now); ok {
@@ -234,9 +236,16 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 		g.cfg.Events.Verdict(id, *f, v)
 	}
 	if v.Effective() != policy.Allow {
-		g.denied.store(k, v.Action, now, ttl)
+		g.refuse(f, k, v, now, ttl)
 	}
 	return id, v, false
+}
+
+// refuse remembers a fresh refusal for retries and for the recent-denials
+// view.
+func (g *Gateway) refuse(f *policy.Flow, k flowKey, v policy.Verdict, now time.Time, ttl time.Duration) {
+	g.denied.store(k, v, now, ttl)
+	g.denials.note(f, v, now)
 }
 
 // capture returns judge's capture function for a packet the stack handed

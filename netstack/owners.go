@@ -168,7 +168,7 @@ func (o *ownership) resolve(id uint64, f policy.Flow, k flowKey, ttl time.Durati
 	o.g.cfg.Events.Verdict(id, f, v)
 	now := time.Now()
 	if v.Effective() != policy.Allow {
-		o.g.denied.store(k, v.Action, now, ttl)
+		o.g.refuse(&f, k, v, now, ttl)
 	}
 	o.mu.Lock()
 	o.ready[k] = readyVerdict{id: id, verdict: v, owner: f.Owner, expires: now.Add(readyTTL)}
@@ -252,6 +252,25 @@ func (o *ownership) peek(id uint64, f *policy.Flow) {
 	if l != nil {
 		<-l.done
 		f.Owner = l.owner
+	}
+}
+
+// known sets f.Owner from a finished owner lookup for flow id, without
+// waiting for one still running.
+func (o *ownership) known(id uint64, f *policy.Flow) {
+	if f.Owner != nil {
+		return
+	}
+	o.mu.Lock()
+	l := o.logs[id]
+	o.mu.Unlock()
+	if l == nil {
+		return
+	}
+	select {
+	case <-l.done:
+		f.Owner = l.owner
+	default:
 	}
 }
 

@@ -108,6 +108,10 @@ func (r *relay) pipe(dst, src side, n *atomic.Int64, filter func([]byte) []byte)
 
 func (r *relay) touch() { r.last.Store(time.Now().UnixNano()) }
 
+func (r *relay) counts() (out, in int64, last time.Time) {
+	return r.out.Load(), r.in.Load(), time.Unix(0, r.last.Load())
+}
+
 // checkIdle runs on the idle timer: it ends an idle flow or re-arms itself.
 func (r *relay) checkIdle() {
 	since := time.Duration(time.Now().UnixNano() - r.last.Load())

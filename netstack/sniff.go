@@ -75,6 +75,7 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 	}
 	tf.flow, tf.verdict = f, v
 	if v.Effective() != policy.Allow {
+		h.g.denials.note(&f, v, time.Now())
 		// The handshake is done, so a refusal, deny or reject, is a reset.
 		ep.Abort()
 		client.Close()

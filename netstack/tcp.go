@@ -190,7 +190,7 @@ func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net
 	if f := tf.relay.outFilter; f != nil && len(first) > 0 {
 		first = f(first)
 	}
-	h.g.flows.add(tf.id, tf.flow, &tf.relay)
+	h.g.flows.add(tf.id, tf.flow, tf.verdict, tf.start, &tf.relay)
 	var err error
 	if len(first) > 0 {
 		_, err = up.Write(first)

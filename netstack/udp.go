@@ -75,7 +75,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		}
 		s.inFilter = func(b []byte) []byte { d.answer(b); return b }
 	}
-	h.g.flows.add(fid, f, s)
+	h.g.flows.add(fid, f, v, now, s)
 	go h.run(fid, f, v, now, s)
 	return true
 }
