@@ -121,10 +121,12 @@ func (d *dnsFilter) query(b []byte, reply func([]byte) error) bool {
 	f := d.flow
 	f.Domain, f.DomainSource = q.Name, "dns"
 	f.At = time.Now()
-	v, ok := d.g.policy.Load().JudgeName(f)
+	p := d.g.policy.Load()
+	v, ok := p.JudgeName(f)
 	if !ok {
 		return false
 	}
+	d.g.count(p, v)
 	d.g.cfg.Events.Name(d.id, f, q.Type.String(), v)
 	if v.Effective() == policy.Allow {
 		return false

@@ -72,6 +72,7 @@ type Gateway struct {
 	owners  *ownership // nil without Config.Owners
 	names   *nameCache
 	denials deniedRing
+	hits    atomic.Pointer[ruleHits]
 
 	ctx    context.Context // cancelled by Close: stops dials and janitors
 	cancel context.CancelFunc
@@ -104,6 +105,7 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: cfg.Log.With().Str("component", "netstack").Logger()}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.policy.Store(cfg.Policy)
+	g.hits.Store(newRuleHits(cfg.Policy))
 	g.flows = newFlowTable(cfg.Limits.MaxFlows)
 	g.denied = newVerdictCache(cfg.Limits.MaxUDPSessions)
 	g.names = newNameCache(cfg.DNS.CacheSize)
@@ -129,6 +131,7 @@ func New(cfg Config) (*Gateway, error) {
 // deny and reject verdicts are forgotten, so a refused flow that tries
 // again is judged by the new policy.
 func (g *Gateway) SetPolicy(p *policy.Policy) {
+	g.hits.Store(newRuleHits(p))
 	g.policy.Store(p)
 	g.denied.clear()
 }
@@ -235,6 +238,7 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 		v = p.Decide(*f)
 		g.cfg.Events.Verdict(id, *f, v)
 	}
+	g.count(p, v)
 	if v.Effective() != policy.Allow {
 		g.refuse(f, k, v, now, ttl)
 	}

@@ -164,7 +164,9 @@ func (o *ownership) hold(id uint64, f policy.Flow, k flowKey, capture func() fun
 func (o *ownership) resolve(id uint64, f policy.Flow, k flowKey, ttl time.Duration) {
 	defer o.resolves.Done()
 	f.Owner = o.lookup(k)
-	v := o.g.policy.Load().Decide(f)
+	p := o.g.policy.Load()
+	v := p.Decide(f)
+	o.g.count(p, v)
 	o.g.cfg.Events.Verdict(id, f, v)
 	now := time.Now()
 	if v.Effective() != policy.Allow {

@@ -67,7 +67,9 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 	} else if d, ok := h.g.names.get(f.Src.Addr(), f.Dst.Addr(), time.Now()); ok {
 		f.Domain, f.DomainSource = d, "dns"
 	}
-	v := h.g.policy.Load().Decide(f)
+	p := h.g.policy.Load()
+	v := p.Decide(f)
+	h.g.count(p, v)
 	if h.local(f) {
 		h.g.owners.logLater(tf.id, f, keyOf(f), v) // the line waits for the owner
 	} else {

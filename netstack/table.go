@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tunwall/tunwall/policy"
@@ -125,4 +126,39 @@ func (g *Gateway) Denied() []DeniedInfo {
 	g.denials.mu.Unlock()
 	slices.SortFunc(out, func(a, b DeniedInfo) int { return b.Last.Compare(a.Last) })
 	return out
+}
+
+// ruleHits counts the flows each rule of one policy decided.
+type ruleHits struct {
+	p     *policy.Policy
+	rules []atomic.Uint64
+	byDef atomic.Uint64 // flows no rule matched
+}
+
+func newRuleHits(p *policy.Policy) *ruleHits {
+	return &ruleHits{p: p, rules: make([]atomic.Uint64, p.Len())}
+}
+
+// count notes a fresh verdict of policy p.
+func (g *Gateway) count(p *policy.Policy, v policy.Verdict) {
+	h := g.hits.Load()
+	if h == nil || h.p != p {
+		return // decided by a policy just replaced
+	}
+	if v.Index >= 0 && v.Index < len(h.rules) {
+		h.rules[v.Index].Add(1)
+	} else {
+		h.byDef.Add(1)
+	}
+}
+
+// RuleHits returns the policy in force, how many flows each of its rules
+// decided since it was loaded, and how many fell to its default.
+func (g *Gateway) RuleHits() (p *policy.Policy, rules []uint64, byDefault uint64) {
+	h := g.hits.Load()
+	rules = make([]uint64, len(h.rules))
+	for i := range h.rules {
+		rules[i] = h.rules[i].Load()
+	}
+	return h.p, rules, h.byDef.Load()
 }

@@ -64,6 +64,10 @@ func TestDeniedRing(t *testing.T) {
 	if d[0].Proto != policy.UDP || d[0].Count != 1 {
 		t.Errorf("newest %+v, want the UDP refusal", d[0])
 	}
+	p, hits, byDef := h.gw.RuleHits()
+	if p == nil || hits[1] != 4 || byDef != 0 { // rule #2 "refuse": three fresh TCP verdicts and the UDP one; the retry is not one
+		t.Errorf("rule hits %v, default %d", hits, byDef)
+	}
 	if tcp := d[1]; tcp.Proto != policy.TCP || tcp.Src.String() != "10.0.0.2" || tcp.Dst.String() != "192.0.2.1:81" ||
 		tcp.Rule != "refuse" || tcp.Action != policy.Reject || tcp.Count != 4 || tcp.Last.Before(tcp.First) {
 		t.Errorf("tcp entry %+v, want refuse x4", tcp)
