@@ -1,0 +1,141 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunwall/tunwall/netstack"
+	"github.com/tunwall/tunwall/policy"
+)
+
+// fake is a Backend with one flow (id 7) and one refusal.
+type fake struct {
+	closed    []uint64
+	reloadErr error
+	panics    bool
+}
+
+func (f *fake) Flows() []netstack.FlowInfo {
+	if f.panics {
+		panic("boom")
+	}
+	return []netstack.FlowInfo{{
+		ID: 7, Rule: "web", Action: policy.Allow, Enforced: true, BytesOut: 10, BytesIn: 20,
+		Start: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC), Idle: 1500 * time.Millisecond,
+		Flow: policy.Flow{Proto: policy.TCP, Src: netip.MustParseAddrPort("10.0.0.2:5000"), Dst: netip.MustParseAddrPort("192.0.2.1:443"),
+			Domain: "ok.test", DomainSource: "sni", Owner: &policy.Owner{UID: 0, User: "root", PID: 42, Exe: "/usr/bin/curl"}},
+	}}
+}
+
+func (f *fake) CloseFlow(id uint64) bool {
+	if id != 7 {
+		return false
+	}
+	f.closed = append(f.closed, id)
+	return true
+}
+
+func (f *fake) Denied() []netstack.DeniedInfo {
+	return []netstack.DeniedInfo{{Proto: policy.ICMP, Src: netip.MustParseAddr("10.0.0.3"), Dst: netip.MustParseAddrPort("192.0.2.9:0"), Rule: "no-ping", Action: policy.Reject, Count: 3}}
+}
+
+func (f *fake) Stats() map[string]uint64 { return map[string]uint64{"flows_active": 1} }
+func (f *fake) Reload() error            { return f.reloadErr }
+func (f *fake) Policy() PolicyInfo {
+	return PolicyInfo{Hash: "abc", Rules: []Rule{{Name: "web", Action: "allow", Line: 4, Hits: 9}}}
+}
+
+func TestHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, path string
+		backend            fake
+		status             int
+		want               string // substring of the body
+	}{
+		{"flows", "GET", "/v1/flows", fake{}, 200, `"id":7,"proto":"tcp","src":"10.0.0.2:5000","dst":"192.0.2.1:443","domain":"ok.test","domain_source":"sni","uid":0,"user":"root","pid":42,"exe":"/usr/bin/curl","rule":"web","action":"allow","enforced":true,"bytes_out":10,"bytes_in":20,"start":"2026-11-21T12:00:00Z","idle_ms":1500`},
+		{"close", "DELETE", "/v1/flows/7", fake{}, 200, `{"closed":7}`},
+		{"close unknown", "DELETE", "/v1/flows/8", fake{}, 404, `{"error":"no live flow 8"}`},
+		{"close bad id", "DELETE", "/v1/flows/x7", fake{}, 400, `{"error":"flow id \"x7\" is not a number"}`},
+		{"close huge id", "DELETE", "/v1/flows/99999999999999999999999", fake{}, 400, `is not a number`},
+		{"flows wrong method", "POST", "/v1/flows", fake{}, 405, `{"error":"POST /v1/flows: method not allowed (use GET)"}`},
+		{"denied", "GET", "/v1/denied", fake{}, 200, `[{"proto":"icmp","src":"10.0.0.3","dst":"192.0.2.9","rule":"no-ping","action":"reject","count":3,`},
+		{"stats", "GET", "/v1/stats", fake{}, 200, `{"flows_active":1}`},
+		{"policy", "GET", "/v1/policy", fake{}, 200, `"rules":[{"name":"web","action":"allow","line":4,"hits":9}]`},
+		{"reload", "POST", "/v1/reload", fake{}, 200, `"hash":"abc"`},
+		{"reload bad file", "POST", "/v1/reload", fake{reloadErr: policy.Errors{{File: "t.yaml", Line: 3, Col: 5, Msg: "bad"}}}, 422, `{"error":"t.yaml:3:5: bad"}`},
+		{"reload fails", "POST", "/v1/reload", fake{reloadErr: errors.New("disk gone")}, 500, `{"error":"disk gone"}`},
+		{"reload by GET", "GET", "/v1/reload", fake{}, 405, `method not allowed (use POST)`},
+		{"unknown", "GET", "/v2/flows", fake{}, 404, `{"error":"/v2/flows: no such endpoint"}`},
+		{"panic", "GET", "/v1/flows", fake{panics: true}, 500, `{"error":"internal error: boom"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := tc.backend
+			rec := httptest.NewRecorder()
+			Handler(&b).ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+			if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.want) {
+				t.Errorf("%s %s: %d %s, want %d with %s", tc.method, tc.path, rec.Code, rec.Body, tc.status, tc.want)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("content type %q", ct)
+			}
+			if !json.Valid(rec.Body.Bytes()) {
+				t.Errorf("not JSON: %s", rec.Body)
+			}
+		})
+	}
+}
+
+// TestSocket: the socket is 0600, the client works through it, a second
+// Listen on a live socket fails, and a stale one is replaced.
+func TestSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := Listen(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket mode %v %v, want 0600", fi.Mode(), err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	b := &fake{}
+	go func() { done <- Serve(ctx, ln, Handler(b)) }()
+	c := NewClient(path)
+	var flows []Flow
+	if err := c.Do("GET", "/v1/flows", &flows); err != nil || len(flows) != 1 || flows[0].ID != 7 {
+		t.Fatalf("GET /v1/flows: %+v %v", flows, err)
+	}
+	var apiErr *APIError
+	if err := c.Do("DELETE", "/v1/flows/8", nil); !errors.As(err, &apiErr) || apiErr.Status != 404 || apiErr.Msg != "no live flow 8" {
+		t.Errorf("DELETE unknown: %v", err)
+	}
+	if _, err := Listen(path, ""); err == nil || !strings.Contains(err.Error(), "another tunwall answers") {
+		t.Errorf("second Listen: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("socket left after Serve ended: %v", err)
+	}
+	if err := c.Do("GET", "/v1/flows", nil); !errors.Is(err, ErrNoServer) {
+		t.Errorf("with no server: %v", err)
+	}
+	os.WriteFile(path, nil, 0o600) // stale leftover
+	ln, err = Listen(path, "")
+	if err != nil {
+		t.Fatalf("Listen over a stale file: %v", err)
+	}
+	ln.Close()
+}
+
