@@ -17,6 +17,13 @@ type Config struct {
 	Policy  *Policy
 	Lists   []*List // by name
 	DNS     DNSConfig
+	Control ControlConfig
+}
+
+// ControlConfig places the control API's unix socket.
+type ControlConfig struct {
+	Socket string // "" : /run/tunwall/control-NETNS-TUN.sock
+	Group  string // "" : root only (0600); else that group may use it (0660)
 }
 
 // DNSConfig says how DNS queries through the TUN (port 53) are handled.
@@ -91,7 +98,13 @@ type fileConfig struct {
 	Log     fileLog             `yaml:"log"`
 	Lists   map[string]fileList `yaml:"lists"`
 	DNS     fileDNS             `yaml:"dns"`
+	Control fileControl         `yaml:"control"`
 	Policy  filePolicy          `yaml:"policy"`
+}
+
+type fileControl struct {
+	Socket string `yaml:"socket"`
+	Group  string `yaml:"group"`
 }
 
 type fileDNS struct {

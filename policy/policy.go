@@ -139,6 +139,22 @@ func inPrefixesOrLists(s *prefixSet, lists []*List, a netip.Addr) bool {
 // asksOwner reports whether the rule matches on who opened the flow.
 func (r *rule) asksOwner() bool { return len(r.users) > 0 || len(r.apps) > 0 }
 
+// RuleInfo names one rule for people.
+type RuleInfo struct {
+	Name   string
+	Action Action
+	Line   int
+}
+
+// Rules lists the rules in order.
+func (p *Policy) Rules() []RuleInfo {
+	out := make([]RuleInfo, len(p.rules))
+	for i, r := range p.rules {
+		out[i] = RuleInfo{Name: r.name, Action: r.action, Line: r.line}
+	}
+	return out
+}
+
 // Default returns the action for flows no rule matches.
 func (p *Policy) Default() Action { return p.def }
 

@@ -50,6 +50,10 @@ func (v *validator) config(w *fileConfig) *Config {
 		Log:     v.log(&w.Log),
 	}
 	cfg.DNS = v.dns(&w.DNS)
+	cfg.Control = ControlConfig{Socket: w.Control.Socket, Group: w.Control.Group}
+	if s := w.Control.Socket; s != "" && !strings.HasPrefix(s, "/") {
+		v.errorf("$.control.socket", "control.socket %q: give an absolute path", s)
+	}
 	cfg.Lists = v.lists(w.Lists)
 	v.byName = make(map[string]*List, len(cfg.Lists))
 	for _, l := range cfg.Lists {

@@ -41,6 +41,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdExplain(args[1:], stdout)
 	case "reload":
 		err = cmdReload(args[1:], stdout)
+	case "flows":
+		err = cmdFlows(args[1:], stdout)
+	case "denied":
+		err = cmdDenied(args[1:], stdout)
+	case "stats":
+		err = cmdStats(args[1:], stdout)
+	case "kill":
+		err = cmdKill(args[1:], stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "-help", "--help":
@@ -64,6 +72,10 @@ const usage = `usage:
   tunwall down    [-c FILE]                      remove tunwall's routes, rules and backstop
   tunwall check   -c FILE                        validate a config file
   tunwall reload  [-c FILE]                      make the running tunwall load its config again
+  tunwall flows   [-c FILE|--socket PATH] [--json] [--watch]   live flows of the running tunwall
+  tunwall denied  [-c FILE|--socket PATH] [--json]             recent refusals, with repeat counts
+  tunwall stats   [-c FILE|--socket PATH] [--json]             counters
+  tunwall kill    [-c FILE|--socket PATH] ID                   close one live flow
   tunwall explain [-c FILE] PROTO SRC DST[:PORT] show the verdict for one flow
                   [--user U] [--app PATH]        ... opened on this machine by U / PATH
                   [--domain NAME]                ... to a destination named NAME

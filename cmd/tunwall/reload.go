@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -30,11 +31,32 @@ const pollEvery = 200 * time.Millisecond
 // SIGHUP), and swaps the policy in. Only the policy and its lists change
 // while running; other sections need a restart.
 type reloader struct {
-	path   string // "" for the embedded default: nothing to watch
-	gw     *netstack.Gateway
-	log    zerolog.Logger
-	status *runStatus
-	cfg    *policy.Config // the configuration in force
+	path     string // "" for the embedded default: nothing to watch
+	gw       *netstack.Gateway
+	log      zerolog.Logger
+	status   *runStatus
+	cfg      atomic.Pointer[policy.Config] // the configuration in force
+	loadedAt atomic.Int64                  // unix nanos of the last successful load
+	failed   atomic.Int64                  // reloads that failed since start
+	requests chan chan error               // reloads asked for through the API
+}
+
+func newReloader(path string, cfg *policy.Config, gw *netstack.Gateway, log zerolog.Logger, status *runStatus) *reloader {
+	r := &reloader{path: path, gw: gw, log: log, status: status, requests: make(chan chan error)}
+	r.cfg.Store(cfg)
+	r.loadedAt.Store(time.Now().UnixNano())
+	return r
+}
+
+// request reloads from another goroutine and returns the outcome.
+func (r *reloader) request(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case r.requests <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-done
 }
 
 // fileSig is what the watcher compares: a file replaced by rename gets a
@@ -57,7 +79,7 @@ func sigOf(path string) fileSig {
 // watched returns the signatures of the config file and its lists.
 func (r *reloader) watched() map[string]fileSig {
 	sigs := map[string]fileSig{r.path: sigOf(r.path)}
-	for _, l := range r.cfg.Lists {
+	for _, l := range r.cfg.Load().Lists {
 		sigs[l.File] = sigOf(l.File)
 	}
 	return sigs
@@ -81,6 +103,8 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 			return
 		case <-hup:
 			r.reload("signal")
+		case done := <-r.requests:
+			done <- r.reload("api")
 		case <-tick:
 			now := r.watched()
 			switch {
@@ -102,8 +126,8 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 
 // reload loads, validates and compiles the configuration and swaps the
 // policy in. A file with errors changes nothing: the errors are logged
-// with their positions and the running policy stays.
-func (r *reloader) reload(trigger string) {
+// with their positions, returned, and the running policy stays.
+func (r *reloader) reload(trigger string) error {
 	var cfg *policy.Config
 	var err error
 	if r.path == "" {
@@ -114,10 +138,11 @@ func (r *reloader) reload(trigger string) {
 	if err != nil {
 		r.log.Error().Str("event", "reload").Str("trigger", trigger).Bool("ok", false).Err(err).
 			Msg("reload failed; the running policy stays")
-		r.status.reloaded(false, err.Error(), r.cfg.Hash)
-		return
+		r.failed.Add(1)
+		r.status.reloaded(false, err.Error(), r.cfg.Load().Hash)
+		return err
 	}
-	if restart := needsRestart(r.cfg, cfg); len(restart) > 0 {
+	if restart := needsRestart(r.cfg.Load(), cfg); len(restart) > 0 {
 		r.log.Warn().Str("event", "reload").Strs("not_applied", restart).
 			Msg("changes outside policy and lists take effect at the next start")
 	}
@@ -130,11 +155,13 @@ func (r *reloader) reload(trigger string) {
 	if cfg.Policy.Reevaluate() {
 		closed = r.gw.Reevaluate()
 	}
-	r.cfg = cfg
+	r.cfg.Store(cfg)
+	r.loadedAt.Store(time.Now().UnixNano())
 	r.log.Info().Str("event", "reload").Str("trigger", trigger).Bool("ok", true).Str("policy_hash", cfg.Hash).
 		Int("rules", cfg.Policy.Len()).Int("lists", len(cfg.Lists)).Bool("monitor", cfg.Policy.Monitor()).
 		Bool("reevaluate", cfg.Policy.Reevaluate()).Int("closed", closed).Msg("policy reloaded")
 	r.status.reloaded(true, "", cfg.Hash)
+	return nil
 }
 
 // needsRestart names the sections that differ between two configurations
@@ -147,6 +174,7 @@ func needsRestart(old, cur *policy.Config) []string {
 	}{
 		{"tun", old.Tun, cur.Tun}, {"routing", old.Routing, cur.Routing}, {"egress", old.Egress, cur.Egress},
 		{"limits", old.Limits, cur.Limits}, {"log", old.Log, cur.Log}, {"dns", old.DNS, cur.DNS},
+		{"control", old.Control, cur.Control},
 	} {
 		if !reflect.DeepEqual(s.old, s.cur) {
 			out = append(out, s.name)

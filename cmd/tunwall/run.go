@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tunwall/tunwall/internal/control"
 	"github.com/tunwall/tunwall/internal/flowlog"
 	"github.com/tunwall/tunwall/internal/owner"
 	"github.com/tunwall/tunwall/netstack"
@@ -121,21 +122,39 @@ func cmdRun(args []string, stderr io.Writer) error {
 		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
 		return err
 	}
-	zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
-		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Bool("app_identity", owners != nil).
-		Strs("routing", rt.Installed()).Msg("ready")
-
 	status := newRunStatus(cfg, path)
 	defer status.remove()
-	rl := &reloader{path: path, gw: gw, log: zl, status: status, cfg: cfg}
-	reloadDone := make(chan struct{})
+	rl := newReloader(path, cfg, gw, zl, status)
+	sock := socketPath(cfg)
+	ln, err := control.Listen(sock, cfg.Control.Group)
+	if err != nil {
+		gw.Close()
+		err = errors.Join(err, dev.Close())
+		gw.Wait()
+		err = errors.Join(err, rt.Remove(keep))
+		flows.Close()
+		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
+		return err
+	}
+	zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
+		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Bool("app_identity", owners != nil).
+		Strs("routing", rt.Installed()).Str("control", sock).Msg("ready")
+
+	reloadDone, apiDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(reloadDone)
 		rl.run(ctx, hup)
 	}()
+	go func() {
+		defer close(apiDone)
+		if err := control.Serve(ctx, ln, control.Handler(&api{gw: gw, rl: rl, ctx: ctx})); err != nil {
+			zl.Error().Err(err).Msg("control API stopped")
+		}
+	}()
 
 	<-ctx.Done()
 	<-reloadDone
+	<-apiDone
 	zl.Info().Str("event", "stopping").Int("flows", gw.ActiveFlows()).Msg("signal received, stopping")
 	if os.Getenv("TUNWALL_DUMP_STATS") != "" {
 		gw.DumpStackStats(stderr)

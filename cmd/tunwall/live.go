@@ -1,0 +1,215 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tunwall/tunwall/internal/control"
+	"github.com/tunwall/tunwall/tun"
+)
+
+// liveFlags parses the flags of the commands that talk to a running
+// tunwall and returns its API client.
+func liveFlags(name string, args []string, more ...flagDef) (*control.Client, []string, error) {
+	var socket string
+	path, rest, err := flags(name, args, false, append(more, stringFlag{"socket", &socket})...)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case socket != "":
+	case path != "":
+		cfg, err := loadConfig(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		socket = socketPath(cfg)
+	default:
+		found, _ := filepath.Glob(filepath.Join(tun.StateDir, "control-"+netnsID()+"-*.sock"))
+		switch len(found) {
+		case 0:
+			return nil, nil, fmt.Errorf("%s: %w in this network namespace (give -c FILE or --socket PATH)", name, control.ErrNoServer)
+		case 1:
+			socket = found[0]
+		default:
+			return nil, nil, usageError{fmt.Errorf("%s: %d tunwalls run in this network namespace; name one with -c FILE or --socket PATH", name, len(found))}
+		}
+	}
+	return control.NewClient(socket), rest, nil
+}
+
+func noArgs(name string, rest []string) error {
+	if len(rest) > 0 {
+		return usageError{fmt.Errorf("%s: unexpected arguments %q", name, rest)}
+	}
+	return nil
+}
+
+// cmdFlows prints the live flows once, or every second with --watch.
+func cmdFlows(args []string, stdout io.Writer) error {
+	var asJSON, watch bool
+	c, rest, err := liveFlags("flows", args, boolFlag{"json", &asJSON}, boolFlag{"watch", &watch})
+	if err != nil {
+		return err
+	}
+	if err := noArgs("flows", rest); err != nil {
+		return err
+	}
+	for {
+		var flows []control.Flow
+		if err := c.Do("GET", "/v1/flows", &flows); err != nil {
+			return fmt.Errorf("flows: %w", err)
+		}
+		if asJSON {
+			if err := json.NewEncoder(stdout).Encode(flows); err != nil {
+				return err
+			}
+		} else {
+			if watch {
+				fmt.Fprint(stdout, "\x1b[H\x1b[2J") // clear the terminal
+			}
+			printFlows(stdout, flows)
+		}
+		if !watch {
+			return nil
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func printFlows(w io.Writer, flows []control.Flow) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPROTO\tSRC\tDST\tNAME\tAPP\tRULE\tOUT\tIN\tAGE\tIDLE")
+	now := time.Now()
+	for _, f := range flows {
+		name := dash(f.Domain)
+		if f.Domain != "" {
+			name += " (" + f.DomainSource + ")"
+		}
+		app := dash(filepath.Base(f.Exe))
+		if f.Exe == "" && f.User != "" {
+			app = f.User
+		}
+		rule := f.Rule
+		if !f.Enforced {
+			rule += " (" + f.Action + ", monitor)"
+		}
+		start, _ := time.Parse(time.RFC3339Nano, f.Start)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ID, f.Proto, f.Src, f.Dst, name, app, rule,
+			bytesText(f.BytesOut), bytesText(f.BytesIn), ago(now.Sub(start)), ago(time.Duration(f.IdleMS)*time.Millisecond))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d live flows\n", len(flows))
+}
+
+// cmdDenied prints the recent refusals.
+func cmdDenied(args []string, stdout io.Writer) error {
+	var asJSON bool
+	c, rest, err := liveFlags("denied", args, boolFlag{"json", &asJSON})
+	if err != nil {
+		return err
+	}
+	if err := noArgs("denied", rest); err != nil {
+		return err
+	}
+	var denied []control.Denied
+	if err := c.Do("GET", "/v1/denied", &denied); err != nil {
+		return fmt.Errorf("denied: %w", err)
+	}
+	if asJSON {
+		return json.NewEncoder(stdout).Encode(denied)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "LAST\tPROTO\tSRC\tDST\tNAME\tACTION\tRULE\tCOUNT")
+	for _, d := range denied {
+		last, _ := time.Parse(time.RFC3339Nano, d.Last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", last.Local().Format("15:04:05"), d.Proto, d.Src, d.Dst, dash(d.Domain), d.Action, d.Rule, d.Count)
+	}
+	tw.Flush()
+	return nil
+}
+
+// cmdStats prints the counters.
+func cmdStats(args []string, stdout io.Writer) error {
+	var asJSON bool
+	c, rest, err := liveFlags("stats", args, boolFlag{"json", &asJSON})
+	if err != nil {
+		return err
+	}
+	if err := noArgs("stats", rest); err != nil {
+		return err
+	}
+	var stats map[string]uint64
+	if err := c.Do("GET", "/v1/stats", &stats); err != nil {
+		return fmt.Errorf("stats: %w", err)
+	}
+	if asJSON {
+		return json.NewEncoder(stdout).Encode(stats)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	for _, k := range slices.Sorted(maps.Keys(stats)) {
+		fmt.Fprintf(tw, "%s\t%d\n", k, stats[k])
+	}
+	tw.Flush()
+	return nil
+}
+
+// cmdKill closes one live flow.
+func cmdKill(args []string, stdout io.Writer) error {
+	c, rest, err := liveFlags("kill", args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usageError{errors.New("kill: want one flow ID (see tunwall flows)")}
+	}
+	if _, err := strconv.ParseUint(rest[0], 10, 64); err != nil {
+		return usageError{fmt.Errorf("kill: %q is not a flow ID", rest[0])}
+	}
+	if err := c.Do("DELETE", "/v1/flows/"+rest[0], nil); err != nil {
+		return fmt.Errorf("kill: %w", err)
+	}
+	fmt.Fprintf(stdout, "flow %s closed\n", rest[0])
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	v, suffix := float64(n), "B"
+	for _, s := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		if v < unit {
+			break
+		}
+		v, suffix = v/unit, s
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64) + " " + suffix
+}
+
+func ago(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	case d < time.Hour:
+		return d.Truncate(time.Second).String()
+	}
+	return strings.TrimSuffix(d.Truncate(time.Minute).String(), "0s")
+}

@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunwall/tunwall/e2e/lab"
+	"github.com/tunwall/tunwall/internal/control"
+)
+
+// TestControlAPI: the control socket is the owner's only; tunwall flows
+// shows a live flow with its rule and bytes, tunwall kill closes it (close
+// reason closed), tunwall denied shows a refusal with its rule, stats and
+// policy answer, and bad requests get JSON errors.
+func TestControlAPI(t *testing.T) {
+	l := routedLab(t, "twc")
+	gw := l.Gateway
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	tw := launch(t, l, fmt.Sprintf(`
+tun: {name: tw0}
+log: {level: info, format: json}
+routing: {mode: all, strict: false}
+control: {socket: %s}
+policy:
+  default: allow
+  rules:
+    - {name: no-telnet, action: reject, proto: tcp, ports: [23]}
+`, sock))
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("control socket %v %v, want a 0600 socket", fi.Mode(), err)
+	}
+	tunwall := filepath.Join(bin, "tunwall")
+	run := func(args ...string) (string, error) {
+		return l.Run(gw, append([]string{tunwall}, args...)...)
+	}
+
+	// A live flow with some bytes each way.
+	c, err := l.Dial(gw, "tcp", hostPort(lab.ServerV4, "7001"), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "hello\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "hello\n" {
+		t.Fatalf("echo: %q %v", line, err)
+	}
+	src := c.LocalAddr().String()
+	var mine control.Flow
+	deadline := time.Now().Add(5 * time.Second)
+	for mine.ID == 0 {
+		out, err := run("flows", "--json", "--socket", sock)
+		var flows []control.Flow
+		if err != nil || json.Unmarshal([]byte(out), &flows) != nil {
+			t.Fatalf("tunwall flows --json: %v %q", err, out)
+		}
+		for _, f := range flows {
+			if f.Src == src && f.BytesOut == 6 && f.BytesIn == 6 {
+				mine = f
+			}
+		}
+		if mine.ID == 0 && time.Now().After(deadline) {
+			t.Fatalf("flow %s with 6 bytes each way not listed: %q", src, out)
+		}
+	}
+	if mine.Proto != "tcp" || mine.Dst != hostPort(lab.ServerV4, "7001") || mine.Rule != "default" || !mine.Enforced || mine.UID == nil {
+		t.Errorf("listed flow %+v", mine)
+	}
+	if out, err := run("flows", "--socket", sock); err != nil || !strings.Contains(out, src) || !strings.Contains(out, "live flows") {
+		t.Errorf("tunwall flows (table): %v %q", err, out)
+	}
+
+	// Kill it.
+	if out, err := run("kill", "--socket", sock, fmt.Sprint(mine.ID)); err != nil || !strings.Contains(out, "closed") {
+		t.Fatalf("tunwall kill: %v %q", err, out)
+	}
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Error("the killed flow still works")
+	}
+	if e := waitEvent(t, tw.Log, flowEvent("close", src, c.RemoteAddr().String())); e.str("reason") != "closed" {
+		t.Errorf("close reason %q, want closed", e.str("reason"))
+	}
+	if out, err := run("kill", "--socket", sock, fmt.Sprint(mine.ID)); exitCode(err) != 1 || !strings.Contains(out, "no live flow") {
+		t.Errorf("kill of a gone flow: exit %d %q", exitCode(err), out)
+	}
+	if out, err := run("kill", "--socket", sock, "x"); exitCode(err) != 2 {
+		t.Errorf("kill x: exit %d %q, want 2", exitCode(err), out)
+	}
+
+	// A refusal shows in denied, and as a rule hit.
+	telnet := hostPort(lab.ServerV4, "23")
+	probe(t, l, gw, 0, "tcp", telnet)
+	if out, err := run("denied", "--socket", sock); err != nil || !strings.Contains(out, telnet) || !strings.Contains(out, "no-telnet") {
+		t.Errorf("tunwall denied: %v %q", err, out)
+	}
+	client := control.NewClient(sock)
+	var pol control.PolicyInfo
+	if err := client.Do("GET", "/v1/policy", &pol); err != nil || len(pol.Rules) != 1 || pol.Rules[0].Name != "no-telnet" || pol.Rules[0].Hits != 1 || pol.DefaultHits == 0 {
+		t.Errorf("GET /v1/policy: %+v %v", pol, err)
+	}
+	var stats map[string]uint64
+	if err := client.Do("GET", "/v1/stats", &stats); err != nil || stats["packets_in"] == 0 {
+		t.Errorf("GET /v1/stats: %v %v", stats, err)
+	}
+	var apiErr *control.APIError
+	if err := client.Do("DELETE", "/v1/flows/abc", nil); !errors.As(err, &apiErr) || apiErr.Status != 400 {
+		t.Errorf("DELETE /v1/flows/abc: %v", err)
+	}
+	// Someone else cannot use it.
+	if out, err := l.Run(gw, "setpriv", "--reuid", "64101", "--regid", "64101", "--clear-groups", tunwall, "stats", "--socket", sock); err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("stats as uid 64101: %v %q, want permission denied", err, out)
+	}
+	if err := tw.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("control socket left after stop: %v", err)
+	}
+}
