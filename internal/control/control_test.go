@@ -138,4 +138,3 @@ func TestSocket(t *testing.T) {
 	}
 	ln.Close()
 }
-
