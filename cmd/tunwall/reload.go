@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -241,13 +243,25 @@ func newRunStatus(cfg *policy.Config, path string) *runStatus {
 	return st
 }
 
-// sweepStatus removes the status files of tunwalls that are gone without
-// removing theirs (killed): their process no longer runs.
+// sweepStatus removes the status files and control sockets of tunwalls
+// that are gone without removing theirs (killed): their process no longer
+// runs, nothing listens on the socket.
 func sweepStatus() {
 	files, _ := filepath.Glob(filepath.Join(tun.StateDir, "run-*.json"))
 	for _, f := range files {
 		if r, err := readStatus(f); err == nil && processStart(r.PID) != r.Start {
 			os.Remove(f)
+		}
+	}
+	socks, _ := filepath.Glob(filepath.Join(tun.StateDir, "control-*.sock"))
+	for _, s := range socks {
+		c, err := net.DialTimeout("unix", s, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			continue
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			os.Remove(s)
 		}
 	}
 }
