@@ -21,18 +21,18 @@ type Miss struct {
 func (p *Policy) Explain(f Flow) (Verdict, []Miss) {
 	src, dst := f.Src.Addr().Unmap(), f.Dst.Addr().Unmap()
 	if f.At.IsZero() {
-		f.At = time.Now()
+		f.At = time.Now() // one moment for every rule, and for the message
 	}
 	var misses []Miss
 	for i := range p.rules {
 		r := &p.rules[i]
 		why := r.mismatch(&f, src, dst)
 		if why == "" {
-			return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log, Monitor: p.monitor}, misses
+			return p.verdictOf(r), misses
 		}
 		misses = append(misses, Miss{Rule: r.name, Index: r.index, Line: r.line, Why: why})
 	}
-	return Verdict{Action: p.def, Rule: DefaultRule, Index: -1, Monitor: p.monitor}, misses
+	return p.defaultVerdict(), misses
 }
 
 // mismatch returns why r does not match f, or "" if it does. It names the
@@ -59,7 +59,7 @@ func (r *rule) mismatch(f *Flow, src, dst netip.Addr) string {
 			return fmt.Sprintf("name %s: not in the rule's domains or domain lists", f.Domain)
 		}
 	}
-	if r.when != nil && !r.when.contains(f.At) {
+	if !r.inWindow(f.At) {
 		return fmt.Sprintf("%s is outside the rule's time window", f.At.In(r.when.loc).Format("Mon 15:04 MST"))
 	}
 	if r.asksOwner() {

@@ -215,11 +215,8 @@ func (l *List) addOne(s string) string {
 		l.Addrs++
 		return ""
 	}
-	if strings.IndexByte(s, ':') >= 0 {
-		return fmt.Sprintf("bad address %q", s)
-	}
-	if strings.Trim(s, "0123456789.") == "" {
-		return fmt.Sprintf("bad address %q", s)
+	if strings.IndexByte(s, ':') >= 0 || strings.Trim(s, "0123456789.") == "" {
+		return fmt.Sprintf("bad address %q", s) // an address in form, not a name
 	}
 	name, kind, ok := domainPattern(s)
 	if !ok {

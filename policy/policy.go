@@ -30,26 +30,25 @@ type Policy struct {
 // name. It does not allocate.
 func (p *Policy) JudgeName(f Flow) (v Verdict, ok bool) {
 	src := f.Src.Addr().Unmap()
-	at := f.At
 	for _, i := range p.nameRules {
 		r := &p.rules[i]
-		if !addrMatches(&r.src, r.srcLists, src) || !r.nameMatches(f.Domain) {
+		if !addrMatches(&r.src, r.srcLists, src) || !r.nameMatches(f.Domain) || !r.inWindow(f.At) ||
+			r.asksOwner() && !r.ownerMatches(f.Owner) {
 			continue
 		}
-		if r.when != nil {
-			if at.IsZero() {
-				at = time.Now()
-			}
-			if !r.when.contains(at) {
-				continue
-			}
-		}
-		if r.asksOwner() && !r.ownerMatches(f.Owner) {
-			continue
-		}
-		return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log, Monitor: p.monitor}, true
+		return p.verdictOf(r), true
 	}
 	return Verdict{}, false
+}
+
+// verdictOf is the verdict rule r gives.
+func (p *Policy) verdictOf(r *rule) Verdict {
+	return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log, Monitor: p.monitor}
+}
+
+// defaultVerdict is the verdict for a flow no rule matches.
+func (p *Policy) defaultVerdict() Verdict {
+	return Verdict{Action: p.def, Rule: DefaultRule, Index: -1, Monitor: p.monitor}
 }
 
 // aboutNameOnly reports whether the rule judges names being resolved:
@@ -100,14 +99,8 @@ func (r *rule) outsideIndex() bool {
 // names, time windows); owners are checked separately.
 // With skipName the name is not checked (it is not known yet).
 func (r *rule) matchesOutside(f *Flow, src, dst netip.Addr, skipName bool) bool {
-	if r.when != nil {
-		at := f.At
-		if at.IsZero() {
-			at = time.Now()
-		}
-		if !r.when.contains(at) {
-			return false
-		}
+	if !r.inWindow(f.At) {
+		return false
 	}
 	if len(r.srcLists) > 0 && !inPrefixesOrLists(&r.src, r.srcLists, src) {
 		return false
@@ -116,6 +109,18 @@ func (r *rule) matchesOutside(f *Flow, src, dst netip.Addr, skipName bool) bool 
 		return false
 	}
 	return skipName || !r.byName() || r.nameMatches(f.Domain)
+}
+
+// inWindow reports whether at (the zero time: now) is inside the rule's
+// time window, if it has one.
+func (r *rule) inWindow(at time.Time) bool {
+	if r.when == nil {
+		return true
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	return r.when.contains(at)
 }
 
 // nameMatches reports whether domain is one of the rule's names.
@@ -232,10 +237,9 @@ func (p *Policy) decide(f Flow, pending int) (v Verdict, need bool) {
 	case need:
 		return Verdict{}, true
 	case i < 0:
-		return Verdict{Action: p.def, Rule: DefaultRule, Index: -1, Monitor: p.monitor}, false
+		return p.defaultVerdict(), false
 	}
-	r := &p.rules[i]
-	return Verdict{Action: r.action, Rule: r.name, Index: r.index, Log: r.log, Monitor: p.monitor}, false
+	return p.verdictOf(&p.rules[i]), false
 }
 
 func (r *rule) ownerMatches(o *Owner) bool {
