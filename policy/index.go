@@ -28,7 +28,8 @@ type bitset []uint64
 
 func newBitset(n int) bitset { return make(bitset, (n+63)/64) }
 
-func (b bitset) set(i int) { b[i/64] |= 1 << (i % 64) }
+func (b bitset) set(i int)   { b[i/64] |= 1 << (i % 64) }
+func (b bitset) unset(i int) { b[i/64] &^= 1 << (i % 64) }
 func (b bitset) or(o bitset) {
 	for i := range b {
 		b[i] |= o[i]
@@ -47,23 +48,27 @@ func (b bitset) summary() bitset {
 
 // sparse is a class's bitset. When at least a quarter of its words are
 // non-zero it is stored whole, already joined with its dimension's wild
-// rules; otherwise only its non-zero words are kept.
+// rules; otherwise only its non-zero words are kept. Either way its
+// summary covers the wild rules too.
 type sparse struct {
-	sum   bitset   // bit i: word i is non-zero
+	sum   bitset   // bit i: word i of wild ∪ class is non-zero
 	full  bitset   // wild ∪ class, or nil
-	at    []int32  // indices of the non-zero words, ascending
+	at    []int32  // indices of the class's non-zero words, ascending
 	words []uint64 // the words, in the same order
 }
 
 func newSparse(b, wild bitset) sparse {
-	s := sparse{sum: b.summary()}
 	nonzero := 0
-	for _, w := range s.sum {
-		nonzero += bits.OnesCount64(w)
+	for _, w := range b {
+		if w != 0 {
+			nonzero++
+		}
 	}
+	joined := b.clone()
+	joined.or(wild)
+	s := sparse{sum: joined.summary()}
 	if nonzero*4 >= len(b) {
-		b.or(wild)
-		s.full, s.sum = b, b.summary()
+		s.full = joined
 		return s
 	}
 	for i, w := range b {
@@ -85,10 +90,10 @@ type dim struct {
 // cursor walks one dimension's candidates for one flow in ascending word
 // order.
 type cursor struct {
-	full, sums    bitset  // the candidates whole (nil: wild plus c) and their summary
-	wild, wildSum bitset  // with c
-	c             *sparse // the flow's class when stored sparse
-	next          int     // position in c.at
+	full, sums bitset  // the candidates whole (nil: wild plus c) and their summary
+	wild       bitset  // with c
+	c          *sparse // the flow's class when stored sparse
+	next       int     // position in c.at
 }
 
 func (d *dim) cursor(class int) cursor {
@@ -99,15 +104,7 @@ func (d *dim) cursor(class int) cursor {
 		return cursor{full: d.classes[class].full, sums: d.classes[class].sum}
 	}
 	c := &d.classes[class]
-	return cursor{sums: c.sum, wild: d.wild, wildSum: d.wildSum, c: c}
-}
-
-// sum returns summary word j: which words hold candidates.
-func (c *cursor) sum(j int) uint64 {
-	if c.c == nil {
-		return c.sums[j]
-	}
-	return c.sums[j] | c.wildSum[j]
+	return cursor{sums: c.sum, wild: d.wild, c: c}
 }
 
 // word returns the candidates in word i; calls come with ascending i.
@@ -260,7 +257,7 @@ func buildPortDim(rules []rule, p Proto) portDim {
 			if cover[e.rule] > 0 {
 				cur.set(e.rule)
 			} else {
-				cur[e.rule/64] &^= 1 << (e.rule % 64)
+				cur.unset(e.rule)
 			}
 		}
 		if at > 65535 {
@@ -296,9 +293,9 @@ func (ix *index) first(f *Flow, src, dst netip.Addr, try func(i int) bool) int {
 	cs[2] = ix.src.cursor(ix.src.class(src))
 	const nd = len(cs)
 	for j := range cs[0].sums {
-		s := cs[0].sum(j)
+		s := cs[0].sums[j]
 		for k := 1; k < nd && s != 0; k++ {
-			s &= cs[k].sum(j)
+			s &= cs[k].sums[j]
 		}
 		for s != 0 {
 			i := j*64 + bits.TrailingZeros64(s)
