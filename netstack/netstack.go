@@ -146,7 +146,7 @@ func (g *Gateway) Reevaluate() int {
 	for _, lf := range g.flows.live() {
 		f := lf.flow
 		if g.owners != nil {
-			g.owners.peek(lf.id, &f)
+			g.owners.owner(lf.id, &f, lookupWait)
 		}
 		if p.Decide(f).Effective() != policy.Allow {
 			lf.c.close(reasonPolicy)
@@ -272,7 +272,7 @@ func (g *Gateway) capture(pkt *stack.PacketBuffer) func() func() {
 // closed reports the end of an allowed flow.
 func (g *Gateway) closed(id uint64, f policy.Flow, v policy.Verdict, st FlowStats) {
 	if g.owners != nil {
-		g.owners.fill(id, &f)
+		g.owners.owner(id, &f, lookupTake)
 	}
 	g.cfg.Events.Closed(id, f, v, st)
 }
@@ -280,7 +280,7 @@ func (g *Gateway) closed(id uint64, f policy.Flow, v policy.Verdict, st FlowStat
 // refused reports an allowed flow turned away by a limit.
 func (g *Gateway) refused(id uint64, f policy.Flow, limit string) {
 	if g.owners != nil {
-		g.owners.fill(id, &f)
+		g.owners.owner(id, &f, lookupTake)
 	}
 	g.cfg.Events.Refused(id, f, limit)
 }

@@ -226,54 +226,37 @@ func (o *ownership) logWorker() {
 	}
 }
 
-// fill sets f.Owner for a close or refused event: it waits for the lookup
-// started for the flow's verdict event, if there is one.
-func (o *ownership) fill(id uint64, f *policy.Flow) {
+// How owner reads the lookup made for a flow's verdict event.
+const (
+	lookupPeek = iota // use it if it is done; leave it
+	lookupWait        // wait for it; leave it
+	lookupTake        // wait for it and forget it: the flow's last event
+)
+
+// owner sets f.Owner, for a flow from this machine, from the lookup
+// started for its verdict event, if there is one.
+func (o *ownership) owner(id uint64, f *policy.Flow, how int) {
 	if f.Owner != nil || !o.src.Local(f.Src.Addr()) {
 		return
 	}
 	o.mu.Lock()
 	l := o.logs[id]
-	delete(o.logs, id)
-	o.mu.Unlock()
-	if l != nil {
-		<-l.done
-		f.Owner = l.owner
+	if how == lookupTake {
+		delete(o.logs, id)
 	}
-}
-
-// peek sets f.Owner, for a flow from this machine, from the owner lookup
-// made for its log line (waiting for it if needed), leaving it for fill.
-func (o *ownership) peek(id uint64, f *policy.Flow) {
-	if f.Owner != nil || !o.src.Local(f.Src.Addr()) {
-		return
-	}
-	o.mu.Lock()
-	l := o.logs[id]
-	o.mu.Unlock()
-	if l != nil {
-		<-l.done
-		f.Owner = l.owner
-	}
-}
-
-// known sets f.Owner from a finished owner lookup for flow id, without
-// waiting for one still running.
-func (o *ownership) known(id uint64, f *policy.Flow) {
-	if f.Owner != nil {
-		return
-	}
-	o.mu.Lock()
-	l := o.logs[id]
 	o.mu.Unlock()
 	if l == nil {
 		return
 	}
-	select {
-	case <-l.done:
-		f.Owner = l.owner
-	default:
+	if how == lookupPeek {
+		select {
+		case <-l.done:
+		default:
+			return
+		}
 	}
+	<-l.done
+	f.Owner = l.owner
 }
 
 // sweep drops verdicts whose packets never came back.

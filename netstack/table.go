@@ -31,7 +31,7 @@ func (g *Gateway) Flows() []FlowInfo {
 	for _, lf := range live {
 		f := lf.flow
 		if g.owners != nil {
-			g.owners.known(lf.id, &f)
+			g.owners.owner(lf.id, &f, lookupPeek)
 		}
 		o, in, last := lf.c.counts()
 		if last.Before(lf.start) {
