@@ -109,6 +109,13 @@ func (t *flowTable) closeAll(reason string) {
 	}
 }
 
+// get returns the running flow id, or nil.
+func (t *flowTable) get(id uint64) *liveFlow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.flows[id]
+}
+
 // live returns the flows that are running now.
 func (t *flowTable) live() []*liveFlow {
 	t.mu.Lock()

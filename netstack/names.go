@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"io"
 	"maps"
 	"net/netip"
 	"sync"
@@ -93,16 +94,20 @@ func (c *nameCache) sweepLocked(now time.Time) {
 	maps.DeleteFunc(c.entries, func(_ nameKey, e nameEntry) bool { return now.After(e.expires) })
 }
 
+// isDNS reports whether f goes to the DNS port, where tunwall reads the
+// queries and answers.
+func isDNS(f policy.Flow) bool { return f.Dst.Port() == 53 }
+
 // upstreamOf is where an allowed flow is dialed: its destination, or
-// dns.upstream for DNS (port 53) when that is set.
+// dns.upstream for DNS when that is set.
 func (g *Gateway) upstreamOf(f policy.Flow) string {
-	if f.Dst.Port() == 53 && g.cfg.DNS.Upstream.IsValid() {
+	if isDNS(f) && g.cfg.DNS.Upstream.IsValid() {
 		return g.cfg.DNS.Upstream.String()
 	}
 	return f.Dst.String()
 }
 
-// dnsFilter handles the datagrams of one DNS session (UDP port 53): it
+// dnsFilter handles the messages of one DNS session (UDP or TCP): it
 // answers queries for names the policy blocks itself, and learns the
 // addresses of answered names for the client.
 type dnsFilter struct {
@@ -111,7 +116,7 @@ type dnsFilter struct {
 	flow policy.Flow
 }
 
-// query inspects a datagram from the client. It returns true if tunwall
+// query inspects a message from the client. It returns true if tunwall
 // answered it (the name is blocked) and it must not go upstream.
 func (d *dnsFilter) query(b []byte, reply func([]byte) error) bool {
 	q, err := names.ParseQuery(b)
@@ -141,7 +146,21 @@ func (d *dnsFilter) query(b []byte, reply func([]byte) error) bool {
 	return true
 }
 
-// answer inspects a datagram from the server and caches its addresses.
+// datagrams returns the relay filters of a DNS session over UDP: blocked
+// queries are answered to client and not sent on; answers pass on and are
+// learned.
+func (d *dnsFilter) datagrams(client io.Writer) (out, in func([]byte) []byte) {
+	out = func(b []byte) []byte {
+		if d.query(b, func(answer []byte) error { _, err := client.Write(answer); return err }) {
+			return nil
+		}
+		return b
+	}
+	in = func(b []byte) []byte { d.answer(b); return b }
+	return out, in
+}
+
+// answer inspects a message from the server and caches its addresses.
 func (d *dnsFilter) answer(b []byte) {
 	name, addrs, err := names.Answer(b)
 	if err != nil || len(addrs) == 0 {

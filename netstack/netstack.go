@@ -206,11 +206,7 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 		g.denials.note(f, v, now) // a retry of a refused flow
 		return 0, v, false
 	}
-	if f.Domain == "" {
-		if name, ok := g.names.get(f.Src.Addr(), f.Dst.Addr(), now); ok {
-			f.Domain, f.DomainSource = name, "dns"
-		}
-	}
+	g.nameFromDNS(f, now)
 	o := g.owners
 	local := o != nil && o.src.Local(f.Src.Addr())
 	if local {
@@ -243,6 +239,25 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 		g.refuse(f, k, v, now, ttl)
 	}
 	return id, v, false
+}
+
+// decide judges f by the policy in force and counts the rule's hit.
+func (g *Gateway) decide(f policy.Flow) policy.Verdict {
+	p := g.policy.Load()
+	v := p.Decide(f)
+	g.count(p, v)
+	return v
+}
+
+// nameFromDNS gives f, if it has no name, the name DNS gave its source for
+// its destination address.
+func (g *Gateway) nameFromDNS(f *policy.Flow, now time.Time) {
+	if f.Domain != "" {
+		return
+	}
+	if name, ok := g.names.get(f.Src.Addr(), f.Dst.Addr(), now); ok {
+		f.Domain, f.DomainSource = name, "dns"
+	}
 }
 
 // refuse remembers a fresh refusal for retries and for the recent-denials

@@ -164,9 +164,7 @@ func (o *ownership) hold(id uint64, f policy.Flow, k flowKey, capture func() fun
 func (o *ownership) resolve(id uint64, f policy.Flow, k flowKey, ttl time.Duration) {
 	defer o.resolves.Done()
 	f.Owner = o.lookup(k)
-	p := o.g.policy.Load()
-	v := p.Decide(f)
-	o.g.count(p, v)
+	v := o.g.decide(f)
 	o.g.cfg.Events.Verdict(id, f, v)
 	now := time.Now()
 	if v.Effective() != policy.Allow {

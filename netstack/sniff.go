@@ -64,12 +64,9 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 	f := tf.flow
 	if d, ok := policy.NormalizeDomain(name); ok {
 		f.Domain, f.DomainSource = d, source
-	} else if d, ok := h.g.names.get(f.Src.Addr(), f.Dst.Addr(), time.Now()); ok {
-		f.Domain, f.DomainSource = d, "dns"
 	}
-	p := h.g.policy.Load()
-	v := p.Decide(f)
-	h.g.count(p, v)
+	h.g.nameFromDNS(&f, time.Now())
+	v := h.g.decide(f)
 	if h.local(f) {
 		h.g.owners.logLater(tf.id, f, keyOf(f), v) // the line waits for the owner
 	} else {

@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"sync"
@@ -42,16 +43,14 @@ func (g *Gateway) Flows() []FlowInfo {
 			BytesOut: o, BytesIn: in, Start: lf.start, Idle: now.Sub(last),
 		})
 	}
-	slices.SortFunc(out, func(a, b FlowInfo) int { return int(int64(a.ID) - int64(b.ID)) })
+	slices.SortFunc(out, func(a, b FlowInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
-// Close ends one live flow (reason "closed"); it reports false if there
-// is no such flow.
+// CloseFlow ends one live flow (reason "closed"); it reports false if
+// there is no such flow.
 func (g *Gateway) CloseFlow(id uint64) bool {
-	g.flows.mu.Lock()
-	lf := g.flows.flows[id]
-	g.flows.mu.Unlock()
+	lf := g.flows.get(id)
 	if lf == nil {
 		return false
 	}

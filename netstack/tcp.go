@@ -175,20 +175,19 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 // already read from the client (while learning the name), to go upstream
 // before the rest.
 func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net.Conn, first []byte) {
-	if tf.flow.Dst.Port() == 53 {
-		client = &lockedConn{Conn: client}
+	var dns *dnsStream
+	if isDNS(tf.flow) {
+		lc := &lockedConn{Conn: client}
+		client, dns = lc, &dnsStream{d: &dnsFilter{g: h.g, id: tf.id, flow: tf.flow}, client: lc}
 	}
 	tf.relay = relay{
 		client:   side{conn: client, abort: ep.Abort},
 		upstream: side{conn: up, abort: func() { abortTCP(up) }},
 		idle:     h.g.cfg.Limits.TCPIdle,
 	}
-	if lc, ok := client.(*lockedConn); ok {
-		s := &dnsStream{d: &dnsFilter{g: h.g, id: tf.id, flow: tf.flow}, client: lc}
-		tf.relay.outFilter, tf.relay.inFilter = s.fromClient, s.fromServer
-	}
-	if f := tf.relay.outFilter; f != nil && len(first) > 0 {
-		first = f(first)
+	if dns != nil {
+		tf.relay.outFilter, tf.relay.inFilter = dns.fromClient, dns.fromServer
+		first = dns.fromClient(first)
 	}
 	h.g.flows.add(tf.id, tf.flow, tf.verdict, tf.start, &tf.relay)
 	var err error

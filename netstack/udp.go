@@ -40,7 +40,6 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	}
 	// Dial before answering anything: an unreachable upstream gets the
 	// client an ICMP error rather than a session that goes nowhere.
-	dns := f.Dst.Port() == 53
 	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
 	up, err := h.g.cfg.Dial(ctx, "udp", h.g.upstreamOf(f))
 	cancel()
@@ -65,15 +64,8 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		datagram: true,
 		idle:     idle,
 	}
-	if dns {
-		d := &dnsFilter{g: h.g, id: fid, flow: f}
-		s.outFilter = func(b []byte) []byte {
-			if d.query(b, func(answer []byte) error { _, err := client.Write(answer); return err }) {
-				return nil
-			}
-			return b
-		}
-		s.inFilter = func(b []byte) []byte { d.answer(b); return b }
+	if isDNS(f) {
+		s.outFilter, s.inFilter = (&dnsFilter{g: h.g, id: fid, flow: f}).datagrams(client)
 	}
 	h.g.flows.add(fid, f, v, now, s)
 	go h.run(fid, f, v, now, s)
