@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -195,26 +192,5 @@ func currentNetns() (Netns, error) {
 // running reports whether the tunwall that wrote s still runs: the pid
 // with the same start time, not a later process that reused the pid.
 func (s *State) running() bool {
-	return s.PID != 0 && processStart(s.PID) == s.Start
-}
-
-// processStart is a process's start time in clock ticks since boot (0 if
-// it does not exist): with the pid it names one process, never a later
-// one that reused the pid.
-func processStart(pid int) uint64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')') // the command name may hold spaces
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0
-	}
-	n, _ := strconv.ParseUint(f[19], 10, 64) // field 22, starttime
-	return n
+	return s.PID != 0 && ProcessStart(s.PID) == s.Start
 }

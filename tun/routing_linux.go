@@ -48,7 +48,7 @@ func install(dir string, plan Plan, tunName string, mark uint32) (*Routing, erro
 	if err := checkConflicts(plan.Table, mark); err != nil {
 		return nil, err
 	}
-	self, start := os.Getpid(), processStart(os.Getpid())
+	self, start := os.Getpid(), ProcessStart(os.Getpid())
 	rt.state = &State{Netns: ns, PID: self, Start: start, Table: plan.Table, Tun: tunName,
 		Rules: union(plan.Rules, old.Rules, containsRule), Routes: union(plan.Backstop, old.Routes, slices.Contains),
 		Sysctls: carryOld(plan.Sysctls, old.Sysctls)}

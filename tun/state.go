@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // StateDir is where tunwall keeps its routing state records. It is on a
@@ -135,4 +137,25 @@ func (s *State) items() []string {
 		out = append(out, fmt.Sprintf("sysctl %s=%s (restored to %s)", c.Path, c.Value, c.Old))
 	}
 	return out
+}
+
+// ProcessStart is a process's start time in clock ticks since boot (0 if
+// it does not exist): with the pid it names one process, never a later
+// one that reused the pid.
+func ProcessStart(pid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')') // the command name may hold spaces
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[19], 10, 64) // field 22, starttime
+	return n
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -213,21 +212,6 @@ func netnsID() string {
 	return strconv.FormatUint(inode(fi), 10)
 }
 
-// processStart returns a process's start time in clock ticks, 0 if unknown.
-func processStart(pid int) uint64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 20 {
-		return 0
-	}
-	n, _ := strconv.ParseUint(f[19], 10, 64)
-	return n
-}
-
 func newRunStatus(cfg *policy.Config, path string) *runStatus {
 	abs := path
 	if path != "" {
@@ -236,7 +220,7 @@ func newRunStatus(cfg *policy.Config, path string) *runStatus {
 	pid := os.Getpid()
 	st := &runStatus{
 		path: filepath.Join(tun.StateDir, fmt.Sprintf("run-%s-%s.json", netnsID(), cfg.Tun.Name)),
-		rec:  statusRecord{PID: pid, Start: processStart(pid), Config: abs, Tun: cfg.Tun.Name, OK: true, Hash: cfg.Hash},
+		rec:  statusRecord{PID: pid, Start: tun.ProcessStart(pid), Config: abs, Tun: cfg.Tun.Name, OK: true, Hash: cfg.Hash},
 	}
 	sweepStatus()
 	st.write()
@@ -249,7 +233,7 @@ func newRunStatus(cfg *policy.Config, path string) *runStatus {
 func sweepStatus() {
 	files, _ := filepath.Glob(filepath.Join(tun.StateDir, "run-*.json"))
 	for _, f := range files {
-		if r, err := readStatus(f); err == nil && processStart(r.PID) != r.Start {
+		if r, err := readStatus(f); err == nil && tun.ProcessStart(r.PID) != r.Start {
 			os.Remove(f)
 		}
 	}
@@ -316,7 +300,7 @@ func cmdReload(args []string, stdout io.Writer) error {
 	var rec statusRecord
 	for _, f := range files {
 		r, err := readStatus(f)
-		if err != nil || processStart(r.PID) != r.Start || r.Start == 0 || path != "" && r.Config != path {
+		if err != nil || tun.ProcessStart(r.PID) != r.Start || r.Start == 0 || path != "" && r.Config != path {
 			continue
 		}
 		found, rec = append(found, f), r
