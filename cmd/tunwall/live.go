@@ -54,6 +54,26 @@ func noArgs(name string, rest []string) error {
 	return nil
 }
 
+// liveQuery runs a command that takes --json and no arguments: it fetches
+// path into out, and with --json prints it as it came (done).
+func liveQuery(name string, args []string, path string, out any, stdout io.Writer) (done bool, err error) {
+	var asJSON bool
+	c, rest, err := liveFlags(name, args, boolFlag{"json", &asJSON})
+	if err != nil {
+		return false, err
+	}
+	if err := noArgs(name, rest); err != nil {
+		return false, err
+	}
+	if err := c.Do("GET", path, out); err != nil {
+		return false, fmt.Errorf("%s: %w", name, err)
+	}
+	if asJSON {
+		return true, json.NewEncoder(stdout).Encode(out)
+	}
+	return false, nil
+}
+
 // cmdFlows prints the live flows once, or every second with --watch.
 func cmdFlows(args []string, stdout io.Writer) error {
 	var asJSON, watch bool
@@ -113,20 +133,9 @@ func printFlows(w io.Writer, flows []control.Flow) {
 
 // cmdDenied prints the recent refusals.
 func cmdDenied(args []string, stdout io.Writer) error {
-	var asJSON bool
-	c, rest, err := liveFlags("denied", args, boolFlag{"json", &asJSON})
-	if err != nil {
-		return err
-	}
-	if err := noArgs("denied", rest); err != nil {
-		return err
-	}
 	var denied []control.Denied
-	if err := c.Do("GET", "/v1/denied", &denied); err != nil {
-		return fmt.Errorf("denied: %w", err)
-	}
-	if asJSON {
-		return json.NewEncoder(stdout).Encode(denied)
+	if done, err := liveQuery("denied", args, "/v1/denied", &denied, stdout); done || err != nil {
+		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "LAST\tPROTO\tSRC\tDST\tNAME\tACTION\tRULE\tCOUNT")
@@ -140,20 +149,9 @@ func cmdDenied(args []string, stdout io.Writer) error {
 
 // cmdStats prints the counters.
 func cmdStats(args []string, stdout io.Writer) error {
-	var asJSON bool
-	c, rest, err := liveFlags("stats", args, boolFlag{"json", &asJSON})
-	if err != nil {
-		return err
-	}
-	if err := noArgs("stats", rest); err != nil {
-		return err
-	}
 	var stats map[string]uint64
-	if err := c.Do("GET", "/v1/stats", &stats); err != nil {
-		return fmt.Errorf("stats: %w", err)
-	}
-	if asJSON {
-		return json.NewEncoder(stdout).Encode(stats)
+	if done, err := liveQuery("stats", args, "/v1/stats", &stats, stdout); done || err != nil {
+		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	for _, k := range slices.Sorted(maps.Keys(stats)) {
