@@ -25,16 +25,12 @@ func TestControlAPI(t *testing.T) {
 	gw := l.Gateway
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "control.sock")
-	tw := launch(t, l, fmt.Sprintf(`
-tun: {name: tw0}
-log: {level: info, format: json}
-routing: {mode: all, strict: false}
-control: {socket: %s}
+	tw := launch(t, l, fmt.Sprintf(routed("info", `control: {socket: %s}
 policy:
   default: allow
   rules:
     - {name: no-telnet, action: reject, proto: tcp, ports: [23]}
-`, sock))
+`), sock))
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("control socket %v %v, want a 0600 socket", fi.Mode(), err)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -18,11 +17,8 @@ type resolution struct {
 
 func resolveIn(t *testing.T, l *lab.Lab, ns, server, name string) resolution {
 	t.Helper()
-	out, err := l.Run(ns, filepath.Join(bin, "twlab"), "resolve", server, name)
 	var r resolution
-	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
-		t.Fatalf("twlab resolve: %v %v: %q", err, jerr, out)
-	}
+	runJSON(t, l, ns, &r, filepath.Join(bin, "twlab"), "resolve", server, name)
 	return r
 }
 
@@ -33,16 +29,12 @@ func resolveIn(t *testing.T, l *lab.Lab, ns, server, name string) resolution {
 func TestDNSNames(t *testing.T) {
 	l := routedLab(t, "twd")
 	gw := l.Gateway
-	tw := launch(t, l, `
-tun: {name: tw0}
-log: {level: debug, format: json}
-routing: {mode: all, strict: false}
-policy:
+	tw := launch(t, l, routed("debug", `policy:
   default: allow
   rules:
     - {name: no-blocked, action: reject, domains: [blocked.test]}
     - {name: no-ok-web, action: reject, proto: tcp, ports: [8080], domains: [ok.test]}
-`)
+`))
 	dns := hostPort(lab.ServerV4, "53")
 	if r := resolveIn(t, l, gw, dns, "blocked.test"); !r.OK || r.Rcode != "Non-Existent Domain" || len(r.Addrs) != 0 {
 		t.Errorf("blocked.test: %+v, want NXDOMAIN", r)
@@ -81,22 +73,15 @@ policy:
 func TestSNINames(t *testing.T) {
 	l := routedLab(t, "tws")
 	gw := l.Gateway
-	tw := launch(t, l, `
-tun: {name: tw0}
-log: {level: debug, format: json}
-routing: {mode: all, strict: false}
-policy:
+	tw := launch(t, l, routed("debug", `policy:
   default: allow
   rules:
     - {name: no-blocked-tls, action: reject, proto: tcp, domains: [blocked.test]}
-`)
+`))
 	addr := hostPort(lab.ServerV4, "7001")
 	tlsProbe := func(name string) probeResult {
-		out, err := l.Run(gw, filepath.Join(bin, "twlab"), "tls", addr, name)
 		var r probeResult
-		if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
-			t.Fatalf("twlab tls: %v %v: %q", err, jerr, out)
-		}
+		runJSON(t, l, gw, &r, filepath.Join(bin, "twlab"), "tls", addr, name)
 		return r
 	}
 	if r := tlsProbe("blocked.test"); r.OK || r.Errno != "ECONNRESET" {

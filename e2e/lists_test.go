@@ -39,18 +39,14 @@ func TestListBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	tw := launch(t, l, fmt.Sprintf(`
-tun: {name: tw0}
-log: {level: debug, format: json}
-routing: {mode: all, strict: false}
-lists:
+	tw := launch(t, l, fmt.Sprintf(routed("debug", `lists:
   block: {file: %s}
 policy:
   default: allow
   rules:
     - {name: blocklist, action: reject, dst_list: [block]}
     - {name: blocknames, action: reject, domain_list: [block]}
-`, list))
+`), list))
 	t.Logf("started with the list in %v", time.Since(start).Round(time.Millisecond))
 	ev := waitEvent(t, tw.Log, func(e event) bool { return e.str("event") == "list" })
 	if ev.str("name") != "block" || ev.num("addresses") != 66_666 || ev.num("domains") != 33_334 || ev.num("skipped") != 0 {

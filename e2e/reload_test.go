@@ -20,15 +20,12 @@ import (
 
 // reloadConfig is the gateway config of the reload tests with extra rules.
 func reloadConfig(onReload, rules string) string {
-	return fmt.Sprintf(`tun: {name: tw0}
-log: {level: info, format: json}
-routing: {mode: all, strict: false}
-policy:
+	return fmt.Sprintf(routed("info", `policy:
   default: allow
   on_reload: %s
   rules:
     - {name: no-telnet, action: reject, proto: tcp, ports: [23]}
-%s`, onReload, rules)
+%s`), onReload, rules)
 }
 
 // reloadEvent waits for the n-th reload event (1-based) in log.
@@ -72,14 +69,9 @@ func writeConfig(t *testing.T, path, config string) {
 // change back.
 func TestReload(t *testing.T) {
 	l := routedLab(t, "twr")
-	dir := t.TempDir()
-	path := filepath.Join(dir, "tunwall.yaml")
+	path := filepath.Join(t.TempDir(), "tunwall.yaml")
 	writeConfig(t, path, reloadConfig("keep", ""))
-	tw, err := l.Launch(filepath.Join(bin, "tunwall"), path, filepath.Join(dir, "tunwall.log"), "tw0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tw.Stop(5 * time.Second) })
+	tw := launchFile(t, l, path)
 	web := hostPort(lab.ServerV4, "8080")
 	wantOK(t, probe(t, l, l.Gateway, 0, "tcp", web), "tcp 8080 before the reload")
 
@@ -153,14 +145,9 @@ func TestReload(t *testing.T) {
 // reloads happen (SIGHUP, ten times) all succeed.
 func TestReloadReevaluate(t *testing.T) {
 	l := routedLab(t, "twv")
-	dir := t.TempDir()
-	path := filepath.Join(dir, "tunwall.yaml")
+	path := filepath.Join(t.TempDir(), "tunwall.yaml")
 	writeConfig(t, path, reloadConfig("reevaluate", ""))
-	tw, err := l.Launch(filepath.Join(bin, "tunwall"), path, filepath.Join(dir, "tunwall.log"), "tw0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tw.Stop(5 * time.Second) })
+	tw := launchFile(t, l, path)
 
 	// Connections while reloads happen: after each SIGHUP, five echo
 	// connections one after another, the first while the new policy is

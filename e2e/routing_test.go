@@ -46,16 +46,28 @@ func routedLab(t *testing.T, prefix string) *lab.Lab {
 	return l
 }
 
+// routed is a config for tw0 routing all of the gateway's traffic (not
+// strict), logging JSON at level, followed by rest.
+func routed(level, rest string) string {
+	return "tun: {name: tw0}\nlog: {level: " + level + ", format: json}\nrouting: {mode: all, strict: false}\n" + rest
+}
+
 // launch writes config to a file and runs tunwall with it in l's gateway
 // namespace; the device must be called tw0.
 func launch(t *testing.T, l *lab.Lab, config string, extra ...string) *lab.Tunwall {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "tunwall.yaml")
+	path := filepath.Join(t.TempDir(), "tunwall.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tw, err := l.Launch(filepath.Join(bin, "tunwall"), path, filepath.Join(dir, "tunwall.log"), "tw0", extra...)
+	return launchFile(t, l, path, extra...)
+}
+
+// launchFile runs tunwall with the config file at path (its log goes
+// beside it) in l's gateway namespace and stops it when the test ends.
+func launchFile(t *testing.T, l *lab.Lab, path string, extra ...string) *lab.Tunwall {
+	t.Helper()
+	tw, err := l.Launch(filepath.Join(bin, "tunwall"), path, filepath.Join(filepath.Dir(path), "tunwall.log"), "tw0", extra...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,15 +97,22 @@ func probeWith(t *testing.T, l *lab.Lab, ns string, uid int, twlab, network, add
 		id := fmt.Sprint(uid)
 		args = append([]string{"setpriv", "--reuid", id, "--regid", id, "--clear-groups"}, args...)
 	}
+	var r probeResult
+	runJSON(t, l, ns, &r, args...)
+	return r
+}
+
+// runJSON runs a command (one of twlab's) in namespace ns and decodes the
+// JSON it prints into v.
+func runJSON(t *testing.T, l *lab.Lab, ns string, v any, args ...string) {
+	t.Helper()
 	out, err := l.Run(ns, args...)
 	if err != nil {
-		t.Fatalf("probe: %v", err)
+		t.Fatalf("%s: %v", filepath.Base(args[0]), err)
 	}
-	var r probeResult
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatalf("probe output %q: %v", out, err)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("%s output %q: %v", filepath.Base(args[0]), out, err)
 	}
-	return r
 }
 
 func wantOK(t *testing.T, r probeResult, what string) {
@@ -338,16 +357,12 @@ func TestMonitorMode(t *testing.T) {
 	gw := l.Gateway
 	target := hostPort(lab.ServerV4, "8080")
 	wantOK(t, probe(t, l, gw, 0, "tcp", target), "control: tcp 8080")
-	tw := launch(t, l, `
-tun: {name: tw0}
-log: {level: info, format: json}
-routing: {mode: all, strict: false}
-policy:
+	tw := launch(t, l, routed("info", `policy:
   mode: monitor
   default: allow
   rules:
     - {name: no-8080, action: reject, proto: tcp, ports: [8080]}
-`)
+`))
 	wantOK(t, probe(t, l, gw, 0, "tcp", target), "tcp 8080 in monitor mode")
 	e := wantVerdict(t, tw.Log, "tcp", target, "reject", "no-8080")
 	if enforced, ok := e["enforced"].(bool); !ok || enforced {
