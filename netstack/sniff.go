@@ -1,7 +1,6 @@
 package netstack
 
 import (
-	"context"
 	"errors"
 	"net"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // How long and how far tunwall reads a client's first bytes for a name.
@@ -49,17 +47,12 @@ func (h *tcpHandler) local(f policy.Flow) bool {
 // client), judges the flow with it, and then dials upstream and passes the
 // bytes on, or resets the client.
 func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEndpointID, tf *tcpFlow) {
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
-	r.Complete(terr != nil)
-	h.mu.Lock()
-	delete(h.pending, id)
-	h.mu.Unlock()
+	ep, wq, terr := h.accept(r, id)
 	if terr != nil { // the client never completed the handshake: not judged
 		h.g.flows.remove(tf.id)
 		return
 	}
-	client := gonet.NewTCPConn(&wq, ep)
+	client := gonet.NewTCPConn(wq, ep)
 	first, name, source := readName(client)
 	f := tf.flow
 	if d, ok := policy.NormalizeDomain(name); ok {
@@ -81,14 +74,11 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 		h.g.flows.remove(tf.id)
 		return
 	}
-	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
-	up, err := h.g.cfg.Dial(ctx, "tcp", h.g.upstreamOf(f))
-	cancel()
+	up, err := h.dial(tf)
 	if err != nil {
 		ep.Abort()
 		client.Close()
-		h.g.stats.DialErrors.Add(1)
-		h.g.closed(tf.id, f, v, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST, Err: err})
+		h.dialFailed(tf, err)
 		h.g.flows.remove(tf.id)
 		return
 	}

@@ -142,22 +142,14 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.connectNamed(r, id, tf)
 		return
 	}
-	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
-	up, err := h.g.cfg.Dial(ctx, "tcp", h.g.upstreamOf(tf.flow))
-	cancel()
+	up, err := h.dial(tf)
 	if err != nil {
 		r.Complete(true) // RST, as if the destination had refused
-		h.g.stats.DialErrors.Add(1)
-		h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST, Err: err})
+		h.dialFailed(tf, err)
 		h.finishPending(id, tf)
 		return
 	}
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
-	r.Complete(terr != nil)
-	h.mu.Lock()
-	delete(h.pending, id)
-	h.mu.Unlock()
+	ep, wq, terr := h.accept(r, id)
 	if terr != nil { // the client never completed the handshake
 		up.Close()
 		reason := reasonRST
@@ -168,7 +160,32 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.g.flows.remove(tf.id)
 		return
 	}
-	h.run(tf, ep, gonet.NewTCPConn(&wq, ep), up, nil)
+	h.run(tf, ep, gonet.NewTCPConn(wq, ep), up, nil)
+}
+
+// accept completes the client's handshake (or fails it) and ends the
+// flow's pending state.
+func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointID) (tcpip.Endpoint, *waiter.Queue, tcpip.Error) {
+	wq := new(waiter.Queue)
+	ep, err := r.CreateEndpoint(wq)
+	r.Complete(err != nil)
+	h.mu.Lock()
+	delete(h.pending, id)
+	h.mu.Unlock()
+	return ep, wq, err
+}
+
+// dial opens the flow's upstream connection.
+func (h *tcpHandler) dial(tf *tcpFlow) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
+	defer cancel()
+	return h.g.cfg.Dial(ctx, "tcp", h.g.upstreamOf(tf.flow))
+}
+
+// dialFailed counts a failed upstream dial and reports the flow's end.
+func (h *tcpHandler) dialFailed(tf *tcpFlow, err error) {
+	h.g.stats.DialErrors.Add(1)
+	h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST, Err: err})
 }
 
 // run relays an established flow and reports its end. first holds bytes
