@@ -116,30 +116,26 @@ func DeniedOf(d netstack.DeniedInfo) Denied {
 // Handler serves the API for b.
 func Handler(b Backend) http.Handler {
 	mux := http.NewServeMux()
-	route := func(path string, methods map[string]http.HandlerFunc) {
+	// Each endpoint takes one method; others get a JSON 405.
+	route := func(method, path string, h http.HandlerFunc) {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			h, ok := methods[r.Method]
-			if !ok {
-				allowed := ""
-				for m := range methods {
-					allowed = m
-				}
-				w.Header().Set("Allow", allowed)
-				fail(w, http.StatusMethodNotAllowed, "%s %s: method not allowed (use %s)", r.Method, r.URL.Path, allowed)
+			if r.Method != method {
+				w.Header().Set("Allow", method)
+				fail(w, http.StatusMethodNotAllowed, "%s %s: method not allowed (use %s)", r.Method, r.URL.Path, method)
 				return
 			}
 			h(w, r)
 		})
 	}
-	route("/v1/flows", map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
+	route(http.MethodGet, "/v1/flows", func(w http.ResponseWriter, r *http.Request) {
 		flows := b.Flows()
 		out := make([]Flow, 0, len(flows))
 		for _, f := range flows {
 			out = append(out, FlowOf(f))
 		}
 		reply(w, http.StatusOK, out)
-	}})
-	route("/v1/flows/{id}", map[string]http.HandlerFunc{http.MethodDelete: func(w http.ResponseWriter, r *http.Request) {
+	})
+	route(http.MethodDelete, "/v1/flows/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
 		if err != nil {
 			fail(w, http.StatusBadRequest, "flow id %q is not a number", r.PathValue("id"))
@@ -150,22 +146,22 @@ func Handler(b Backend) http.Handler {
 			return
 		}
 		reply(w, http.StatusOK, map[string]any{"closed": id})
-	}})
-	route("/v1/denied", map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
+	})
+	route(http.MethodGet, "/v1/denied", func(w http.ResponseWriter, r *http.Request) {
 		denied := b.Denied()
 		out := make([]Denied, 0, len(denied))
 		for _, d := range denied {
 			out = append(out, DeniedOf(d))
 		}
 		reply(w, http.StatusOK, out)
-	}})
-	route("/v1/stats", map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
+	})
+	route(http.MethodGet, "/v1/stats", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, b.Stats())
-	}})
-	route("/v1/policy", map[string]http.HandlerFunc{http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
+	})
+	route(http.MethodGet, "/v1/policy", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, b.Policy())
-	}})
-	route("/v1/reload", map[string]http.HandlerFunc{http.MethodPost: func(w http.ResponseWriter, r *http.Request) {
+	})
+	route(http.MethodPost, "/v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		err := b.Reload()
 		if _, bad := policy.AsErrors(err); bad {
 			fail(w, http.StatusUnprocessableEntity, "%v", err)
@@ -176,7 +172,7 @@ func Handler(b Backend) http.Handler {
 			return
 		}
 		reply(w, http.StatusOK, b.Policy())
-	}})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "%s: no such endpoint", r.URL.Path)
 	})
