@@ -20,7 +20,7 @@ import (
 // crr measures connect-request-response: workers each connect, send one
 // byte, read it back and close with RST, as fast as they can.
 func crr(addr string, workers int, d time.Duration) error {
-	var done, failed atomic.Int64
+	var done, failed, slow atomic.Int64
 	var errMu sync.Mutex
 	errs := map[string]int{}
 	fail := func(err error) {
@@ -33,11 +33,13 @@ func crr(addr string, workers int, d time.Duration) error {
 		errs[msg]++
 		errMu.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	var wg sync.WaitGroup
 	start := time.Now()
 	end := start.Add(d)
+	// The dials share the run's deadline, so a dial still waiting when the
+	// run ends is cut short: that is the end of the run, not a failure.
+	ctx, cancel := context.WithDeadline(context.Background(), end)
+	defer cancel()
+	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -45,13 +47,16 @@ func crr(addr string, workers int, d time.Duration) error {
 			b := []byte{1}
 			dialer := net.Dialer{Timeout: 2 * time.Second}
 			for time.Now().Before(end) {
+				t0 := time.Now()
 				c, err := dialer.DialContext(ctx, "tcp", addr)
+				if err != nil && (ctx.Err() != nil || !time.Now().Before(end)) {
+					break
+				}
+				if time.Since(t0) > 900*time.Millisecond {
+					slow.Add(1) // a SYN or SYN-ACK was lost and retransmitted
+				}
 				if err != nil {
-					// Past the end, dials fail at once even before the
-					// context reports it: those are not failures.
-					if time.Now().Before(end) {
-						fail(err)
-					}
+					fail(err)
 					continue
 				}
 				c.SetDeadline(time.Now().Add(2 * time.Second))
@@ -71,7 +76,7 @@ func crr(addr string, workers int, d time.Duration) error {
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
-	return emit(map[string]any{"rate": float64(done.Load()) / secs, "done": done.Load(), "failed": failed.Load(), "errors": errs})
+	return emit(map[string]any{"rate": float64(done.Load()) / secs, "done": done.Load(), "failed": failed.Load(), "slow_dials": slow.Load(), "errors": errs})
 }
 
 // rr measures 1-byte request-response latency on one connection.
