@@ -32,10 +32,11 @@ type flowTable struct {
 	max    int
 	nextID atomic.Uint64
 
-	mu     sync.Mutex           // guards the following fields
-	flows  map[uint64]*liveFlow // nil: reserved, not yet added
-	closed bool                 // closeAll was called: admit nothing more
-	active sync.WaitGroup       // one count per admitted flow, until remove
+	mu     sync.Mutex               // guards the following fields
+	flows  map[uint64]*liveFlow     // nil: reserved, not yet added
+	closed bool                     // closeAll was called: admit nothing more
+	ended  struct{ out, in uint64 } // bytes moved by flows since removed
+	active sync.WaitGroup           // one count per admitted flow, until remove
 }
 
 // liveFlow is an active flow: how it was judged and how to end it.
@@ -85,12 +86,38 @@ func (t *flowTable) add(id uint64, f policy.Flow, v policy.Verdict, start time.T
 // close event first: Close waits for every remove.
 func (t *flowTable) remove(id uint64) {
 	t.mu.Lock()
-	_, ok := t.flows[id]
+	lf, ok := t.flows[id]
+	if lf != nil {
+		out, in, _ := lf.c.counts()
+		t.ended.out += uint64(out)
+		t.ended.in += uint64(in)
+	}
 	delete(t.flows, id)
 	t.mu.Unlock()
 	if ok {
 		t.active.Done()
 	}
+}
+
+// tally returns the live flows by protocol (index of Protos) and the bytes
+// moved each way by every flow so far, live or ended, read together so the
+// byte totals never go down.
+func (t *flowTable) tally() (active [len(Protos)]int, out, in uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out, in = t.ended.out, t.ended.in
+	for _, lf := range t.flows {
+		if lf == nil {
+			continue
+		}
+		if i := protoIndex(lf.flow.Proto); i < len(Protos) {
+			active[i]++
+		}
+		o, n, _ := lf.c.counts()
+		out += uint64(o)
+		in += uint64(n)
+	}
+	return active, out, in
 }
 
 func (t *flowTable) len() int {

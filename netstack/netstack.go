@@ -58,21 +58,22 @@ type Config struct {
 
 // Gateway is a running netstack: it reads from the device until Close.
 type Gateway struct {
-	cfg     Config
-	log     zerolog.Logger
-	stack   *stack.Stack
-	ep      *endpoint
-	policy  atomic.Pointer[policy.Policy]
-	stats   Stats
-	flows   *flowTable
-	denied  *verdictCache
-	tcp     *tcpHandler
-	udp     *udpHandler
-	icmp    *icmpHandler
-	owners  *ownership // nil without Config.Owners
-	names   *nameCache
-	denials deniedRing
-	hits    atomic.Pointer[ruleHits]
+	cfg      Config
+	log      zerolog.Logger
+	stack    *stack.Stack
+	ep       *endpoint
+	policy   atomic.Pointer[policy.Policy]
+	stats    Stats
+	flows    *flowTable
+	denied   *verdictCache
+	tcp      *tcpHandler
+	udp      *udpHandler
+	icmp     *icmpHandler
+	owners   *ownership // nil without Config.Owners
+	names    *nameCache
+	denials  deniedRing
+	hits     atomic.Pointer[ruleHits]
+	counters counters
 
 	ctx    context.Context // cancelled by Close: stops dials and janitors
 	cancel context.CancelFunc
@@ -227,14 +228,15 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 			if o.hold(id, *f, k, capture, ttl) {
 				return 0, policy.Verdict{}, true
 			}
-			v = p.Decide(*f) // too many held: judged without an owner
+			v = g.timed(p, f) // too many held: judged without an owner
 		}
 		o.logLater(id, *f, k, v)
 	} else {
-		v = p.Decide(*f)
+		v = g.timed(p, f)
 		g.cfg.Events.Verdict(id, *f, v)
 	}
 	g.count(p, v)
+	g.counters.tally(f.Proto, v)
 	if v.Effective() != policy.Allow {
 		g.refuse(f, k, v, now, ttl)
 	}
@@ -244,8 +246,17 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 // decide judges f by the policy in force and counts the rule's hit.
 func (g *Gateway) decide(f policy.Flow) policy.Verdict {
 	p := g.policy.Load()
-	v := p.Decide(f)
+	v := g.timed(p, &f)
 	g.count(p, v)
+	g.counters.tally(f.Proto, v)
+	return v
+}
+
+// timed decides f by p and notes how long that took.
+func (g *Gateway) timed(p *policy.Policy, f *policy.Flow) policy.Verdict {
+	start := time.Now()
+	v := p.Decide(*f)
+	g.counters.decisions.observe(time.Since(start))
 	return v
 }
 

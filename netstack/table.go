@@ -79,6 +79,7 @@ const maxDenied = 256
 type deniedRing struct {
 	mu      sync.Mutex
 	entries map[deniedKey]*DeniedInfo
+	total   atomic.Uint64 // refusals noted, repeats included
 }
 
 type deniedKey struct {
@@ -91,6 +92,7 @@ type deniedKey struct {
 
 // note counts a refusal of f by v at now.
 func (r *deniedRing) note(f *policy.Flow, v policy.Verdict, now time.Time) {
+	r.total.Add(1)
 	k := deniedKey{f.Proto, f.Src.Addr(), f.Dst, f.Domain, v.Rule}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -86,3 +86,46 @@ func netipPortOf(t *testing.T, s string) netip.AddrPort {
 	t.Helper()
 	return netip.MustParseAddrPort(s)
 }
+
+// TestMetrics: verdicts are counted by proto and action, refusals and
+// retries as policy drops, relayed bytes of live and ended flows add up
+// and never go down, and every decision lands in the latency histogram.
+func TestMetrics(t *testing.T) {
+	up, upPeer := net.Pipe()
+	h := newHarness(t, func(context.Context, string, string) (net.Conn, error) { return up, nil }, nil, policy.Limits{})
+	for _, port := range []int{4000, 4000} { // a refusal and its retry
+		h.send(tcpSyn(t, fmt.Sprintf("10.0.0.2:%d", port), "192.0.2.1:81"))
+		h.nextTCP(t)
+	}
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
+	synAck := h.nextTCP(t)
+	h.send(tcpAck(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1))
+	h.send(tcpData(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1, []byte("hello")))
+	upPeer.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(upPeer, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	var m Metrics
+	waitFor(t, func() bool { m = h.gw.Metrics(); return m.Bytes.Out == 5 })
+	tcp, allow, reject := protoIndex(policy.TCP), int(policy.Allow), int(policy.Reject)
+	if m.Active[tcp] != 1 || m.Judged[tcp][allow] != 1 || m.Judged[tcp][reject] != 1 || m.DropsPolicy != 2 {
+		t.Errorf("active %v, judged %v, policy drops %d; want 1 live TCP flow, 1 allowed, 1 rejected, 2 drops", m.Active, m.Judged, m.DropsPolicy)
+	}
+	var decisions uint64
+	for _, n := range m.Decisions {
+		decisions += n
+	}
+	if decisions != 2 || m.DecisionSum <= 0 {
+		t.Errorf("%d decisions taking %v in the histogram, want 2", decisions, m.DecisionSum)
+	}
+	if _, err := upPeer.Write([]byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return h.gw.Metrics().Bytes.In == 4 })
+	h.send(tcpRST(t, "10.0.0.2:5000", "192.0.2.1:80", 1006, 0))
+	waitFor(t, func() bool { return len(h.ev.closeList()) == 1 && len(h.gw.Flows()) == 0 })
+	m = h.gw.Metrics()
+	if m.Active[tcp] != 0 || m.Bytes.Out != 5 || m.Bytes.In != 4 {
+		t.Errorf("after the close: active %v, bytes %+v; want none live, 5 out and 4 in kept", m.Active, m.Bytes)
+	}
+}
