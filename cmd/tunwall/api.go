@@ -32,6 +32,7 @@ func (a *api) Flows() []netstack.FlowInfo    { return a.gw.Flows() }
 func (a *api) CloseFlow(id uint64) bool      { return a.gw.CloseFlow(id) }
 func (a *api) Denied() []netstack.DeniedInfo { return a.gw.Denied() }
 func (a *api) Reload() error                 { return a.rl.request(a.ctx) }
+func (a *api) Metrics() netstack.Metrics     { return a.gw.Metrics() }
 
 func (a *api) Stats() map[string]uint64 {
 	st := a.gw.Stats()

@@ -26,6 +26,7 @@ type Backend interface {
 	// error means the file is bad and the running policy stays.
 	Reload() error
 	Policy() PolicyInfo
+	Metrics() netstack.Metrics
 }
 
 // Flow is a live flow in API answers.
@@ -173,6 +174,8 @@ func Handler(b Backend) http.Handler {
 		}
 		reply(w, http.StatusOK, b.Policy())
 	})
+	metrics := metricsHandler(b)
+	route(http.MethodGet, "/metrics", metrics.ServeHTTP)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "%s: no such endpoint", r.URL.Path)
 	})

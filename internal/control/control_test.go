@@ -53,6 +53,18 @@ func (f *fake) Policy() PolicyInfo {
 	return PolicyInfo{Hash: "abc", Rules: []Rule{{Name: "web", Action: "allow", Line: 4, Hits: 9}}}
 }
 
+func (f *fake) Metrics() netstack.Metrics {
+	var m netstack.Metrics
+	m.Active[0], m.Judged[0][1], m.Judged[2][2] = 1, 5, 2 // tcp live; tcp allow; icmp reject
+	m.Bytes.Out, m.Bytes.In = 1000, 2000
+	m.DropsPolicy, m.DropsLimit, m.DropsMalformed, m.DropsUpstream = 7, 1, 3, 4
+	m.Pending, m.UDP = 2, 6
+	m.Decisions[0], m.Decisions[2], m.Decisions[len(m.Decisions)-1] = 3, 1, 1
+	m.DecisionSum = 2500 * time.Microsecond
+	m.PacketsIn, m.PacketsOut = 11, 12
+	return m
+}
+
 func TestHandler(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, path string
@@ -137,4 +149,53 @@ func TestSocket(t *testing.T) {
 		t.Fatalf("Listen over a stale file: %v", err)
 	}
 	ln.Close()
+}
+
+// TestMetricsText: /metrics is Prometheus text with the backend's figures
+// under their names and labels, the histogram cumulative.
+func TestMetricsText(t *testing.T) {
+	rec := httptest.NewRecorder()
+	Handler(&fake{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	if rec.Code != 200 || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain") {
+		t.Fatalf("%d %q", rec.Code, rec.Header().Get("Content-Type"))
+	}
+	for _, want := range []string{
+		`tunwall_flows_active{proto="tcp"} 1`,
+		`tunwall_flows_active{proto="udp"} 0`,
+		`tunwall_flows_total{action="allow",proto="tcp"} 5`,
+		`tunwall_flows_total{action="reject",proto="icmp"} 2`,
+		`tunwall_flows_total{action="deny",proto="udp"} 0`,
+		`tunwall_bytes_total{direction="out"} 1000`,
+		`tunwall_bytes_total{direction="in"} 2000`,
+		`tunwall_drops_total{reason="policy"} 7`,
+		`tunwall_drops_total{reason="limit"} 1`,
+		`tunwall_drops_total{reason="malformed"} 3`,
+		`tunwall_drops_total{reason="upstream_unreachable"} 4`,
+		`tunwall_rule_hits_total{rule="web"} 9`,
+		`tunwall_default_hits_total 0`,
+		`tunwall_decision_duration_seconds_bucket{le="2.5e-07"} 3`,
+		`tunwall_decision_duration_seconds_bucket{le="5e-07"} 3`,
+		`tunwall_decision_duration_seconds_bucket{le="1e-06"} 4`,
+		`tunwall_decision_duration_seconds_bucket{le="0.001"} 4`,
+		`tunwall_decision_duration_seconds_bucket{le="+Inf"} 5`,
+		`tunwall_decision_duration_seconds_sum 0.0025`,
+		`tunwall_decision_duration_seconds_count 5`,
+		`tunwall_tun_packets_total{direction="in"} 11`,
+		`tunwall_tun_packets_total{direction="out"} 12`,
+		`tunwall_pending_handshakes 2`,
+		`tunwall_udp_sessions 6`,
+		`tunwall_policy_info{hash="abc",mode=""} 1`,
+		`go_goroutines `,
+		`process_resident_memory_bytes `,
+	} {
+		if !strings.Contains(body, "\n"+want) {
+			t.Errorf("no line %q in\n%s", want, body)
+		}
+	}
+	rec = httptest.NewRecorder()
+	Handler(&fake{}).ServeHTTP(rec, httptest.NewRequest("POST", "/metrics", nil))
+	if rec.Code != 405 {
+		t.Errorf("POST /metrics: %d", rec.Code)
+	}
 }
