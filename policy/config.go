@@ -20,10 +20,23 @@ type Config struct {
 	Control ControlConfig
 }
 
-// ControlConfig places the control API's unix socket.
+// ControlConfig places the control API: its unix socket and, optionally,
+// a TCP listener on a loopback address.
 type ControlConfig struct {
 	Socket string // "" : /run/tunwall/control-NETNS-TUN.sock
 	Group  string // "" : root only (0600); else that group may use it (0660)
+
+	// Listen is the TCP listener's loopback address; invalid: none.
+	Listen netip.AddrPort
+	// TokenFile holds the bearer token the TCP listener requires (resolved
+	// against the config file's directory); "": a random token is made at
+	// start and kept under /run/tunwall for the CLI.
+	TokenFile string
+	// Token is TokenFile's content, read when the config is loaded.
+	Token string
+	// Hosts are the Host header names the TCP listener accepts besides
+	// localhost and its own address.
+	Hosts []string
 }
 
 // DNSConfig says how DNS queries through the TUN (port 53) are handled.
@@ -103,8 +116,11 @@ type fileConfig struct {
 }
 
 type fileControl struct {
-	Socket string `yaml:"socket"`
-	Group  string `yaml:"group"`
+	Socket    string   `yaml:"socket"`
+	Group     string   `yaml:"group"`
+	Listen    string   `yaml:"listen"`
+	TokenFile string   `yaml:"token_file"`
+	Hosts     []string `yaml:"hosts"`
 }
 
 type fileDNS struct {

@@ -57,6 +57,15 @@ func TestParseErrors(t *testing.T) {
 		{"relative app path", "policy:\n  rules:\n    - name: a\n      action: deny\n      apps: [bin/curl]\n", `test.yaml:5:14: rule "a": app "bin/curl": a path must be absolute`},
 		{"bad app glob", "policy:\n  rules:\n    - name: a\n      action: deny\n      apps: [\"/usr/bin/[\"]\n", `rule "a": app "/usr/bin/[": bad glob`},
 		{"empty app", "policy:\n  rules:\n    - name: a\n      action: deny\n      apps: [\"\"]\n", `rule "a": empty app`},
+		{"relative socket", "control:\n  socket: tw.sock\n", `test.yaml:2:11: control.socket "tw.sock": give an absolute path`},
+		{"listen not loopback", "control:\n  listen: 0.0.0.0:9190\n", `test.yaml:2:11: control.listen "0.0.0.0:9190": give a loopback address and port`},
+		{"listen name", "control:\n  listen: localhost:9190\n", `control.listen "localhost:9190": give a loopback address and port`},
+		{"listen no port", "control:\n  listen: 127.0.0.1\n", `control.listen "127.0.0.1": give a loopback address and port`},
+		{"listen port 0", "control:\n  listen: \"[::1]:0\"\n", `control.listen "[::1]:0": give a loopback address and port`},
+		{"token without listen", "control:\n  token_file: /nonexistent/tw-token\n", `test.yaml:2:15: control.token_file is only used with control.listen`},
+		{"missing token file", "control:\n  listen: 127.0.0.1:9190\n  token_file: /nonexistent/tw-token\n", `test.yaml:3:15: control.token_file: stat /nonexistent/tw-token: no such file or directory`},
+		{"bad control host", "control:\n  listen: 127.0.0.1:9190\n  hosts: [\"*.lan\"]\n", `test.yaml:3:11: control.hosts: "*.lan" is not a host name`},
+		{"hosts without listen", "control:\n  hosts: [tw.lan]\n", `test.yaml:2:10: control.hosts is only used with control.listen`},
 		{"syntax error", "policy:\n  rules: [\n", `test.yaml:2:`},
 		{"type error", "tun:\n  mtu: [1]\n", `test.yaml:2:8:`},
 		{"not a mapping", "- a\n- b\n", `test.yaml:1:1: the file must be a mapping`},
@@ -218,5 +227,43 @@ routing:
 	none, _ := Default()
 	if none.Routing.Routes() {
 		t.Error("the embedded default installs routes")
+	}
+}
+
+// TestControlConfig: the TCP listener's address, hosts and token file:
+// the token is read from a file others cannot read, relative to the config
+// file, and must be one long word.
+func TestControlConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(filepath.Join(dir, name), mode)
+	}
+	write("good", "0123456789abcdef0123\nsecond line ignored\n", 0o600)
+	write("open", "0123456789abcdef0123\n", 0o644)
+	write("short", "abc\n", 0o600)
+	write("spaced", "0123456789 abcdef0123\n", 0o640)
+	file := filepath.Join(dir, "tunwall.yaml")
+	cfg, err := Parse(file, []byte("control:\n  listen: \"[::1]:9190\"\n  token_file: good\n  hosts: [Tunwall.LAN., bücher.example]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Control
+	if c.Listen.String() != "[::1]:9190" || c.Token != "0123456789abcdef0123" || c.TokenFile != filepath.Join(dir, "good") ||
+		strings.Join(c.Hosts, ",") != "tunwall.lan,xn--bcher-kva.example" {
+		t.Errorf("control %+v", c)
+	}
+	for name, want := range map[string]string{
+		"open":   "others may read it (mode 0644)",
+		"short":  "the token must be one word of at least 16 characters",
+		"spaced": "the token must be one word",
+	} {
+		_, err := Parse(file, []byte("control:\n  listen: 127.0.0.1:9190\n  token_file: "+name+"\n"))
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "tunwall.yaml:3:15:") {
+			t.Errorf("token file %s: %v, want %q at 3:15", name, err, want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -50,10 +51,7 @@ func (v *validator) config(w *fileConfig) *Config {
 		Log:     v.log(&w.Log),
 	}
 	cfg.DNS = v.dns(&w.DNS)
-	cfg.Control = ControlConfig{Socket: w.Control.Socket, Group: w.Control.Group}
-	if s := w.Control.Socket; s != "" && !strings.HasPrefix(s, "/") {
-		v.errorf("$.control.socket", "control.socket %q: give an absolute path", s)
-	}
+	cfg.Control = v.control(&w.Control)
 	cfg.Lists = v.lists(w.Lists)
 	v.byName = make(map[string]*List, len(cfg.Lists))
 	for _, l := range cfg.Lists {
@@ -198,6 +196,69 @@ func oneOf(s string, set ...string) bool {
 		}
 	}
 	return false
+}
+
+// minTokenLen is the shortest bearer token control.token_file may hold.
+const minTokenLen = 16
+
+func (v *validator) control(w *fileControl) ControlConfig {
+	c := ControlConfig{Socket: w.Socket, Group: w.Group}
+	if w.Socket != "" && !strings.HasPrefix(w.Socket, "/") {
+		v.errorf("$.control.socket", "control.socket %q: give an absolute path", w.Socket)
+	}
+	if w.Listen != "" {
+		ap, err := netip.ParseAddrPort(w.Listen)
+		if err != nil || !ap.Addr().IsLoopback() || ap.Port() == 0 {
+			v.errorf("$.control.listen", "control.listen %q: give a loopback address and port, such as 127.0.0.1:9190 or [::1]:9190", w.Listen)
+		}
+		c.Listen = ap
+	}
+	if w.TokenFile != "" {
+		if w.Listen == "" {
+			v.errorf("$.control.token_file", "control.token_file is only used with control.listen")
+		}
+		c.TokenFile = listPath(v.file, w.TokenFile)
+		c.Token = v.token(c.TokenFile)
+	}
+	for i, h := range w.Hosts {
+		name, ok := NormalizeDomain(strings.TrimSuffix(h, "."))
+		if !ok || strings.Contains(h, "*") {
+			v.errorf(fmt.Sprintf("$.control.hosts[%d]", i), "control.hosts: %q is not a host name", h)
+			continue
+		}
+		c.Hosts = append(c.Hosts, name)
+	}
+	if len(w.Hosts) > 0 && w.Listen == "" {
+		v.errorf("$.control.hosts", "control.hosts is only used with control.listen")
+	}
+	return c
+}
+
+// token reads the bearer token in file: its first line, which must be
+// long enough, from a file others cannot read.
+func (v *validator) token(file string) string {
+	const path = "$.control.token_file"
+	fi, err := os.Stat(file)
+	if err != nil {
+		v.errorf(path, "control.token_file: %v", err)
+		return ""
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		v.errorf(path, "control.token_file %s: others may read it (mode %04o); make it 0600 or 0640", file, fi.Mode().Perm())
+		return ""
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		v.errorf(path, "control.token_file: %v", err)
+		return ""
+	}
+	tok, _, _ := strings.Cut(string(data), "\n")
+	tok = strings.TrimSpace(tok)
+	if len(tok) < minTokenLen || strings.ContainsAny(tok, " \t\r") {
+		v.errorf(path, "control.token_file %s: the token must be one word of at least %d characters", file, minTokenLen)
+		return ""
+	}
+	return tok
 }
 
 func (v *validator) dns(w *fileDNS) DNSConfig {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -21,12 +23,67 @@ func socketPath(cfg *policy.Config) string {
 	return filepath.Join(tun.StateDir, fmt.Sprintf("control-%s-%s.sock", netnsID(), cfg.Tun.Name))
 }
 
+// controlListeners are where the control API answers: its unix socket and
+// the optional loopback TCP listener.
+type controlListeners struct {
+	socket    string
+	unix      net.Listener
+	tcp       net.Listener // nil without control.listen
+	token     string
+	hosts     []string
+	dashboard string // the dashboard's URL with its token, "" without tcp
+}
+
+// openControl opens the control socket and, with control.listen, the TCP
+// listener, whose token comes from control.token_file or is made now.
+func openControl(cfg *policy.Config) (*controlListeners, error) {
+	c := &controlListeners{socket: socketPath(cfg)}
+	var err error
+	if c.unix, err = control.Listen(c.socket, cfg.Control.Group); err != nil {
+		return nil, err
+	}
+	if !cfg.Control.Listen.IsValid() {
+		return c, nil
+	}
+	if c.tcp, err = net.Listen("tcp", cfg.Control.Listen.String()); err != nil {
+		c.unix.Close()
+		return nil, fmt.Errorf("control.listen: %w", err)
+	}
+	c.token, c.hosts = cfg.Control.Token, cfg.Control.Hosts
+	if c.token == "" {
+		c.token = control.NewToken()
+	}
+	c.dashboard = "http://" + c.tcp.Addr().String() + "/#token=" + c.token
+	return c, nil
+}
+
+// serve answers on every listener until ctx ends; the TCP listener's
+// requests pass control.Guard first.
+func (c *controlListeners) serve(ctx context.Context, b control.Backend) error {
+	h := control.Handler(b)
+	errs := make(chan error, 2)
+	go func() { errs <- control.Serve(ctx, c.unix, h) }()
+	n := 1
+	if c.tcp != nil {
+		n++
+		go func() { errs <- control.Serve(ctx, c.tcp, control.Guard(h, c.token, c.hosts)) }()
+	}
+	var err error
+	for range n {
+		err = errors.Join(err, <-errs)
+	}
+	return err
+}
+
 // api is the running gateway as the control API sees it.
 type api struct {
-	gw  *netstack.Gateway
-	rl  *reloader
-	ctx context.Context
+	gw        *netstack.Gateway
+	rl        *reloader
+	ctx       context.Context
+	dashboard string
 }
+
+func (a *api) Dashboard() string { return a.dashboard }
 
 func (a *api) Flows() []netstack.FlowInfo    { return a.gw.Flows() }
 func (a *api) CloseFlow(id uint64) bool      { return a.gw.CloseFlow(id) }
@@ -36,8 +93,25 @@ func (a *api) Metrics() netstack.Metrics     { return a.gw.Metrics() }
 
 func (a *api) Stats() map[string]uint64 {
 	st := a.gw.Stats()
+	m := a.gw.Metrics()
+	var allowed, refused uint64
+	for _, byAction := range m.Judged {
+		for i, n := range byAction {
+			if netstack.Actions[i] == policy.Allow {
+				allowed += n
+			} else {
+				refused += n
+			}
+		}
+	}
 	return map[string]uint64{
 		"flows_active":         uint64(a.gw.ActiveFlows()),
+		"flows_allowed":        allowed,
+		"flows_refused":        refused,
+		"bytes_out":            m.Bytes.Out,
+		"bytes_in":             m.Bytes.In,
+		"pending_tcp":          uint64(m.Pending),
+		"udp_sessions":         uint64(m.UDP),
 		"packets_in":           st.PacketsIn.Load(),
 		"packets_out":          st.PacketsOut.Load(),
 		"malformed":            st.Malformed(),

@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tunwall/tunwall/internal/control"
 	"github.com/tunwall/tunwall/internal/flowlog"
 	"github.com/tunwall/tunwall/internal/owner"
 	"github.com/tunwall/tunwall/netstack"
@@ -125,8 +124,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	status := newRunStatus(cfg, path)
 	defer status.remove()
 	rl := newReloader(path, cfg, gw, zl, status)
-	sock := socketPath(cfg)
-	ln, err := control.Listen(sock, cfg.Control.Group)
+	ctl, err := openControl(cfg)
 	if err != nil {
 		gw.Close()
 		err = errors.Join(err, dev.Close())
@@ -136,9 +134,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
 		return err
 	}
-	zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
+	ready := zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
 		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Bool("app_identity", owners != nil).
-		Strs("routing", rt.Installed()).Str("control", sock).Msg("ready")
+		Strs("routing", rt.Installed()).Str("control", ctl.socket)
+	if ctl.tcp != nil {
+		ready = ready.Str("control_listen", ctl.tcp.Addr().String())
+	}
+	ready.Msg("ready")
 
 	reloadDone, apiDone := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -147,7 +149,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}()
 	go func() {
 		defer close(apiDone)
-		if err := control.Serve(ctx, ln, control.Handler(&api{gw: gw, rl: rl, ctx: ctx})); err != nil {
+		if err := ctl.serve(ctx, &api{gw: gw, rl: rl, ctx: ctx, dashboard: ctl.dashboard}); err != nil {
 			zl.Error().Err(err).Msg("control API stopped")
 		}
 	}()

@@ -27,6 +27,9 @@ type Backend interface {
 	Reload() error
 	Policy() PolicyInfo
 	Metrics() netstack.Metrics
+	// Dashboard is the dashboard's address with its token, "" without a
+	// TCP listener.
+	Dashboard() string
 }
 
 // Flow is a live flow in API answers.
@@ -174,8 +177,22 @@ func Handler(b Backend) http.Handler {
 		}
 		reply(w, http.StatusOK, b.Policy())
 	})
+	route(http.MethodGet, "/v1/dashboard", func(w http.ResponseWriter, r *http.Request) {
+		url := b.Dashboard()
+		if url == "" {
+			fail(w, http.StatusNotFound, "no dashboard: the API has no TCP listener (set control.listen)")
+			return
+		}
+		reply(w, http.StatusOK, map[string]string{"url": url})
+	})
 	metrics := metricsHandler(b)
 	route(http.MethodGet, "/metrics", metrics.ServeHTTP)
+	for p := range assets {
+		if p == "/" {
+			p = "/{$}" // the page itself; other paths are not the page
+		}
+		route(http.MethodGet, p, serveAsset)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "%s: no such endpoint", r.URL.Path)
 	})

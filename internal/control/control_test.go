@@ -21,6 +21,7 @@ type fake struct {
 	closed    []uint64
 	reloadErr error
 	panics    bool
+	dashboard string
 }
 
 func (f *fake) Flows() []netstack.FlowInfo {
@@ -65,6 +66,8 @@ func (f *fake) Metrics() netstack.Metrics {
 	return m
 }
 
+func (f *fake) Dashboard() string { return f.dashboard }
+
 func TestHandler(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, path string
@@ -86,6 +89,9 @@ func TestHandler(t *testing.T) {
 		{"reload fails", "POST", "/v1/reload", fake{reloadErr: errors.New("disk gone")}, 500, `{"error":"disk gone"}`},
 		{"reload by GET", "GET", "/v1/reload", fake{}, 405, `method not allowed (use POST)`},
 		{"unknown", "GET", "/v2/flows", fake{}, 404, `{"error":"/v2/flows: no such endpoint"}`},
+		{"unknown file", "GET", "/app.jsx", fake{}, 404, `{"error":"/app.jsx: no such endpoint"}`},
+		{"dashboard url", "GET", "/v1/dashboard", fake{dashboard: "http://127.0.0.1:9190/#token=x"}, 200, `{"url":"http://127.0.0.1:9190/#token=x"}`},
+		{"no dashboard", "GET", "/v1/dashboard", fake{}, 404, `no dashboard: the API has no TCP listener (set control.listen)`},
 		{"panic", "GET", "/v1/flows", fake{panics: true}, 500, `{"error":"internal error: boom"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
