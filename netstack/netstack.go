@@ -223,8 +223,11 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 	p := g.policy.Load()
 	if local {
 		var need bool
+		start := time.Now()
 		v, need = p.Prejudge(*f)
-		if need {
+		if !need { // decided without the owner: that was the decision
+			g.counters.decisions.observe(time.Since(start))
+		} else {
 			if o.hold(id, *f, k, capture, ttl) {
 				return 0, policy.Verdict{}, true
 			}

@@ -180,6 +180,23 @@ func cmdKill(args []string, stdout io.Writer) error {
 	return nil
 }
 
+// cmdDashboard prints the link to the dashboard, token included.
+func cmdDashboard(args []string, stdout io.Writer) error {
+	c, rest, err := liveFlags("dashboard", args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs("dashboard", rest); err != nil {
+		return err
+	}
+	var out struct{ URL string }
+	if err := c.Do("GET", "/v1/dashboard", &out); err != nil {
+		return fmt.Errorf("dashboard: %w", err)
+	}
+	fmt.Fprintln(stdout, out.URL)
+	return nil
+}
+
 func dash(s string) string {
 	if s == "" {
 		return "-"

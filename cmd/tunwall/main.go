@@ -49,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdStats(args[1:], stdout)
 	case "kill":
 		err = cmdKill(args[1:], stdout)
+	case "dashboard":
+		err = cmdDashboard(args[1:], stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "-help", "--help":
@@ -76,6 +78,7 @@ const usage = `usage:
   tunwall denied  [-c FILE|--socket PATH] [--json]             recent refusals, with repeat counts
   tunwall stats   [-c FILE|--socket PATH] [--json]             counters
   tunwall kill    [-c FILE|--socket PATH] ID                   close one live flow
+  tunwall dashboard [-c FILE|--socket PATH]                    the dashboard's link, token included
   tunwall explain [-c FILE] PROTO SRC DST[:PORT] show the verdict for one flow
                   [--user U] [--app PATH]        ... opened on this machine by U / PATH
                   [--domain NAME]                ... to a destination named NAME

@@ -1,0 +1,322 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/tunwall/tunwall/e2e/lab"
+	"github.com/tunwall/tunwall/internal/control"
+)
+
+const listenAddr = "127.0.0.1:9190" // the control API's TCP listener in the gateway namespace
+
+// httpIn is an HTTP client whose connections are opened in namespace ns.
+func httpIn(l *lab.Lab, ns string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(_ context.Context, network, addr string) (net.Conn, error) {
+			return l.Dial(ns, network, addr, 3*time.Second)
+		},
+	}}
+}
+
+// fetch makes one request and returns the status and body.
+func fetch(t *testing.T, hc *http.Client, method, url string, header map[string]string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		if k == "Host" {
+			req.Host = v
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// metricsOf parses Prometheus text into series -> value.
+func metricsOf(t *testing.T, text string) map[string]float64 {
+	t.Helper()
+	m := map[string]float64{}
+	for line := range strings.SplitSeq(text, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if i < 0 || err != nil {
+			t.Fatalf("metrics line %q", line)
+		}
+		m[line[:i]] = v
+	}
+	return m
+}
+
+// TestControlTCP: the loopback TCP listener wants the bearer token, a
+// loopback or configured Host and no foreign Origin; /metrics answers
+// there and on the socket, and its figures move with the traffic the test
+// makes: one allowed flow of 1 MiB each way and one rejected flow.
+func TestControlTCP(t *testing.T) {
+	l := routedLab(t, "twm")
+	gw := l.Gateway
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	token := control.NewToken()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	launch(t, l, routed("info", fmt.Sprintf(`control: {socket: %s, listen: "%s", token_file: %s, hosts: [tw.lan]}
+policy:
+  default: allow
+  rules:
+    - {name: no-telnet, action: reject, proto: tcp, ports: [23]}
+`, sock, listenAddr, tokenFile)))
+	hc := httpIn(l, gw)
+	base := "http://" + listenAddr
+	auth := map[string]string{"Authorization": "Bearer " + token}
+	with := func(kv ...string) map[string]string {
+		h := map[string]string{"Authorization": "Bearer " + token}
+		for i := 0; i < len(kv); i += 2 {
+			h[kv[i]] = kv[i+1]
+		}
+		return h
+	}
+	for _, c := range []struct {
+		name, method, path string
+		header             map[string]string
+		status             int
+	}{
+		{"no token", "GET", "/v1/stats", nil, 401},
+		{"wrong token", "GET", "/v1/stats", map[string]string{"Authorization": "Bearer " + control.NewToken()}, 401},
+		{"token", "GET", "/v1/stats", auth, 200},
+		{"metrics without token", "GET", "/metrics", nil, 401},
+		{"rebinding host", "GET", "/v1/flows", with("Host", "attacker.example:9190"), 403},
+		{"configured host", "GET", "/v1/flows", with("Host", "tw.lan:9190"), 200},
+		{"foreign origin", "POST", "/v1/reload", with("Origin", "http://attacker.example"), 403},
+		{"cross-site", "GET", "/v1/flows", with("Sec-Fetch-Site", "cross-site"), 403},
+		{"same origin", "POST", "/v1/reload", with("Origin", base), 200},
+		{"page without token", "GET", "/", nil, 200},
+	} {
+		if code, body := fetch(t, hc, c.method, base+c.path, c.header); code != c.status {
+			t.Errorf("%s: %s %s: %d %s, want %d", c.name, c.method, c.path, code, body, c.status)
+		}
+	}
+
+	scrape := func() map[string]float64 {
+		code, body := fetch(t, hc, "GET", base+"/metrics", auth)
+		if code != 200 {
+			t.Fatalf("GET /metrics: %d %s", code, body)
+		}
+		return metricsOf(t, body)
+	}
+	const (
+		active   = `tunwall_flows_active{proto="tcp"}`
+		allowed  = `tunwall_flows_total{action="allow",proto="tcp"}`
+		rejected = `tunwall_flows_total{action="reject",proto="tcp"}`
+		out      = `tunwall_bytes_total{direction="out"}`
+		in       = `tunwall_bytes_total{direction="in"}`
+		policy   = `tunwall_drops_total{reason="policy"}`
+		hits     = `tunwall_rule_hits_total{rule="no-telnet"}`
+		packets  = `tunwall_tun_packets_total{direction="in"}`
+		judged   = `tunwall_decision_duration_seconds_count`
+	)
+	before := scrape()
+
+	// One allowed flow moving 1 MiB each way, held open for a scrape.
+	const size = 1 << 20
+	c, err := l.Dial(gw, "tcp", hostPort(lab.ServerV4, "7001"), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	go io.Copy(c, io.LimitReader(lab.NewStream(7), size))
+	if n, err := io.Copy(io.Discard, io.LimitReader(c, size)); n != size {
+		t.Fatalf("echo of 1 MiB: %d bytes, %v", n, err)
+	}
+	if m := scrape(); m[active] != before[active]+1 {
+		t.Errorf("%s = %v with the flow open, want %v", active, m[active], before[active]+1)
+	}
+	c.Close()
+	// One rejected flow.
+	if r := probe(t, l, gw, 0, "tcp", hostPort(lab.ServerV4, "23")); r.Errno != "ECONNREFUSED" {
+		t.Fatalf("telnet probe: %+v", r)
+	}
+	var after map[string]float64
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after = scrape()
+		if after[active] == before[active] && after[out]-before[out] == size || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, want := range []struct {
+		series string
+		delta  float64
+	}{
+		{active, 0}, {allowed, 1}, {rejected, 1}, {out, size}, {in, size}, {policy, 1}, {hits, 1}, {judged, 2},
+	} {
+		if d := after[want.series] - before[want.series]; d != want.delta {
+			t.Errorf("%s moved by %v, want %v", want.series, d, want.delta)
+		}
+	}
+	if after[packets]-before[packets] < 100 {
+		t.Errorf("%s moved by %v for 1 MiB, want at least 100", packets, after[packets]-before[packets])
+	}
+
+	// The socket serves the same metrics.
+	unix := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(context.Context, string, string) (net.Conn, error) { return net.Dial("unix", sock) },
+	}}
+	if code, body := fetch(t, unix, "GET", "http://tunwall/metrics", nil); code != 200 || metricsOf(t, body)[hits] != after[hits] {
+		t.Errorf("metrics on the socket: %d, %s = %v, want %v", code, hits, metricsOf(t, body)[hits], after[hits])
+	}
+}
+
+// chromium returns Debian's chromium, skipping the test without it (a
+// failure under CI, which installs it).
+func chromium(t *testing.T) string {
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("chromium is not installed (.ci/run installs it)")
+		}
+		t.Skip("chromium is not installed (apt-get install chromium)")
+	}
+	return path
+}
+
+// TestDashboard loads the dashboard in headless Chromium (in the gateway
+// namespace) with the link tunwall dashboard prints (its token made at
+// start), sees a flow the test
+// made and a refusal, closes the flow with its button, and sees it gone:
+// the connection is reset and its close event says closed.
+func TestDashboard(t *testing.T) {
+	l := routedLab(t, "twd")
+	browser := chromium(t)
+	gw := l.Gateway
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	tw := launch(t, l, routed("info", fmt.Sprintf(`control: {socket: %s, listen: "%s"}
+policy:
+  default: allow
+  rules:
+    - {name: no-telnet, action: reject, proto: tcp, ports: [23]}
+`, sock, listenAddr)))
+	link, err := l.Run(gw, filepath.Join(bin, "tunwall"), "dashboard", "--socket", sock)
+	link = strings.TrimSpace(link)
+	prefix := "http://" + listenAddr + "/#token="
+	if err != nil || !strings.HasPrefix(link, prefix) || len(link) < len(prefix)+32 {
+		t.Fatalf("tunwall dashboard: %v %q", err, link)
+	}
+
+	// A live flow with bytes each way, and a refusal.
+	c, err := l.Dial(gw, "tcp", hostPort(lab.ServerV4, "7001"), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "hello\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "hello\n" {
+		t.Fatalf("echo: %q %v", line, err)
+	}
+	probe(t, l, gw, 0, "tcp", hostPort(lab.ServerV4, "23"))
+	var id uint64
+	var flows []control.Flow
+	if err := control.NewClient(sock).Do("GET", "/v1/flows", &flows); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range flows {
+		if f.Src == c.LocalAddr().String() {
+			id = f.ID
+		}
+	}
+	if id == 0 {
+		t.Fatalf("flow from %s not in %+v", c.LocalAddr(), flows)
+	}
+
+	// Chromium runs in the gateway namespace, where the listener is: the
+	// allocator talks to it over a pipe, which "ip netns exec" passes on.
+	wrapper := filepath.Join(t.TempDir(), "chromium-in-ns")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\nexec ip netns exec "+gw+" "+browser+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(wrapper), chromedp.NoSandbox, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	row := chromedp.CSS(fmt.Sprintf(`#flows tr[data-flow-id="%d"]`, id))
+	if err := chromedp.Do(bctx, chromedp.Navigate(link), chromedp.WaitVisible(row)); err != nil {
+		t.Fatalf("loading the dashboard: %v", err)
+	}
+	text := func(sel string) string {
+		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+	rowText, denied, rules, cards, status := text(string(row)), text("#denied tbody"), text("#rules tbody"), text("#cards"), text("#status")
+	for _, want := range []string{c.LocalAddr().String(), hostPort(lab.ServerV4, "7001"), "tcp", "default", "6 B"} {
+		if !strings.Contains(rowText, want) {
+			t.Errorf("flow row %q lacks %q", rowText, want)
+		}
+	}
+	if !strings.Contains(denied, hostPort(lab.ServerV4, "23")) || !strings.Contains(denied, "no-telnet") {
+		t.Errorf("refusals %q lack the telnet probe", denied)
+	}
+	if !strings.Contains(rules, "no-telnet") || !strings.Contains(cards, "live flows") || !strings.HasPrefix(status, "live") {
+		t.Errorf("rules %q, cards %q, status %q", rules, cards, status)
+	}
+
+	// Close it from the page.
+	if err := chromedp.Do(bctx,
+		chromedp.Click(row+" button.kill"),
+		chromedp.WaitNotPresent(row),
+	); err != nil {
+		t.Fatalf("closing the flow from the page: %v", err)
+	}
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Error("the closed flow still works")
+	}
+	if e := waitEvent(t, tw.Log, flowEvent("close", c.LocalAddr().String(), c.RemoteAddr().String())); e.str("reason") != "closed" {
+		t.Errorf("close reason %q, want closed", e.str("reason"))
+	}
+	var left []control.Flow
+	if err := control.NewClient(sock).Do("GET", "/v1/flows", &left); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range left {
+		if f.ID == id {
+			t.Errorf("flow %d still listed after closing it from the page", id)
+		}
+	}
+}
