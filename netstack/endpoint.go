@@ -40,6 +40,8 @@ type endpoint struct {
 	started atomic.Bool
 	done    chan struct{} // closed when the reader goroutine has exited
 	writes  sync.Pool     // *writeBatch
+
+	taps atomic.Pointer[captures] // nil: nothing is being captured
 }
 
 var (
@@ -182,6 +184,7 @@ func (e *endpoint) deliver(g *gro.GRO, coalesce bool, pkt []byte) {
 		return
 	}
 	e.stats.PacketsIn.Add(1)
+	e.tapFlows(pkt)
 	if e.inspect != nil && e.inspect(pkt) {
 		return
 	}
@@ -223,6 +226,13 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			// Keep the device's view of this flow in order: what was
 			// batched before this segment goes out first.
 			written += e.flush(b)
+			if e.taps.Load() != nil {
+				var whole []byte
+				for _, s := range pkt.AsSlices() {
+					whole = append(whole, s...)
+				}
+				e.tapFlows(whole)
+			}
 			if err := e.writeOffload(pkt); err != nil {
 				e.stats.WriteErrors.Add(1)
 				continue
@@ -234,6 +244,7 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			e.stats.WriteErrors.Add(1) // larger than any packet we can write
 			continue
 		}
+		e.tapFlows(b.bufs[len(b.bufs)-1][headroom:])
 		if len(b.bufs) == e.batch {
 			written += e.flush(b)
 		}
@@ -249,6 +260,7 @@ func (e *endpoint) WriteRaw(pkt []byte) error {
 	defer e.writes.Put(b)
 	b.reset()
 	b.addBytes(pkt)
+	e.tapFlows(pkt)
 	if e.flush(b) != 1 {
 		return errors.New("tun write failed")
 	}

@@ -36,7 +36,9 @@ type flowTable struct {
 	flows  map[uint64]*liveFlow     // nil: reserved, not yet added
 	closed bool                     // closeAll was called: admit nothing more
 	ended  struct{ out, in uint64 } // bytes moved by flows since removed
-	active sync.WaitGroup           // one count per admitted flow, until remove
+
+	onRemove func(id uint64) // called after a flow leaves the table
+	active   sync.WaitGroup  // one count per admitted flow, until remove
 }
 
 // liveFlow is an active flow: how it was judged and how to end it.
@@ -94,6 +96,9 @@ func (t *flowTable) remove(id uint64) {
 	}
 	delete(t.flows, id)
 	t.mu.Unlock()
+	if lf != nil && t.onRemove != nil {
+		t.onRemove(id)
+	}
 	if ok {
 		t.active.Done()
 	}

@@ -115,6 +115,9 @@ func (h *icmpHandler) echo(req *echoRequest) {
 	if held {
 		return
 	}
+	if v.Effective() != policy.Allow {
+		h.g.tapRefused(req.raw)
+	}
 	switch v.Effective() {
 	case policy.Deny:
 		return

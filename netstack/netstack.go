@@ -74,6 +74,7 @@ type Gateway struct {
 	denials  deniedRing
 	hits     atomic.Pointer[ruleHits]
 	counters counters
+	capMu    sync.Mutex // serialises changes to the set of captures
 
 	ctx    context.Context // cancelled by Close: stops dials and janitors
 	cancel context.CancelFunc
@@ -108,6 +109,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.policy.Store(cfg.Policy)
 	g.hits.Store(newRuleHits(cfg.Policy))
 	g.flows = newFlowTable(cfg.Limits.MaxFlows)
+	g.flows.onRemove = g.flowEnded
 	g.denied = newVerdictCache(cfg.Limits.MaxUDPSessions)
 	g.names = newNameCache(cfg.DNS.CacheSize)
 	g.icmp = newICMPHandler(g)
@@ -184,6 +186,7 @@ func (g *Gateway) Close() error {
 			g.owners.stopLogs()
 		}
 		g.wg.Wait()
+		g.closeCaptures()
 	})
 	return nil
 }

@@ -129,3 +129,80 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("after the close: active %v, bytes %+v; want none live, 5 out and 4 in kept", m.Active, m.Bytes)
 	}
 }
+
+// TestCapture: a denied capture gets the refused SYN and its retry as
+// sent; a flow capture gets that flow's packets both ways and none of
+// another flow's, and is done when the flow ends.
+func TestCapture(t *testing.T) {
+	up, upPeer := net.Pipe()
+	h := newHarness(t, func(context.Context, string, string) (net.Conn, error) { return up, nil }, nil, policy.Limits{})
+	if _, err := h.gw.CaptureFlow(99, 0); err != ErrNoFlow {
+		t.Errorf("capture of no flow: %v", err)
+	}
+	denied := h.gw.CaptureDenied(0)
+	syn := tcpSyn(t, "10.0.0.2:4000", "192.0.2.1:81")
+	for range 2 {
+		h.send(syn)
+		h.nextTCP(t)
+	}
+	for i := range 2 {
+		select {
+		case p := <-denied.Packets():
+			if string(p.Data) != string(syn) || p.Len != len(syn) || p.At.IsZero() {
+				t.Errorf("denied packet %d: % x, want the SYN % x", i, p.Data, syn)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("denied packet %d not captured", i)
+		}
+	}
+	denied.Close()
+
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
+	synAck := h.nextTCP(t)
+	h.send(tcpAck(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1))
+	var fl []FlowInfo
+	waitFor(t, func() bool { fl = h.gw.Flows(); return len(fl) == 1 })
+	c, err := h.gw.CaptureFlow(fl[0].ID, 48) // headers and a few payload bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.send(syn) // another flow's packet: not captured
+	h.nextTCP(t)
+	data := tcpData(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1, []byte("hello, capture"))
+	h.send(data)
+	upPeer.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(upPeer, make([]byte, 14)); err != nil {
+		t.Fatal(err)
+	}
+	upPeer.Write([]byte("back"))
+	h.send(tcpRST(t, "10.0.0.2:5000", "192.0.2.1:80", 1015, 0))
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("flow capture not done after the flow ended")
+	}
+	var in, out int
+	for len(c.Packets()) > 0 {
+		p := <-c.Packets()
+		proto, src, dst, ok := tupleOf(p.Data)
+		switch {
+		case !ok || proto != policy.TCP || len(p.Data) > 48:
+			t.Errorf("captured % x", p.Data)
+		case src.String() == "10.0.0.2:5000" && dst.String() == "192.0.2.1:80":
+			in++
+			if p.Len == len(data) && string(p.Data) != string(data[:48]) {
+				t.Errorf("data packet cut to % x, want % x", p.Data, data[:48])
+			}
+		case src.String() == "192.0.2.1:80" && dst.String() == "10.0.0.2:5000":
+			out++
+		default:
+			t.Errorf("packet of another flow captured: %v -> %v", src, dst)
+		}
+	}
+	if in < 2 || out < 1 { // the data and the RST in; the reply out
+		t.Errorf("captured %d packets in and %d out", in, out)
+	}
+	if cur := h.gw.ep.taps.Load(); cur != nil {
+		t.Errorf("captures left running: %+v", cur)
+	}
+}

@@ -80,8 +80,12 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		return h.forward(id, pkt, &tcpFlow{id: fid, flow: f, start: now, sniff: true})
 	}
 	fid, v, held := h.g.judge(&f, keyOf(f), now, deniedTCPTTL, h.g.capture(pkt))
-	if held || v.Effective() != policy.Allow {
-		return held || v.Effective() == policy.Deny
+	if held {
+		return true
+	}
+	if v.Effective() != policy.Allow {
+		h.g.tapRefusedBuffer(pkt)
+		return v.Effective() == policy.Deny
 	}
 	if !h.admit(fid, f) {
 		return false

@@ -32,8 +32,12 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	now := time.Now()
 	idle := h.g.cfg.Limits.UDPIdle
 	fid, v, held := h.g.judge(&f, keyOf(f), now, idle, h.g.capture(pkt))
-	if held || v.Effective() != policy.Allow {
-		return held || v.Effective() == policy.Deny
+	if held {
+		return true
+	}
+	if v.Effective() != policy.Allow {
+		h.g.tapRefusedBuffer(pkt)
+		return v.Effective() == policy.Deny
 	}
 	if !h.admit(fid, f) {
 		return false
