@@ -18,6 +18,14 @@ type Config struct {
 	Lists   []*List // by name
 	DNS     DNSConfig
 	Control ControlConfig
+	Capture CaptureConfig
+}
+
+// CaptureConfig bounds packet captures taken from the running gateway.
+type CaptureConfig struct {
+	Enabled  bool  // false: captures are refused
+	MaxBytes int64 // largest capture file, header included
+	Snaplen  int   // bytes kept of each packet
 }
 
 // ControlConfig places the control API: its unix socket and, optionally,
@@ -112,6 +120,7 @@ type fileConfig struct {
 	Lists   map[string]fileList `yaml:"lists"`
 	DNS     fileDNS             `yaml:"dns"`
 	Control fileControl         `yaml:"control"`
+	Capture fileCapture         `yaml:"capture"`
 	Policy  filePolicy          `yaml:"policy"`
 }
 
@@ -121,6 +130,12 @@ type fileControl struct {
 	Listen    string   `yaml:"listen"`
 	TokenFile string   `yaml:"token_file"`
 	Hosts     []string `yaml:"hosts"`
+}
+
+type fileCapture struct {
+	Enabled  bool   `yaml:"enabled"`
+	MaxBytes string `yaml:"max_bytes"`
+	Snaplen  int    `yaml:"snaplen"`
 }
 
 type fileDNS struct {
@@ -212,8 +227,9 @@ func defaults() fileConfig {
 			UDPIdle:        "60s",
 			TCPIdle:        "2h",
 		},
-		Log:    fileLog{Level: "info", Format: "auto", Output: "stderr"},
-		DNS:    fileDNS{BlockedAnswer: "nxdomain", CacheSize: 65536},
-		Policy: filePolicy{Default: "deny", Mode: "enforce", OnReload: "keep"},
+		Log:     fileLog{Level: "info", Format: "auto", Output: "stderr"},
+		DNS:     fileDNS{BlockedAnswer: "nxdomain", CacheSize: 65536},
+		Capture: fileCapture{Enabled: true, MaxBytes: "64MiB", Snaplen: 65535},
+		Policy:  filePolicy{Default: "deny", Mode: "enforce", OnReload: "keep"},
 	}
 }

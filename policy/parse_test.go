@@ -66,6 +66,10 @@ func TestParseErrors(t *testing.T) {
 		{"missing token file", "control:\n  listen: 127.0.0.1:9190\n  token_file: /nonexistent/tw-token\n", `test.yaml:3:15: control.token_file: stat /nonexistent/tw-token: no such file or directory`},
 		{"bad control host", "control:\n  listen: 127.0.0.1:9190\n  hosts: [\"*.lan\"]\n", `test.yaml:3:11: control.hosts: "*.lan" is not a host name`},
 		{"hosts without listen", "control:\n  hosts: [tw.lan]\n", `test.yaml:2:10: control.hosts is only used with control.listen`},
+		{"bad capture size", "capture:\n  max_bytes: lots\n", `test.yaml:2:14: capture.max_bytes: "lots" is not a size (such as 64MiB or 1000000)`},
+		{"tiny capture", "capture:\n  max_bytes: 100\n", `test.yaml:2:14: capture.max_bytes 100 is below 1KiB`},
+		{"negative capture", "capture:\n  max_bytes: -5MiB\n", `capture.max_bytes: "-5MiB" is not a size`},
+		{"bad snaplen", "capture:\n  snaplen: 10\n", `test.yaml:2:12: capture.snaplen 10: want 64-262144`},
 		{"syntax error", "policy:\n  rules: [\n", `test.yaml:2:`},
 		{"type error", "tun:\n  mtu: [1]\n", `test.yaml:2:8:`},
 		{"not a mapping", "- a\n- b\n", `test.yaml:1:1: the file must be a mapping`},
@@ -264,6 +268,35 @@ func TestControlConfig(t *testing.T) {
 		_, err := Parse(file, []byte("control:\n  listen: 127.0.0.1:9190\n  token_file: "+name+"\n"))
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "tunwall.yaml:3:15:") {
 			t.Errorf("token file %s: %v, want %q at 3:15", name, err, want)
+		}
+	}
+}
+
+// TestCaptureConfig: capture is on by default with 64 MiB files and whole
+// packets; sizes take binary and decimal units.
+func TestCaptureConfig(t *testing.T) {
+	cfg, err := Parse("t.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Capture; !c.Enabled || c.MaxBytes != 64<<20 || c.Snaplen != 65535 {
+		t.Errorf("default capture %+v", c)
+	}
+	cfg, err = Parse("t.yaml", []byte("capture: {enabled: false, max_bytes: 2000000, snaplen: 128}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Capture; c.Enabled || c.MaxBytes != 2000000 || c.Snaplen != 128 {
+		t.Errorf("capture %+v", c)
+	}
+	for in, want := range map[string]int64{"1KiB": 1024, "3 MiB": 3 << 20, "2GB": 2e9, "10KB": 10000, "512B": 512, "7": 7} {
+		if n, err := ParseSize(in); err != nil || n != want {
+			t.Errorf("ParseSize(%q) = %d %v, want %d", in, n, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "1.5MiB", "9999999999GiB", "1 TB"} {
+		if n, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", in, n)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +53,7 @@ func (v *validator) config(w *fileConfig) *Config {
 	}
 	cfg.DNS = v.dns(&w.DNS)
 	cfg.Control = v.control(&w.Control)
+	cfg.Capture = v.capture(&w.Capture)
 	cfg.Lists = v.lists(w.Lists)
 	v.byName = make(map[string]*List, len(cfg.Lists))
 	for _, l := range cfg.Lists {
@@ -196,6 +198,50 @@ func oneOf(s string, set ...string) bool {
 		}
 	}
 	return false
+}
+
+// Capture bounds: a file must hold a packet; a packet is at most 64 KiB
+// plus headers.
+const (
+	minCaptureBytes = 1 << 10
+	maxSnaplen      = 1 << 18
+)
+
+func (v *validator) capture(w *fileCapture) CaptureConfig {
+	c := CaptureConfig{Enabled: w.Enabled, Snaplen: w.Snaplen}
+	n, err := ParseSize(w.MaxBytes)
+	switch {
+	case err != nil:
+		v.errorf("$.capture.max_bytes", "capture.max_bytes: %v", err)
+	case n < minCaptureBytes:
+		v.errorf("$.capture.max_bytes", "capture.max_bytes %s is below 1KiB", w.MaxBytes)
+	}
+	c.MaxBytes = n
+	if w.Snaplen < 64 || w.Snaplen > maxSnaplen {
+		v.errorf("$.capture.snaplen", "capture.snaplen %d: want 64-%d", w.Snaplen, maxSnaplen)
+	}
+	return c
+}
+
+// ParseSize reads a byte count: a number, optionally followed by KiB, MiB,
+// GiB (powers of 1024) or KB, MB, GB (powers of 1000).
+func ParseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (such as 64MiB or 1000000)", s)
+	}
+	return n * mult, nil
 }
 
 // minTokenLen is the shortest bearer token control.token_file may hold.

@@ -85,6 +85,19 @@ type api struct {
 
 func (a *api) Dashboard() string { return a.dashboard }
 
+func (a *api) CaptureConfig() policy.CaptureConfig { return a.rl.cfg.Load().Capture }
+
+func (a *api) Capture(id uint64, snaplen int) (control.PacketSource, error) {
+	if id == 0 {
+		return a.gw.CaptureDenied(snaplen), nil
+	}
+	c, err := a.gw.CaptureFlow(id, snaplen)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 func (a *api) Flows() []netstack.FlowInfo    { return a.gw.Flows() }
 func (a *api) CloseFlow(id uint64) bool      { return a.gw.CloseFlow(id) }
 func (a *api) Denied() []netstack.DeniedInfo { return a.gw.Denied() }

@@ -51,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdKill(args[1:], stdout)
 	case "dashboard":
 		err = cmdDashboard(args[1:], stdout)
+	case "capture":
+		err = cmdCapture(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "-help", "--help":
@@ -79,6 +81,8 @@ const usage = `usage:
   tunwall stats   [-c FILE|--socket PATH] [--json]             counters
   tunwall kill    [-c FILE|--socket PATH] ID                   close one live flow
   tunwall dashboard [-c FILE|--socket PATH]                    the dashboard's link, token included
+  tunwall capture [-c FILE|--socket PATH] (--denied|--flow ID) -w FILE [--count N] [--max-bytes SIZE]
+                                                 pcap of refused packets or of one flow (- for stdout)
   tunwall explain [-c FILE] PROTO SRC DST[:PORT] show the verdict for one flow
                   [--user U] [--app PATH]        ... opened on this machine by U / PATH
                   [--domain NAME]                ... to a destination named NAME

@@ -30,6 +30,10 @@ type Backend interface {
 	// Dashboard is the dashboard's address with its token, "" without a
 	// TCP listener.
 	Dashboard() string
+	// Capture starts capturing the packets of flow id, or the refused
+	// packets when id is 0, cut to snaplen bytes.
+	Capture(id uint64, snaplen int) (PacketSource, error)
+	CaptureConfig() policy.CaptureConfig
 }
 
 // Flow is a live flow in API answers.
@@ -185,6 +189,7 @@ func Handler(b Backend) http.Handler {
 		}
 		reply(w, http.StatusOK, map[string]string{"url": url})
 	})
+	route(http.MethodGet, "/v1/capture", func(w http.ResponseWriter, r *http.Request) { capture(b, w, r) })
 	metrics := metricsHandler(b)
 	route(http.MethodGet, "/metrics", metrics.ServeHTTP)
 	for p := range assets {

@@ -4,13 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
 
 	"github.com/tunwall/tunwall/netstack"
 	"github.com/tunwall/tunwall/policy"
@@ -18,10 +23,11 @@ import (
 
 // fake is a Backend with one flow (id 7) and one refusal.
 type fake struct {
-	closed    []uint64
-	reloadErr error
-	panics    bool
-	dashboard string
+	closed     []uint64
+	reloadErr  error
+	panics     bool
+	dashboard  string
+	captureOff bool
 }
 
 func (f *fake) Flows() []netstack.FlowInfo {
@@ -68,6 +74,38 @@ func (f *fake) Metrics() netstack.Metrics {
 
 func (f *fake) Dashboard() string { return f.dashboard }
 
+func (f *fake) CaptureConfig() policy.CaptureConfig {
+	return policy.CaptureConfig{Enabled: !f.captureOff, MaxBytes: 1 << 20, Snaplen: 80}
+}
+
+// Capture offers three packets of 100 bytes (cut to the snap length);
+// flow 7 has ended by then, the denied capture goes on.
+func (f *fake) Capture(id uint64, snaplen int) (PacketSource, error) {
+	if id != 0 && id != 7 {
+		return nil, netstack.ErrNoFlow
+	}
+	c := &fakeCapture{ch: make(chan netstack.Packet, 3), done: make(chan struct{})}
+	for i := range 3 {
+		data := make([]byte, 100)
+		data[0], data[1] = 0x45, byte(i)
+		c.ch <- netstack.Packet{At: time.Unix(1700000000+int64(i), 0), Data: data[:snaplen], Len: len(data)}
+	}
+	if id == 7 {
+		close(c.done)
+	}
+	return c, nil
+}
+
+type fakeCapture struct {
+	ch   chan netstack.Packet
+	done chan struct{}
+}
+
+func (c *fakeCapture) Packets() <-chan netstack.Packet { return c.ch }
+func (c *fakeCapture) Done() <-chan struct{}           { return c.done }
+func (c *fakeCapture) Dropped() uint64                 { return 5 }
+func (c *fakeCapture) Close()                          {}
+
 func TestHandler(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, path string
@@ -90,6 +128,15 @@ func TestHandler(t *testing.T) {
 		{"reload by GET", "GET", "/v1/reload", fake{}, 405, `method not allowed (use POST)`},
 		{"unknown", "GET", "/v2/flows", fake{}, 404, `{"error":"/v2/flows: no such endpoint"}`},
 		{"unknown file", "GET", "/app.jsx", fake{}, 404, `{"error":"/app.jsx: no such endpoint"}`},
+		{"capture both", "GET", "/v1/capture?flow=7&denied", fake{}, 400, `{"error":"give flow=ID or denied, one of them"}`},
+		{"capture neither", "GET", "/v1/capture", fake{}, 400, `give flow=ID or denied`},
+		{"capture bad flow", "GET", "/v1/capture?flow=x", fake{}, 400, `{"error":"flow id \"x\" is not a number"}`},
+		{"capture flow 0", "GET", "/v1/capture?flow=0", fake{}, 400, `is not a number`},
+		{"capture no flow", "GET", "/v1/capture?flow=8", fake{}, 404, `{"error":"no live flow 8"}`},
+		{"capture tiny", "GET", "/v1/capture?denied&max_bytes=10", fake{}, 400, `max_bytes \"10\": want a size of at least 40 bytes`},
+		{"capture bad count", "GET", "/v1/capture?denied&count=-1", fake{}, 400, `count \"-1\" is not a number`},
+		{"capture off", "GET", "/v1/capture?denied", fake{captureOff: true}, 403, `packet capture is off (capture.enabled: false)`},
+		{"capture by POST", "POST", "/v1/capture?denied", fake{}, 405, `use GET`},
 		{"dashboard url", "GET", "/v1/dashboard", fake{dashboard: "http://127.0.0.1:9190/#token=x"}, 200, `{"url":"http://127.0.0.1:9190/#token=x"}`},
 		{"no dashboard", "GET", "/v1/dashboard", fake{}, 404, `no dashboard: the API has no TCP listener (set control.listen)`},
 		{"panic", "GET", "/v1/flows", fake{panics: true}, 500, `{"error":"internal error: boom"}`},
@@ -203,5 +250,54 @@ func TestMetricsText(t *testing.T) {
 	Handler(&fake{}).ServeHTTP(rec, httptest.NewRequest("POST", "/metrics", nil))
 	if rec.Code != 405 {
 		t.Errorf("POST /metrics: %d", rec.Code)
+	}
+}
+
+// TestCaptureStream: the capture is a pcap file of raw IP packets cut to
+// the snap length, ending at the flow's end, a packet count or a size
+// bound, said in the trailers with the drop count.
+func TestCaptureStream(t *testing.T) {
+	for _, tc := range []struct {
+		query   string
+		packets int
+		end     string
+	}{
+		{"flow=7", 3, EndFlowClosed},
+		{"denied&count=2", 2, EndCount},
+		{"denied&max_bytes=230", 2, EndMaxBytes}, // 24 + 2 x (16 + 80) = 216; a third would make 312
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			Handler(&fake{}).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/capture?"+tc.query, nil))
+			res := rec.Result()
+			if res.StatusCode != 200 || res.Header.Get("Content-Type") != "application/vnd.tcpdump.pcap" {
+				t.Fatalf("%d %q %s", res.StatusCode, res.Header.Get("Content-Type"), rec.Body)
+			}
+			r, err := pcapgo.NewReader(res.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.LinkType() != layers.LinkTypeRaw || r.Snaplen() != 80 {
+				t.Errorf("link type %v, snap length %d", r.LinkType(), r.Snaplen())
+			}
+			n := 0
+			for {
+				data, ci, err := r.ReadPacketData()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(data) != 80 || ci.Length != 100 || data[0] != 0x45 || data[1] != byte(n) || !ci.Timestamp.Equal(time.Unix(1700000000+int64(n), 0)) {
+					t.Errorf("packet %d: %d of %d bytes % x at %v", n, len(data), ci.Length, data[:2], ci.Timestamp)
+				}
+				n++
+			}
+			tr := res.Trailer
+			if n != tc.packets || tr.Get(TrailerPackets) != strconv.Itoa(tc.packets) || tr.Get(TrailerEnd) != tc.end || tr.Get(TrailerDropped) != "5" {
+				t.Errorf("%d packets, trailers %v; want %d packets ending by %s", n, tr, tc.packets, tc.end)
+			}
+		})
 	}
 }

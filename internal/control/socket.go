@@ -63,7 +63,8 @@ func Listen(path, group string) (net.Listener, error) {
 
 // Serve answers API requests on ln until ctx ends.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	// Requests share ctx, so long answers (captures) end when it does.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -79,18 +80,46 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 // Client talks to the API on a unix socket.
 type Client struct {
 	socket string
-	hc     *http.Client
+	hc     *http.Client // for answers that come at once
+	stream *http.Client // for answers that last (captures): no time limit
 }
 
 // NewClient returns a client for the socket at path.
 func NewClient(path string) *Client {
-	return &Client{socket: path, hc: &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		}},
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
 	}}
+	return &Client{socket: path, hc: &http.Client{Timeout: 30 * time.Second, Transport: tr}, stream: &http.Client{Transport: tr}}
+}
+
+// Stream sends a GET whose answer lasts until the server ends it or ctx
+// ends; the caller reads and closes the body. An error answer is an
+// *APIError.
+func (c *Client) Stream(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tunwall"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s): %v", ErrNoServer, c.socket, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, apiError(resp, body)
+	}
+	return resp, nil
+}
+
+// apiError reads the JSON error of an answer.
+func apiError(resp *http.Response, body []byte) error {
+	var e struct{ Error string }
+	if json.Unmarshal(body, &e) != nil || e.Error == "" {
+		e.Error = resp.Status
+	}
+	return &APIError{Status: resp.StatusCode, Msg: e.Error}
 }
 
 // APIError is an error answer from the API.
@@ -117,11 +146,7 @@ func (c *Client) Do(method, path string, out any) error {
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		var e struct{ Error string }
-		if json.Unmarshal(body, &e) != nil || e.Error == "" {
-			e.Error = resp.Status
-		}
-		return &APIError{Status: resp.StatusCode, Msg: e.Error}
+		return apiError(resp, body)
 	}
 	if out == nil {
 		return nil

@@ -155,7 +155,7 @@ function drawFlows(flows) {
     const action = el("td", null);
     action.appendChild(killButton(x.id));
     const tr = row([
-      x.id, x.proto, x.src, el("td", x.dst, "wrap"), el("td", x.domain || "", "wrap"), el("td", app, "wrap"), rule,
+      x.id, x.proto, x.src, el("td", x.dst, "wrap"), el("td", x.domain ? x.domain + " (" + x.domain_source + ")" : "", "wrap"), el("td", app, "wrap"), rule,
       num(bytes(x.bytes_out)), num(bytes(x.bytes_in)), num(duration(now - Date.parse(x.start))), num(duration(x.idle_ms)), action,
     ]);
     tr.dataset.flowId = x.id;
