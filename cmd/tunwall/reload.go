@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/tunwall/tunwall/internal/control"
 	"github.com/tunwall/tunwall/netstack"
 	"github.com/tunwall/tunwall/policy"
 	"github.com/tunwall/tunwall/tun"
@@ -200,6 +202,7 @@ type statusRecord struct {
 	OK      bool   `json:"ok"`
 	Error   string `json:"error,omitempty"`
 	Hash    string `json:"policy_hash"`
+	Socket  string `json:"socket"` // the control API's
 }
 
 // netnsID names this network namespace (its inode) in status file names;
@@ -220,7 +223,7 @@ func newRunStatus(cfg *policy.Config, path string) *runStatus {
 	pid := os.Getpid()
 	st := &runStatus{
 		path: filepath.Join(tun.StateDir, fmt.Sprintf("run-%s-%s.json", netnsID(), cfg.Tun.Name)),
-		rec:  statusRecord{PID: pid, Start: tun.ProcessStart(pid), Config: abs, Tun: cfg.Tun.Name, OK: true, Hash: cfg.Hash},
+		rec:  statusRecord{PID: pid, Start: tun.ProcessStart(pid), Config: abs, Tun: cfg.Tun.Name, OK: true, Hash: cfg.Hash, Socket: socketPath(cfg)},
 	}
 	sweepStatus()
 	st.write()
@@ -285,49 +288,53 @@ func readStatus(path string) (statusRecord, error) {
 // reports how that went: exit 0 when the new policy is in force, 2 when
 // the file has errors (the old policy stays), 1 when no tunwall answers.
 func cmdReload(args []string, stdout io.Writer) error {
-	path, rest, err := flags("reload", args, false)
+	var socket string
+	path, rest, err := flags("reload", args, false, stringFlag{"socket", &socket})
 	if err != nil {
 		return err
 	}
 	if len(rest) > 0 {
 		return usageError{fmt.Errorf("reload: unexpected arguments %q", rest)}
 	}
-	if path != "" {
-		path, _ = filepath.Abs(path)
-	}
-	files, _ := filepath.Glob(filepath.Join(tun.StateDir, "run-"+netnsID()+"-*.json"))
-	var found []string
-	var rec statusRecord
-	for _, f := range files {
-		r, err := readStatus(f)
-		if err != nil || tun.ProcessStart(r.PID) != r.Start || r.Start == 0 || path != "" && r.Config != path {
-			continue
+	pid := 0
+	if socket == "" {
+		// Found through the status files rather than the config file, so
+		// that a file that no longer parses still names its tunwall.
+		if path != "" {
+			path, _ = filepath.Abs(path)
 		}
-		found, rec = append(found, f), r
-	}
-	switch {
-	case len(found) == 0 && path != "":
-		return fmt.Errorf("reload: no tunwall running with %s in this network namespace", path)
-	case len(found) == 0:
-		return errors.New("reload: no tunwall running in this network namespace")
-	case len(found) > 1:
-		return usageError{fmt.Errorf("reload: %d tunwalls run in this network namespace; name one with -c FILE", len(found))}
-	}
-	if err := signalReload(rec.PID); err != nil {
-		return fmt.Errorf("reload: signal pid %d: %w", rec.PID, err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-		cur, err := readStatus(found[0])
-		if err != nil || cur.Reloads <= rec.Reloads {
-			continue
+		files, _ := filepath.Glob(filepath.Join(tun.StateDir, "run-"+netnsID()+"-*.json"))
+		var found []statusRecord
+		for _, f := range files {
+			r, err := readStatus(f)
+			if err != nil || tun.ProcessStart(r.PID) != r.Start || r.Start == 0 || r.Socket == "" || path != "" && r.Config != path {
+				continue
+			}
+			found = append(found, r)
 		}
-		if !cur.OK {
-			return usageError{fmt.Errorf("reload: %s has errors; tunwall (pid %d) keeps its running policy:\n%s", cur.Config, cur.PID, cur.Error)}
+		switch {
+		case len(found) == 0 && path != "":
+			return fmt.Errorf("reload: no tunwall running with %s in this network namespace", path)
+		case len(found) == 0:
+			return errors.New("reload: no tunwall running in this network namespace")
+		case len(found) > 1:
+			return usageError{fmt.Errorf("reload: %d tunwalls run in this network namespace; name one with -c FILE or --socket PATH", len(found))}
 		}
-		fmt.Fprintf(stdout, "reloaded: tunwall (pid %d) runs policy %s from %s\n", cur.PID, cur.Hash, cur.Config)
-		return nil
+		socket, pid = found[0].Socket, found[0].PID
 	}
-	return fmt.Errorf("reload: tunwall (pid %d) did not report a reload within 10 s", rec.PID)
+	var info control.PolicyInfo
+	err = control.NewClient(socket).Do(http.MethodPost, "/v1/reload", &info)
+	var apiErr *control.APIError
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusUnprocessableEntity {
+		return usageError{fmt.Errorf("reload: the file has errors; tunwall keeps its running policy:\n%s", apiErr.Msg)}
+	}
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	who := "tunwall"
+	if pid != 0 {
+		who = fmt.Sprintf("tunwall (pid %d)", pid)
+	}
+	fmt.Fprintf(stdout, "reloaded: %s runs policy %s from %s\n", who, info.Hash, info.Source)
+	return nil
 }

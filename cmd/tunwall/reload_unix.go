@@ -13,5 +13,3 @@ func inode(fi os.FileInfo) uint64 {
 	}
 	return 0
 }
-
-func signalReload(pid int) error { return syscall.Kill(pid, syscall.SIGHUP) }
