@@ -320,3 +320,82 @@ policy:
 		}
 	}
 }
+
+// TestStartupSummary: on a terminal (a pty from script(1)), tunwall run
+// prints what it set up and where to look next; Ctrl-C typed on that
+// terminal stops it cleanly.
+func TestStartupSummary(t *testing.T) {
+	l := routedLab(t, "tws")
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("script(1) from util-linux is not installed")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	cfg := filepath.Join(dir, "tunwall.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`tun: {name: tw0}
+log: {output: %s/tunwall.log}
+routing: {mode: all, strict: false}
+control: {socket: %s, listen: "%s"}
+policy: {default: allow}
+`, dir, sock, listenAddr)), 0o644)
+	cmd := l.Cmd(l.Gateway, "script", "-qefc", filepath.Join(bin, "tunwall")+" run -c "+cfg, "/dev/null")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- strings.TrimRight(sc.Text(), "\r")
+		}
+		close(lines)
+	}()
+	var summary []string
+	timeout := time.After(10 * time.Second)
+	for done := false; !done; {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("tunwall ended before its summary: %q", summary)
+			}
+			summary = append(summary, line)
+			done = strings.HasPrefix(line, "next: ")
+		case <-timeout:
+			t.Fatalf("no summary within 10 s: %q", summary)
+		}
+	}
+	text := strings.Join(summary, "\n")
+	for _, want := range []string{"is running", "device     tw0, mtu 1500", "routing    all", "policy     0 rules, default allow, enforcing",
+		"log        " + dir + "/tunwall.log", "control    " + sock, "dashboard  http://" + listenAddr + "/#token=", "next: tunwall flows --watch"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("summary lacks %q:\n%s", want, text)
+		}
+	}
+	io.WriteString(stdin, "\x03") // Ctrl-C on the terminal
+	waited := make(chan error, 1)
+	go func() {
+		for range lines {
+		}
+		waited <- cmd.Wait()
+	}()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Errorf("tunwall after Ctrl-C: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("tunwall did not stop on Ctrl-C")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("control socket left: %v", err)
+	}
+}

@@ -115,9 +115,9 @@ func printFlows(w io.Writer, flows []control.Flow) {
 		if f.Domain != "" {
 			name += " (" + f.DomainSource + ")"
 		}
-		app := dash(filepath.Base(f.Exe))
-		if f.Exe == "" && f.User != "" {
-			app = f.User
+		app := dash(f.User)
+		if f.Exe != "" {
+			app = filepath.Base(f.Exe)
 		}
 		rule := f.Rule
 		if !f.Enforced {

@@ -141,6 +141,10 @@ func cmdRun(args []string, stderr io.Writer) error {
 		ready = ready.Str("control_listen", ctl.tcp.Addr().String())
 	}
 	ready.Msg("ready")
+	if onTerminal(stderr) {
+		printSummary(stderr, setup{cfg: cfg, device: dev.Name(), mtu: dev.MTU(), routing: rt.Installed(),
+			appIdentity: owners != nil, socket: ctl.socket, dashboard: ctl.dashboard})
+	}
 
 	reloadDone, apiDone := make(chan struct{}), make(chan struct{})
 	go func() {
