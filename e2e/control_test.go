@@ -24,6 +24,8 @@ func TestControlAPI(t *testing.T) {
 	l := routedLab(t, "twc")
 	gw := l.Gateway
 	dir := t.TempDir()
+	os.Chmod(dir, 0o755) // only the socket's own mode keeps others out
+	os.Chmod(filepath.Dir(dir), 0o755)
 	sock := filepath.Join(dir, "control.sock")
 	tw := launch(t, l, fmt.Sprintf(routed("info", `control: {socket: %s}
 policy:
@@ -122,5 +124,28 @@ policy:
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("control socket left after stop: %v", err)
+	}
+}
+
+// TestControlGroup: with control.group the socket is 0660 and that
+// group's members may use it; others still may not.
+func TestControlGroup(t *testing.T) {
+	l := routedLab(t, "twg")
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755) // only the socket's own mode keeps others out
+	sock := filepath.Join(dir, "control.sock")
+	launch(t, l, fmt.Sprintf(routed("info", "control: {socket: %s, group: nogroup}\npolicy: {default: allow}\n"), sock))
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("control socket %v %v, want 0660", fi.Mode(), err)
+	}
+	as := func(gid string) (string, error) {
+		return l.Run(l.Gateway, "setpriv", "--reuid", "64101", "--regid", gid, "--clear-groups", filepath.Join(bin, "tunwall"), "stats", "--socket", sock)
+	}
+	if out, err := as("nogroup"); err != nil || !strings.Contains(out, "flows_active") {
+		t.Errorf("stats as a member of nogroup: %v %q", err, out)
+	}
+	if out, err := as("64101"); err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("stats as a non-member: %v %q, want permission denied", err, out)
 	}
 }

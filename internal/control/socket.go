@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -103,7 +104,7 @@ func (c *Client) Stream(ctx context.Context, path string) (*http.Response, error
 	}
 	resp, err := c.stream.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w (%s): %v", ErrNoServer, c.socket, err)
+		return nil, c.dialError(err)
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
@@ -111,6 +112,17 @@ func (c *Client) Stream(ctx context.Context, path string) (*http.Response, error
 		return nil, apiError(resp, body)
 	}
 	return resp, nil
+}
+
+// ErrDenied is the error for a control socket this user may not use.
+var ErrDenied = errors.New("permission denied")
+
+// dialError explains a request that reached no API.
+func (c *Client) dialError(err error) error {
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("control socket %s: %w (it is for root, and the group in control.group if one is set)", c.socket, ErrDenied)
+	}
+	return fmt.Errorf("%w (%s): %v", ErrNoServer, c.socket, err)
 }
 
 // apiError reads the JSON error of an answer.
@@ -138,7 +150,7 @@ func (c *Client) Do(method, path string, out any) error {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w (%s): %v", ErrNoServer, c.socket, err)
+		return c.dialError(err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
