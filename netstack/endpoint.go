@@ -184,7 +184,9 @@ func (e *endpoint) deliver(g *gro.GRO, coalesce bool, pkt []byte) {
 		return
 	}
 	e.stats.PacketsIn.Add(1)
-	e.tapFlows(pkt)
+	if e.taps.Load() != nil {
+		e.tapFlows(pkt)
+	}
 	if e.inspect != nil && e.inspect(pkt) {
 		return
 	}
@@ -244,7 +246,9 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			e.stats.WriteErrors.Add(1) // larger than any packet we can write
 			continue
 		}
-		e.tapFlows(b.bufs[len(b.bufs)-1][headroom:])
+		if e.taps.Load() != nil {
+			e.tapFlows(b.bufs[len(b.bufs)-1][headroom:])
+		}
 		if len(b.bufs) == e.batch {
 			written += e.flush(b)
 		}
