@@ -140,16 +140,10 @@ policy:
 	}
 
 	// One flow, both ways, until it ends.
-	c, err := l.Dial(gw, "tcp", hostPort(lab.ServerV4, "7001"), 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c, br := echoFlow(t, l, gw, "")
 	id := flowID(t, sock, c.LocalAddr().String())
 	flowFile := filepath.Join(dir, "flow.pcap")
 	wait = startCapture(t, l, sock, flowFile, "--flow", fmt.Sprint(id))
-	br := bufio.NewReader(c)
 	io.WriteString(c, "captured line\n")
 	if line, err := br.ReadString('\n'); err != nil || line != "captured line\n" {
 		t.Fatalf("echo: %q %v", line, err)
@@ -183,12 +177,7 @@ policy:
 	}
 
 	// A size bound.
-	c2, err := l.Dial(gw, "tcp", hostPort(lab.ServerV4, "7001"), 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
-	c2.SetDeadline(time.Now().Add(20 * time.Second))
+	c2, _ := echoFlow(t, l, gw, "")
 	boundFile := filepath.Join(dir, "bound.pcap")
 	wait = startCapture(t, l, sock, boundFile, "--flow", fmt.Sprint(flowID(t, sock, c2.LocalAddr().String())), "--max-bytes", "4KiB")
 	go io.Copy(c2, io.LimitReader(lab.NewStream(3), 256<<10))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,17 +44,7 @@ policy:
 	}
 
 	// A live flow with some bytes each way.
-	c, err := l.Dial(gw, "tcp", hostPort(lab.ServerV4, "7001"), 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	br := bufio.NewReader(c)
-	io.WriteString(c, "hello\n")
-	if line, err := br.ReadString('\n'); err != nil || line != "hello\n" {
-		t.Fatalf("echo: %q %v", line, err)
-	}
+	c, br := echoFlow(t, l, gw, "hello\n")
 	src := c.LocalAddr().String()
 	var mine control.Flow
 	deadline := time.Now().Add(5 * time.Second)
@@ -148,4 +139,24 @@ func TestControlGroup(t *testing.T) {
 	if out, err := as("64101"); err == nil || !strings.Contains(out, "permission denied") {
 		t.Errorf("stats as a non-member: %v %q, want permission denied", err, out)
 	}
+}
+
+// echoFlow opens a TCP flow from namespace ns to the lab's echo service
+// (closed when the test ends) and, unless line is empty, echoes line once.
+func echoFlow(t *testing.T, l *lab.Lab, ns, line string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := l.Dial(ns, "tcp", hostPort(lab.ServerV4, "7001"), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	br := bufio.NewReader(c)
+	if line != "" {
+		io.WriteString(c, line)
+		if got, err := br.ReadString('\n'); err != nil || got != line {
+			t.Fatalf("echo: %q %v", got, err)
+		}
+	}
+	return c, br
 }

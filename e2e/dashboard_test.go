@@ -146,11 +146,7 @@ policy:
 
 	// One allowed flow moving 1 MiB each way, held open for a scrape.
 	const size = 1 << 20
-	c, err := l.Dial(gw, "tcp", hostPort(lab.ServerV4, "7001"), 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c, _ := echoFlow(t, l, gw, "")
 	go io.Copy(c, io.LimitReader(lab.NewStream(7), size))
 	if n, err := io.Copy(io.Discard, io.LimitReader(c, size)); n != size {
 		t.Fatalf("echo of 1 MiB: %d bytes, %v", n, err)
@@ -232,17 +228,7 @@ policy:
 	}
 
 	// A live flow with bytes each way, and a refusal.
-	c, err := l.Dial(gw, "tcp", hostPort(lab.ServerV4, "7001"), 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	br := bufio.NewReader(c)
-	io.WriteString(c, "hello\n")
-	if line, err := br.ReadString('\n'); err != nil || line != "hello\n" {
-		t.Fatalf("echo: %q %v", line, err)
-	}
+	c, br := echoFlow(t, l, gw, "hello\n")
 	probe(t, l, gw, 0, "tcp", hostPort(lab.ServerV4, "23"))
 	var id uint64
 	var flows []control.Flow

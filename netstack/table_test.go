@@ -18,14 +18,7 @@ func TestFlowTable(t *testing.T) {
 	up, upPeer := net.Pipe()
 	defer upPeer.Close()
 	h := newHarness(t, func(context.Context, string, string) (net.Conn, error) { return up, nil }, nil, policy.Limits{})
-	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
-	synAck := h.nextTCP(t)
-	h.send(tcpAck(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1))
-	h.send(tcpData(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1, []byte("hello")))
-	upPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(upPeer, make([]byte, 5)); err != nil {
-		t.Fatal(err)
-	}
+	openWeb(t, h, upPeer)
 	var fl []FlowInfo
 	waitFor(t, func() bool { fl = h.gw.Flows(); return len(fl) == 1 && fl[0].BytesOut == 5 })
 	f := fl[0]
@@ -43,6 +36,21 @@ func TestFlowTable(t *testing.T) {
 	waitFor(t, func() bool { return len(h.gw.Flows()) == 0 })
 	if h.gw.CloseFlow(f.ID) {
 		t.Error("CloseFlow of a gone flow returned true")
+	}
+}
+
+// openWeb opens the flow 10.0.0.2:5000 -> 192.0.2.1:80 (rule "web"), whose
+// upstream end is upPeer, and sends "hello" through it (client sequence
+// numbers from 1001: the next is 1006).
+func openWeb(t *testing.T, h *harness, upPeer net.Conn) {
+	t.Helper()
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
+	synAck := h.nextTCP(t)
+	h.send(tcpAck(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1))
+	h.send(tcpData(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1, []byte("hello")))
+	upPeer.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(upPeer, make([]byte, 5)); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -97,14 +105,7 @@ func TestMetrics(t *testing.T) {
 		h.send(tcpSyn(t, fmt.Sprintf("10.0.0.2:%d", port), "192.0.2.1:81"))
 		h.nextTCP(t)
 	}
-	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
-	synAck := h.nextTCP(t)
-	h.send(tcpAck(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1))
-	h.send(tcpData(t, "10.0.0.2:5000", "192.0.2.1:80", 1001, synAck.Seq+1, []byte("hello")))
-	upPeer.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(upPeer, make([]byte, 5)); err != nil {
-		t.Fatal(err)
-	}
+	openWeb(t, h, upPeer)
 	var m Metrics
 	waitFor(t, func() bool { m = h.gw.Metrics(); return m.Bytes.Out == 5 })
 	tcp, allow, reject := protoIndex(policy.TCP), int(policy.Allow), int(policy.Reject)
