@@ -65,6 +65,15 @@ func demo(tunwall string) error {
 			fmt.Println("    " + strings.TrimLeft(line, " "))
 		}
 	}
+	time.Sleep(300 * time.Millisecond)
+	fmt.Println("\n▶ tunwall flows and tunwall denied: what is live now, and what was refused (with repeat counts)")
+	for _, cmd := range []string{"flows", "denied"} {
+		b, _ := l.Cmd(l.Gateway, tunwall, cmd).CombinedOutput()
+		fmt.Printf("  $ tunwall %s\n", cmd)
+		for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+			fmt.Println("    " + line)
+		}
+	}
 	fmt.Println("\n▶ SIGTERM: open flows are closed, the TUN device and its routes disappear")
 	if err := tw.Stop(10 * time.Second); err != nil {
 		return err
