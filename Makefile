@@ -39,6 +39,7 @@ fuzz:
 	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzDNS$$' -fuzztime 30s
 	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzServerName$$' -fuzztime 30s
 	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzHTTPHost$$' -fuzztime 30s
+	$(GO) test ./internal/control -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 
 clean:
 	rm -rf $(BIN) bench.json

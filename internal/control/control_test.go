@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -300,4 +301,31 @@ func TestCaptureStream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzHandler: any method, path and query gets an answer, never a panic
+// or a 5xx; error answers are JSON.
+func FuzzHandler(f *testing.F) {
+	for _, s := range []string{"/v1/flows", "/v1/flows/7", "/v1/capture?flow=7&count=1", "/v1/capture?denied&max_bytes=1KiB",
+		"/v1/reload", "/metrics", "/", "/app.js", "/v1/flows/%ff", "//v1/../v1/stats", "/v1/dashboard"} {
+		f.Add("GET", s)
+		f.Add("DELETE", s)
+	}
+	f.Fuzz(func(t *testing.T, method, target string) {
+		req, err := http.NewRequest(method, "http://tunwall"+target, nil)
+		if err != nil || req.URL.Host != "tunwall" {
+			return // not a request a client could send
+		}
+		// A capture of refused packets lasts until the client leaves.
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		rec := httptest.NewRecorder()
+		Handler(&fake{}).ServeHTTP(rec, req.WithContext(ctx))
+		if rec.Code >= 500 || rec.Code < 200 {
+			t.Fatalf("%s %s: %d %s", method, target, rec.Code, rec.Body)
+		}
+		if rec.Code >= 400 && rec.Code != 405 && !json.Valid(rec.Body.Bytes()) && rec.Body.Len() > 0 {
+			t.Fatalf("%s %s: %d with a body that is not JSON: %q", method, target, rec.Code, rec.Body)
+		}
+	})
 }
