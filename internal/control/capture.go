@@ -149,7 +149,9 @@ func capture(b Backend, w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		case <-r.Context().Done():
-			return
+			// The client left (then nobody reads this), or tunwall is
+			// stopping: the trailers say so.
+			end = EndStopped
 		}
 	}
 	h.Set(TrailerPackets, strconv.FormatUint(packets, 10))

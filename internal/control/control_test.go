@@ -266,10 +266,16 @@ func TestCaptureStream(t *testing.T) {
 		{"flow=7", 3, EndFlowClosed},
 		{"denied&count=2", 2, EndCount},
 		{"denied&max_bytes=230", 2, EndMaxBytes}, // 24 + 2 x (16 + 80) = 216; a third would make 312
+		{"denied", 3, EndStopped},                 // until the server stops (the request's context ends)
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			Handler(&fake{}).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/capture?"+tc.query, nil))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tc.end == EndStopped {
+				time.AfterFunc(100*time.Millisecond, cancel)
+			}
+			Handler(&fake{}).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/capture?"+tc.query, nil).WithContext(ctx))
 			res := rec.Result()
 			if res.StatusCode != 200 || res.Header.Get("Content-Type") != "application/vnd.tcpdump.pcap" {
 				t.Fatalf("%d %q %s", res.StatusCode, res.Header.Get("Content-Type"), rec.Body)
