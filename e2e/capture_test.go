@@ -100,7 +100,7 @@ func TestCapture(t *testing.T) {
 	gw := l.Gateway
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "control.sock")
-	launch(t, l, routed("info", fmt.Sprintf(`control: {socket: %s}
+	tw := launch(t, l, routed("info", fmt.Sprintf(`control: {socket: %s}
 capture: {snaplen: 1500}
 policy:
   default: allow
@@ -197,6 +197,17 @@ policy:
 	if out, err := l.Run(gw, filepath.Join(bin, "tunwall"), "capture", "--socket", sock, "--denied"); exitCode(err) != 2 || !strings.Contains(out, "-w FILE is required") {
 		t.Errorf("capture without -w: exit %d %q", exitCode(err), out)
 	}
+
+	// A capture running when tunwall stops ends cleanly, its file whole.
+	lastFile := filepath.Join(dir, "last.pcap")
+	wait = startCapture(t, l, sock, lastFile, "--denied")
+	if err := tw.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := wait(); err != nil || !strings.Contains(out, "0 packets written (ended: stopped)") {
+		t.Errorf("capture over a stop: %v %q", err, out)
+	}
+	readPcap(t, lastFile)
 }
 
 // flowID finds the id of the live flow from src.
