@@ -266,7 +266,7 @@ func TestCaptureStream(t *testing.T) {
 		{"flow=7", 3, EndFlowClosed},
 		{"denied&count=2", 2, EndCount},
 		{"denied&max_bytes=230", 2, EndMaxBytes}, // 24 + 2 x (16 + 80) = 216; a third would make 312
-		{"denied", 3, EndStopped},                 // until the server stops (the request's context ends)
+		{"denied", 3, EndStopped},                // until the server stops (the request's context ends)
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			rec := httptest.NewRecorder()
