@@ -37,15 +37,14 @@ type reloader struct {
 	path     string // "" for the embedded default: nothing to watch
 	gw       *netstack.Gateway
 	log      zerolog.Logger
-	status   *runStatus
 	cfg      atomic.Pointer[policy.Config] // the configuration in force
 	loadedAt atomic.Int64                  // unix nanos of the last successful load
 	failed   atomic.Int64                  // reloads that failed since start
 	requests chan chan error               // reloads asked for through the API
 }
 
-func newReloader(path string, cfg *policy.Config, gw *netstack.Gateway, log zerolog.Logger, status *runStatus) *reloader {
-	r := &reloader{path: path, gw: gw, log: log, status: status, requests: make(chan chan error)}
+func newReloader(path string, cfg *policy.Config, gw *netstack.Gateway, log zerolog.Logger) *reloader {
+	r := &reloader{path: path, gw: gw, log: log, requests: make(chan chan error)}
 	r.cfg.Store(cfg)
 	r.loadedAt.Store(time.Now().UnixNano())
 	return r
@@ -142,7 +141,6 @@ func (r *reloader) reload(trigger string) error {
 		r.log.Error().Str("event", "reload").Str("trigger", trigger).Bool("ok", false).Err(err).
 			Msg("reload failed; the running policy stays")
 		r.failed.Add(1)
-		r.status.reloaded(false, err.Error(), r.cfg.Load().Hash)
 		return err
 	}
 	if restart := needsRestart(r.cfg.Load(), cfg); len(restart) > 0 {
@@ -163,7 +161,6 @@ func (r *reloader) reload(trigger string) error {
 	r.log.Info().Str("event", "reload").Str("trigger", trigger).Bool("ok", true).Str("policy_hash", cfg.Hash).
 		Int("rules", cfg.Policy.Len()).Int("lists", len(cfg.Lists)).Bool("monitor", cfg.Policy.Monitor()).
 		Bool("reevaluate", cfg.Policy.Reevaluate()).Int("closed", closed).Msg("policy reloaded")
-	r.status.reloaded(true, "", cfg.Hash)
 	return nil
 }
 
@@ -187,22 +184,18 @@ func needsRestart(old, cur *policy.Config) []string {
 }
 
 // runStatus is the file a running tunwall keeps under tun.StateDir so
-// that "tunwall reload" can find it and learn how its reload went.
+// that "tunwall reload" can find it and its control socket.
 type runStatus struct {
 	path string
 	rec  statusRecord
 }
 
 type statusRecord struct {
-	PID     int    `json:"pid"`
-	Start   uint64 `json:"start"` // process start time, to tell a reused pid
-	Config  string `json:"config"`
-	Tun     string `json:"tun"`
-	Reloads int    `json:"reloads"`
-	OK      bool   `json:"ok"`
-	Error   string `json:"error,omitempty"`
-	Hash    string `json:"policy_hash"`
-	Socket  string `json:"socket"` // the control API's
+	PID    int    `json:"pid"`
+	Start  uint64 `json:"start"` // process start time, to tell a reused pid
+	Config string `json:"config"`
+	Tun    string `json:"tun"`
+	Socket string `json:"socket"` // the control API's
 }
 
 // netnsID names this network namespace (its inode) in status file names;
@@ -223,7 +216,7 @@ func newRunStatus(cfg *policy.Config, path string) *runStatus {
 	pid := os.Getpid()
 	st := &runStatus{
 		path: filepath.Join(tun.StateDir, fmt.Sprintf("run-%s-%s.json", netnsID(), cfg.Tun.Name)),
-		rec:  statusRecord{PID: pid, Start: tun.ProcessStart(pid), Config: abs, Tun: cfg.Tun.Name, OK: true, Hash: cfg.Hash, Socket: socketPath(cfg)},
+		rec:  statusRecord{PID: pid, Start: tun.ProcessStart(pid), Config: abs, Tun: cfg.Tun.Name, Socket: socketPath(cfg)},
 	}
 	sweepStatus()
 	st.write()
@@ -253,14 +246,8 @@ func sweepStatus() {
 	}
 }
 
-func (s *runStatus) reloaded(ok bool, msg, hash string) {
-	s.rec.Reloads++
-	s.rec.OK, s.rec.Error, s.rec.Hash = ok, msg, hash
-	s.write()
-}
-
 // write replaces the file atomically; a failure only costs "tunwall reload"
-// its answer, so it is not fatal.
+// without --socket its way to this tunwall, so it is not fatal.
 func (s *runStatus) write() {
 	b, _ := json.Marshal(s.rec)
 	if os.MkdirAll(filepath.Dir(s.path), 0o700) != nil {
@@ -293,8 +280,8 @@ func cmdReload(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 {
-		return usageError{fmt.Errorf("reload: unexpected arguments %q", rest)}
+	if err := noArgs("reload", rest); err != nil {
+		return err
 	}
 	pid := 0
 	if socket == "" {

@@ -123,7 +123,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	status := newRunStatus(cfg, path)
 	defer status.remove()
-	rl := newReloader(path, cfg, gw, zl, status)
+	rl := newReloader(path, cfg, gw, zl)
 	ctl, err := openControl(cfg)
 	if err != nil {
 		gw.Close()
