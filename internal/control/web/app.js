@@ -144,23 +144,52 @@ function killButton(id) {
   return b;
 }
 
+// flowRows keeps each shown flow's row, so a refresh updates rows in
+// place: a close button being clicked is never swapped for a new one.
+const flowRows = new Map(); // id -> {tr, cells}
+const flowClasses = ["", "", "", "wrap", "wrap", "wrap", "", "num", "num", "num", "num"];
+
+function flowRow(id) {
+  let r = flowRows.get(id);
+  if (!r) {
+    const tr = document.createElement("tr");
+    tr.dataset.flowId = id;
+    const cells = flowClasses.map(cls => tr.appendChild(el("td", null, cls)));
+    tr.appendChild(el("td")).appendChild(killButton(id));
+    r = { tr, cells };
+    flowRows.set(id, r);
+  }
+  return r;
+}
+
 function drawFlows(flows) {
   document.getElementById("flow-count").textContent = "(" + flows.length + ")";
   const f = filterText.toLowerCase();
   const shown = flows.filter(x => !f || [x.src, x.dst, x.domain, x.exe, x.user, x.rule, x.proto].some(v => v && String(v).toLowerCase().includes(f)));
   const now = Date.now();
-  fillBody("flows", shown.map(x => {
+  const tbody = document.querySelector("#flows tbody");
+  const keep = new Set();
+  let prev = null;
+  for (const x of shown) {
+    keep.add(x.id);
+    const r = flowRow(x.id);
     const app = x.exe ? x.exe.split("/").pop() + (x.pid ? " (" + x.pid + ")" : "") : (x.user || "");
-    const rule = el("td", x.rule + (x.enforced ? "" : " (monitor)"), x.enforced ? "" : "monitor");
-    const action = el("td", null);
-    action.appendChild(killButton(x.id));
-    const tr = row([
-      x.id, x.proto, x.src, el("td", x.dst, "wrap"), el("td", x.domain ? x.domain + " (" + x.domain_source + ")" : "", "wrap"), el("td", app, "wrap"), rule,
-      num(bytes(x.bytes_out)), num(bytes(x.bytes_in)), num(duration(now - Date.parse(x.start))), num(duration(x.idle_ms)), action,
-    ]);
-    tr.dataset.flowId = x.id;
-    return tr;
-  }));
+    const values = [
+      x.id, x.proto, x.src, x.dst, x.domain ? x.domain + " (" + x.domain_source + ")" : "", app, x.rule + (x.enforced ? "" : " (monitor)"),
+      bytes(x.bytes_out), bytes(x.bytes_in), duration(now - Date.parse(x.start)), duration(x.idle_ms),
+    ];
+    values.forEach((v, i) => { if (r.cells[i].textContent !== String(v)) r.cells[i].textContent = String(v); });
+    r.cells[6].className = x.enforced ? "" : "monitor";
+    const at = prev ? prev.nextSibling : tbody.firstChild;
+    if (at !== r.tr) tbody.insertBefore(r.tr, at);
+    prev = r.tr;
+  }
+  for (const [id, r] of flowRows) {
+    if (!keep.has(id)) {
+      r.tr.remove();
+      flowRows.delete(id);
+    }
+  }
 }
 
 function drawDenied(denied) {
