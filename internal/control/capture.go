@@ -100,13 +100,8 @@ func capture(b Backend, w http.ResponseWriter, r *http.Request) {
 	if err := pw.WriteFileHeader(uint32(cc.Snaplen), layers.LinkTypeRaw); err != nil {
 		return
 	}
-	flusher, _ := w.(http.Flusher)
-	flush := func() {
-		if flusher != nil {
-			flusher.Flush()
-		}
-	}
-	flush()
+	rc := http.NewResponseController(w)
+	rc.Flush()
 	written, packets := int64(pcapFileHeader), uint64(0)
 	// write adds one packet; it reports why the capture ends, "" to go on.
 	write := func(p netstack.Packet) (end string, ok bool) {
@@ -133,7 +128,7 @@ func capture(b Backend, w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			if len(c.Packets()) == 0 {
-				flush()
+				rc.Flush()
 			}
 		case <-c.Done():
 			for end == "" && len(c.Packets()) > 0 {
