@@ -715,3 +715,26 @@ func TestRoutingLifecycle(t *testing.T) {
 		t.Errorf("a second tunwall down: %q, want nothing to remove", out)
 	}
 }
+
+// TestRouteAllNoLoop: in mode all, a destination the machine has no route
+// for gets an error at once. tunwall's own upstream socket (marked) finds
+// no route in main and must not fall through to tunwall's table and come
+// back in through the TUN, flow after flow.
+func TestRouteAllNoLoop(t *testing.T) {
+	l := routedLab(t, "twn")
+	gw := l.Gateway
+	tw := launch(t, l, routed("debug", "policy: {default: allow}\n"))
+	const nowhere = "10.77.3.1:9" // in the lab's range, on no link: main has no route
+	if r := probe(t, l, gw, 0, "udp", nowhere); r.OK || r.Errno != "ECONNREFUSED" {
+		t.Errorf("udp to %s: %+v, want refused (tunwall's upstream is unreachable)", nowhere, r)
+	}
+	if r := probe(t, l, gw, 0, "tcp", nowhere); r.OK || r.Errno != "ECONNREFUSED" {
+		t.Errorf("tcp to %s: %+v, want refused (tunwall's upstream is unreachable)", nowhere, r)
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		wantVerdict(t, tw.Log, proto, nowhere, "allow", "default")
+		if n := len(verdicts(t, tw.Log, proto, nowhere)); n != 1 {
+			t.Errorf("%d %s verdicts for %s, want 1: tunwall's own upstream came back in", n, proto, nowhere)
+		}
+	}
+}

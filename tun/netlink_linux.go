@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,6 +27,9 @@ func nlRule(r Rule) *netlink.Rule {
 	n.Family = afOf(r.Family)
 	n.Priority = r.Priority
 	n.Table = r.Table
+	if r.Unreachable {
+		n.Type = nl.FR_ACT_UNREACHABLE
+	}
 	n.Protocol = Protocol
 	if r.Mark != 0 {
 		mask := uint32(0xffffffff)

@@ -14,9 +14,10 @@ import (
 // tunwall's table. The main table's rule (32766) comes after all of them.
 const (
 	PrioMark     = 7470 // fwmark MARK lookup main: tunwall's own sockets
-	PrioFromTun  = 7471 // iif TUN lookup main: never route the TUN back into itself
-	PrioExclude  = 7472 // to CIDR lookup main: routing.exclude, link-local
-	PrioSelector = 7473 // ... lookup TABLE: everything, uid ranges, LAN interfaces
+	PrioMarkEnd  = 7471 // fwmark MARK unreachable: ... and nowhere else
+	PrioFromTun  = 7472 // iif TUN lookup main: never route the TUN back into itself
+	PrioExclude  = 7473 // to CIDR lookup main: routing.exclude, link-local
+	PrioSelector = 7474 // ... lookup TABLE: everything, uid ranges, LAN interfaces
 )
 
 // TableMain is the kernel's main routing table.
@@ -39,6 +40,9 @@ type Rule struct {
 	To       netip.Prefix     `json:"to"` // invalid: any destination
 	UIDs     *policy.UIDRange `json:"uids,omitempty"`
 	Table    int              `json:"table"`
+	// Unreachable: the rule answers "network unreachable" instead of
+	// looking up Table.
+	Unreachable bool `json:"unreachable,omitempty"`
 }
 
 // String reads like `ip rule` output.
@@ -57,7 +61,11 @@ func (r Rule) String() string {
 	if r.UIDs != nil {
 		fmt.Fprintf(&b, " uidrange %d-%d", r.UIDs.First, r.UIDs.Last)
 	}
-	fmt.Fprintf(&b, " lookup %s", tableName(r.Table))
+	if r.Unreachable {
+		b.WriteString(" unreachable")
+	} else {
+		fmt.Fprintf(&b, " lookup %s", tableName(r.Table))
+	}
 	return b.String()
 }
 
@@ -129,7 +137,11 @@ func NewPlan(r policy.RoutingConfig, tunName string, mark uint32) Plan {
 			p.Rules = append(p.Rules, rule)
 		}
 	}
+	// A marked socket's destination that main cannot route is
+	// unreachable: falling through to the selectors would send tunwall's
+	// own upstream back into the TUN, and round again, flow after flow.
 	both(Rule{Priority: PrioMark, Mark: mark, Table: TableMain})
+	both(Rule{Priority: PrioMarkEnd, Mark: mark, Unreachable: true})
 	both(Rule{Priority: PrioFromTun, Iif: tunName, Table: TableMain})
 	exclude := r.Exclude
 	if r.Mode == "all" {

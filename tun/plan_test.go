@@ -39,42 +39,50 @@ func TestPlanRules(t *testing.T) {
 		{"route-all", "routing: {mode: all, exclude: [192.0.2.0/24]}", `
 ipv4 pref 7470 fwmark 0x7475 lookup main
 ipv6 pref 7470 fwmark 0x7475 lookup main
-ipv4 pref 7471 iif tw0 lookup main
-ipv6 pref 7471 iif tw0 lookup main
-ipv4 pref 7472 to 169.254.0.0/16 lookup main
-ipv6 pref 7472 to fe80::/10 lookup main
-ipv4 pref 7472 to 192.0.2.0/24 lookup main
-ipv4 pref 7473 lookup 7475
-ipv6 pref 7473 lookup 7475`},
+ipv4 pref 7471 fwmark 0x7475 unreachable
+ipv6 pref 7471 fwmark 0x7475 unreachable
+ipv4 pref 7472 iif tw0 lookup main
+ipv6 pref 7472 iif tw0 lookup main
+ipv4 pref 7473 to 169.254.0.0/16 lookup main
+ipv6 pref 7473 to fe80::/10 lookup main
+ipv4 pref 7473 to 192.0.2.0/24 lookup main
+ipv4 pref 7474 lookup 7475
+ipv6 pref 7474 lookup 7475`},
 		{"split keeps link-local out of it", "routing: {mode: split, include: [10.1.0.0/16], table: 100}", `
 ipv4 pref 7470 fwmark 0x7475 lookup main
 ipv6 pref 7470 fwmark 0x7475 lookup main
-ipv4 pref 7471 iif tw0 lookup main
-ipv6 pref 7471 iif tw0 lookup main
-ipv4 pref 7473 lookup 100
-ipv6 pref 7473 lookup 100`},
+ipv4 pref 7471 fwmark 0x7475 unreachable
+ipv6 pref 7471 fwmark 0x7475 unreachable
+ipv4 pref 7472 iif tw0 lookup main
+ipv6 pref 7472 iif tw0 lookup main
+ipv4 pref 7474 lookup 100
+ipv6 pref 7474 lookup 100`},
 		{"per-app", "routing: {mode: all, uids: [1000, \"2000-2999\"], from: [lan0]}\negress: {mark: 9}", `
 ipv4 pref 7470 fwmark 0x9 lookup main
 ipv6 pref 7470 fwmark 0x9 lookup main
-ipv4 pref 7471 iif tw0 lookup main
-ipv6 pref 7471 iif tw0 lookup main
-ipv4 pref 7472 to 169.254.0.0/16 lookup main
-ipv6 pref 7472 to fe80::/10 lookup main
-ipv4 pref 7473 uidrange 1000-1000 lookup 7475
-ipv6 pref 7473 uidrange 1000-1000 lookup 7475
-ipv4 pref 7473 uidrange 2000-2999 lookup 7475
-ipv6 pref 7473 uidrange 2000-2999 lookup 7475
-ipv4 pref 7473 iif lan0 lookup 7475
-ipv6 pref 7473 iif lan0 lookup 7475`},
+ipv4 pref 7471 fwmark 0x9 unreachable
+ipv6 pref 7471 fwmark 0x9 unreachable
+ipv4 pref 7472 iif tw0 lookup main
+ipv6 pref 7472 iif tw0 lookup main
+ipv4 pref 7473 to 169.254.0.0/16 lookup main
+ipv6 pref 7473 to fe80::/10 lookup main
+ipv4 pref 7474 uidrange 1000-1000 lookup 7475
+ipv6 pref 7474 uidrange 1000-1000 lookup 7475
+ipv4 pref 7474 uidrange 2000-2999 lookup 7475
+ipv6 pref 7474 uidrange 2000-2999 lookup 7475
+ipv4 pref 7474 iif lan0 lookup 7475
+ipv6 pref 7474 iif lan0 lookup 7475`},
 		{"LAN gateway alone", "routing: {from: [lan0, lan1]}", `
 ipv4 pref 7470 fwmark 0x7475 lookup main
 ipv6 pref 7470 fwmark 0x7475 lookup main
-ipv4 pref 7471 iif tw0 lookup main
-ipv6 pref 7471 iif tw0 lookup main
-ipv4 pref 7473 iif lan0 lookup 7475
-ipv6 pref 7473 iif lan0 lookup 7475
-ipv4 pref 7473 iif lan1 lookup 7475
-ipv6 pref 7473 iif lan1 lookup 7475`},
+ipv4 pref 7471 fwmark 0x7475 unreachable
+ipv6 pref 7471 fwmark 0x7475 unreachable
+ipv4 pref 7472 iif tw0 lookup main
+ipv6 pref 7472 iif tw0 lookup main
+ipv4 pref 7474 iif lan0 lookup 7475
+ipv6 pref 7474 iif lan0 lookup 7475
+ipv4 pref 7474 iif lan1 lookup 7475
+ipv6 pref 7474 iif lan1 lookup 7475`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
