@@ -96,12 +96,18 @@ func (c *Capture) Close() {
 	})
 }
 
-// offer queues a copy of pkt, or counts it dropped.
-func (c *Capture) offer(pkt []byte, now time.Time) {
-	data := make([]byte, min(len(pkt), c.snaplen))
-	copy(data, pkt)
+// offer queues a copy of the packet made of parts, or counts it dropped.
+func (c *Capture) offer(now time.Time, parts ...[]byte) {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	data := make([]byte, 0, min(n, c.snaplen))
+	for _, p := range parts {
+		data = append(data, p[:min(len(p), cap(data)-len(data))]...)
+	}
 	select {
-	case c.ch <- Packet{At: now, Data: data, Len: len(pkt)}:
+	case c.ch <- Packet{At: now, Data: data, Len: n}:
 	default:
 		c.dropped.Add(1)
 	}
@@ -187,34 +193,30 @@ func (e *endpoint) tapFlows(pkt []byte) {
 	now := time.Now()
 	for _, c := range cur.flows {
 		if c.matches(proto, src, dst) {
-			c.offer(pkt, now)
+			c.offer(now, pkt)
 		}
 	}
 }
 
-// tapRefused offers a packet the policy refused to the denied captures.
-func (g *Gateway) tapRefused(pkt []byte) {
+// tapRefused offers a packet the policy refused (its parts, in order) to
+// the denied captures.
+func (g *Gateway) tapRefused(parts ...[]byte) {
 	cur := g.ep.taps.Load()
 	if cur == nil || len(cur.denied) == 0 {
 		return
 	}
 	now := time.Now()
 	for _, c := range cur.denied {
-		c.offer(pkt, now)
+		c.offer(now, parts...)
 	}
 }
 
-// tapRefusedBuffer is tapRefused for a packet the stack holds.
+// tapRefusedBuffer is tapRefused for a packet the stack holds; its slices
+// are only gathered while something captures.
 func (g *Gateway) tapRefusedBuffer(pkt *stack.PacketBuffer) {
-	cur := g.ep.taps.Load()
-	if cur == nil || len(cur.denied) == 0 {
-		return
+	if cur := g.ep.taps.Load(); cur != nil && len(cur.denied) > 0 {
+		g.tapRefused(pkt.AsSlices()...)
 	}
-	var b []byte
-	for _, s := range pkt.AsSlices() {
-		b = append(b, s...)
-	}
-	g.tapRefused(b)
 }
 
 // tupleOf reads protocol and endpoints of an IP packet (ports 0 for ICMP).
