@@ -333,7 +333,10 @@ routing: {mode: all, strict: false}
 control: {socket: %s, listen: "%s"}
 policy: {default: allow}
 `, dir, sock, listenAddr)), 0o644)
-	cmd := l.Cmd(l.Gateway, "script", "-qefc", filepath.Join(bin, "tunwall")+" run -c "+cfg, "/dev/null")
+	// script(1) runs the command through $SHELL or /bin/sh; exec makes tunwall
+	// the only process on the terminal, so Ctrl-C reaches tunwall alone
+	// (a forking dash would die of it itself, exit 130).
+	cmd := l.Cmd(l.Gateway, "script", "-qefc", "exec "+filepath.Join(bin, "tunwall")+" run -c "+cfg, "/dev/null")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
