@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -41,7 +42,7 @@ const (
 	iperfSeconds = "4"
 	crrWorkers   = "32"
 	crrSeconds   = "3"
-	rrCount      = "20000"
+	rrCount      = "10000"
 	idleFlows    = 2000
 )
 
@@ -92,9 +93,14 @@ func bench(tunwall, out string) error {
 	if err != nil {
 		return fmt.Errorf("tunwall path: %w", err)
 	}
-	fmt.Println("connection rate, alternating paths ...")
-	if kernel["crr"], twFigs["crr"], err = crrRounds(l, self); err != nil {
-		return err
+	fmt.Println("latency and connection rate, alternating paths ...")
+	for _, m := range []measurement{latency, connRate} {
+		k, t, err := alternating(l, self, 3, m)
+		if err != nil {
+			return err
+		}
+		maps.Copy(kernel, k)
+		maps.Copy(twFigs, t)
 	}
 	if err := tw.Stop(10 * time.Second); err != nil {
 		return fmt.Errorf("tunwall stop: %w", err)
@@ -107,7 +113,7 @@ func bench(tunwall, out string) error {
 	enc.SetIndent("", "  ")
 	enc.Encode(map[string]any{
 		"date": time.Now().UTC().Format(time.RFC3339), "figures": figs,
-		"method": "3 namespaces, veth, 1500 MTU; iperf3 " + iperfSeconds + "s; crr " + crrWorkers + " clients closing by RST, median of 3 x " + crrSeconds + "s per path, paths alternating; 1-byte ping-pong x" + rrCount,
+		"method": "3 namespaces, veth, 1500 MTU; iperf3 " + iperfSeconds + "s; 1-byte ping-pong x" + rrCount + " and crr " + crrWorkers + " clients closing by RST for " + crrSeconds + "s, each the median of 3 rounds per path, paths alternating",
 	})
 	return os.WriteFile(out, data.Bytes(), 0o644)
 }
@@ -173,13 +179,6 @@ func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, erro
 		}
 	}
 
-	for _, proto := range []string{"tcp", "udp"} {
-		var rr struct{ P50, P99 float64 }
-		if err := runJSON(l, &rr, self, "rr", proto, net.JoinHostPort(server, "7001"), rrCount); err != nil {
-			return nil, err
-		}
-		m[proto+"_rr_p50"], m[proto+"_rr_p99"] = rr.P50, rr.P99
-	}
 	mem, rss, err := idleMemory(l, self, tw)
 	if err != nil {
 		return nil, err
@@ -191,33 +190,67 @@ func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, erro
 	return m, nil
 }
 
-// crrRounds measures the connection rate three times on each path,
-// alternating kernel and tunwall so both see the same machine conditions,
-// and returns the medians. Routing is left pointing into tunwall.
-func crrRounds(l *lab.Lab, self string) (kernel, tunwall float64, err error) {
-	var k, t []float64
-	for range 3 {
+// measurement runs one benchmark on the current path; self is twlab.
+type measurement func(l *lab.Lab, self string) (map[string]float64, error)
+
+// alternating runs measure on each path in turn, rounds times, so that both
+// paths see the same machine conditions, and returns each figure's median
+// per path. Routing is left pointing into tunwall.
+func alternating(l *lab.Lab, self string, rounds int, measure measurement) (kernel, tunwall map[string]float64, err error) {
+	k, t := map[string][]float64{}, map[string][]float64{}
+	for range rounds {
 		for _, routed := range []bool{false, true} {
 			l.Unroute()
+			into := k
 			if routed {
 				if err := l.Route("twbench"); err != nil {
-					return 0, 0, err
+					return nil, nil, err
 				}
+				into = t
 			}
-			var crr struct{ Rate float64 }
-			if err := runJSON(l, &crr, self, "crr", net.JoinHostPort(lab.ServerV4, "7001"), crrWorkers, crrSeconds); err != nil {
-				return 0, 0, err
+			m, err := measure(l, self)
+			if err != nil {
+				return nil, nil, err
 			}
-			if routed {
-				t = append(t, crr.Rate)
-			} else {
-				k = append(k, crr.Rate)
+			for key, v := range m {
+				into[key] = append(into[key], v)
 			}
 		}
 	}
-	slices.Sort(k)
-	slices.Sort(t)
-	return k[1], t[1], nil
+	return medians(k), medians(t), nil
+}
+
+// medians returns the median of each figure's values.
+func medians(runs map[string][]float64) map[string]float64 {
+	m := make(map[string]float64, len(runs))
+	for key, v := range runs {
+		slices.Sort(v)
+		n := len(v)
+		m[key] = (v[(n-1)/2] + v[n/2]) / 2
+	}
+	return m
+}
+
+// latency measures 1-byte request-response latency over TCP and UDP.
+func latency(l *lab.Lab, self string) (map[string]float64, error) {
+	m := map[string]float64{}
+	for _, proto := range []string{"tcp", "udp"} {
+		var rr struct{ P50, P99 float64 }
+		if err := runJSON(l, &rr, self, "rr", proto, net.JoinHostPort(lab.ServerV4, "7001"), rrCount); err != nil {
+			return nil, err
+		}
+		m[proto+"_rr_p50"], m[proto+"_rr_p99"] = rr.P50, rr.P99
+	}
+	return m, nil
+}
+
+// connRate measures the connection rate.
+func connRate(l *lab.Lab, self string) (map[string]float64, error) {
+	var crr struct{ Rate float64 }
+	if err := runJSON(l, &crr, self, "crr", net.JoinHostPort(lab.ServerV4, "7001"), crrWorkers, crrSeconds); err != nil {
+		return nil, err
+	}
+	return map[string]float64{"crr": crr.Rate}, nil
 }
 
 func iperf(l *lab.Lab, server string, extra ...string) (bps, bytes float64, err error) {
