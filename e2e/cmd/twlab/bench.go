@@ -94,13 +94,17 @@ func bench(tunwall, out string) error {
 		return fmt.Errorf("tunwall path: %w", err)
 	}
 	fmt.Println("latency and connection rate, alternating paths ...")
+	rounds := map[string]map[string][]float64{} // figure -> path -> each round's value
 	for _, m := range []measurement{latency, connRate} {
 		k, t, err := alternating(l, self, 3, m)
 		if err != nil {
 			return err
 		}
-		maps.Copy(kernel, k)
-		maps.Copy(twFigs, t)
+		for key := range k {
+			rounds[key] = map[string][]float64{"kernel": k[key], "tunwall": t[key]}
+		}
+		maps.Copy(kernel, medians(k))
+		maps.Copy(twFigs, medians(t))
 	}
 	if err := tw.Stop(10 * time.Second); err != nil {
 		return fmt.Errorf("tunwall stop: %w", err)
@@ -112,7 +116,7 @@ func bench(tunwall, out string) error {
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	enc.Encode(map[string]any{
-		"date": time.Now().UTC().Format(time.RFC3339), "figures": figs,
+		"date": time.Now().UTC().Format(time.RFC3339), "figures": figs, "rounds": rounds,
 		"method": "3 namespaces, veth, 1500 MTU; iperf3 " + iperfSeconds + "s; 1-byte ping-pong x" + rrCount + " and crr " + crrWorkers + " clients closing by RST for " + crrSeconds + "s, each the median of 3 rounds per path, paths alternating",
 	})
 	return os.WriteFile(out, data.Bytes(), 0o644)
@@ -194,9 +198,9 @@ func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, erro
 type measurement func(l *lab.Lab, self string) (map[string]float64, error)
 
 // alternating runs measure on each path in turn, rounds times, so that both
-// paths see the same machine conditions, and returns each figure's median
-// per path. Routing is left pointing into tunwall.
-func alternating(l *lab.Lab, self string, rounds int, measure measurement) (kernel, tunwall map[string]float64, err error) {
+// paths see the same machine conditions, and returns each figure's values
+// per path in round order. Routing is left pointing into tunwall.
+func alternating(l *lab.Lab, self string, rounds int, measure measurement) (kernel, tunwall map[string][]float64, err error) {
 	k, t := map[string][]float64{}, map[string][]float64{}
 	for range rounds {
 		for _, routed := range []bool{false, true} {
@@ -217,14 +221,14 @@ func alternating(l *lab.Lab, self string, rounds int, measure measurement) (kern
 			}
 		}
 	}
-	return medians(k), medians(t), nil
+	return k, t, nil
 }
 
 // medians returns the median of each figure's values.
 func medians(runs map[string][]float64) map[string]float64 {
 	m := make(map[string]float64, len(runs))
 	for key, v := range runs {
-		slices.Sort(v)
+		v = slices.Sorted(slices.Values(v))
 		n := len(v)
 		m[key] = (v[(n-1)/2] + v[n/2]) / 2
 	}
