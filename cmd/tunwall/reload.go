@@ -30,8 +30,8 @@ import (
 const pollEvery = 200 * time.Millisecond
 
 // reloader loads the configuration again on SIGHUP, on a change of the
-// file or of one of its lists, or on "tunwall reload" (which sends
-// SIGHUP), and swaps the policy in. Only the policy and its lists change
+// file or of one of its lists, or on "tunwall reload" (POST /v1/reload on
+// the control API), and swaps the policy in. Only the policy and its lists change
 // while running; other sections need a restart.
 type reloader struct {
 	path     string // "" for the embedded default: nothing to watch
@@ -147,10 +147,7 @@ func (r *reloader) reload(trigger string) error {
 		r.log.Warn().Str("event", "reload").Strs("not_applied", restart).
 			Msg("changes outside policy and lists take effect at the next start")
 	}
-	for _, l := range cfg.Lists {
-		r.log.Info().Str("event", "list").Str("name", l.Name).Str("file", l.File).Int("addresses", l.Addrs).
-			Int("domains", l.Domains).Int("skipped", l.Skipped).Msg("list loaded")
-	}
+	logLists(r.log, cfg.Lists)
 	r.gw.SetPolicy(cfg.Policy)
 	closed := 0
 	if cfg.Policy.Reevaluate() {
@@ -162,6 +159,14 @@ func (r *reloader) reload(trigger string) error {
 		Int("rules", cfg.Policy.Len()).Int("lists", len(cfg.Lists)).Bool("monitor", cfg.Policy.Monitor()).
 		Bool("reevaluate", cfg.Policy.Reevaluate()).Int("closed", closed).Msg("policy reloaded")
 	return nil
+}
+
+// logLists logs what each list of a loaded configuration holds.
+func logLists(log zerolog.Logger, lists []*policy.List) {
+	for _, l := range lists {
+		log.Info().Str("event", "list").Str("name", l.Name).Str("file", l.File).Int("addresses", l.Addrs).
+			Int("domains", l.Domains).Int("skipped", l.Skipped).Msg("list loaded")
+	}
 }
 
 // needsRestart names the sections that differ between two configurations

@@ -32,8 +32,8 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 {
-		return usageError{fmt.Errorf("run: unexpected arguments %q", rest)}
+	if err := noArgs("run", rest); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(path)
 	if err != nil {
@@ -63,10 +63,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	zl.Info().Str("event", "start").Str("config", cfg.Source).Str("policy_hash", cfg.Hash).
 		Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).Int("rules", cfg.Policy.Len()).Bool("monitor", cfg.Policy.Monitor()).
 		Str("version", versionString()).Msg("starting")
-	for _, l := range cfg.Lists {
-		zl.Info().Str("event", "list").Str("name", l.Name).Str("file", l.File).Int("addresses", l.Addrs).
-			Int("domains", l.Domains).Int("skipped", l.Skipped).Msg("list loaded")
-	}
+	logLists(zl, cfg.Lists)
 	if cfg.Policy.NeedsDomain() {
 		zl.Info().Msg("rules with domains or domain lists match by the name from TLS SNI, HTTP Host or DNS")
 	}
@@ -121,16 +118,21 @@ func cmdRun(args []string, stderr io.Writer) error {
 		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
 		return err
 	}
+	// shutdown ends the flows, then the device, then tunwall's routing.
+	shutdown := func() error {
+		gw.Close()
+		err := dev.Close()
+		gw.Wait()
+		err = errors.Join(err, rt.Remove(keep))
+		flows.Close()
+		return err
+	}
 	status := newRunStatus(cfg, path)
 	defer status.remove()
 	rl := newReloader(path, cfg, gw, zl)
 	ctl, err := openControl(cfg)
 	if err != nil {
-		gw.Close()
-		err = errors.Join(err, dev.Close())
-		gw.Wait()
-		err = errors.Join(err, rt.Remove(keep))
-		flows.Close()
+		err = errors.Join(err, shutdown())
 		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
 		return err
 	}
@@ -165,11 +167,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if os.Getenv("TUNWALL_DUMP_STATS") != "" {
 		gw.DumpStackStats(stderr)
 	}
-	gw.Close()
-	err = dev.Close()
-	gw.Wait()
-	err = errors.Join(err, rt.Remove(keep))
-	flows.Close()
+	err = shutdown()
 	st := gw.Stats()
 	zl.Info().Str("event", "stop").Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).
 		Uint64("packets_in", st.PacketsIn.Load()).Uint64("packets_out", st.PacketsOut.Load()).
