@@ -212,7 +212,7 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 	}
 	g.nameFromDNS(f, now)
 	o := g.owners
-	local := o != nil && o.src.Local(f.Src.Addr())
+	local := g.local(*f)
 	if local {
 		if r, ok := o.takeReady(k, now); ok {
 			f.Owner = r.owner
@@ -247,6 +247,12 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 		g.refuse(f, k, v, now, ttl)
 	}
 	return id, v, false
+}
+
+// local reports whether f started on this machine (and so has an owner
+// to look up).
+func (g *Gateway) local(f policy.Flow) bool {
+	return g.owners != nil && g.owners.src.Local(f.Src.Addr())
 }
 
 // decide judges f by the policy in force and counts the rule's hit.

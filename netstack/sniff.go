@@ -27,19 +27,13 @@ func (h *tcpHandler) needsName(f policy.Flow) bool {
 	if !p.NeedsDomain() {
 		return false
 	}
-	if h.local(f) {
+	if h.g.local(f) {
 		if _, needOwner := p.Prejudge(f); needOwner {
 			return false
 		}
 	}
 	_, need := p.PrejudgeName(f)
 	return need
-}
-
-// local reports whether f started on this machine (and so has an owner
-// to look up for its log lines).
-func (h *tcpHandler) local(f policy.Flow) bool {
-	return h.g.owners != nil && h.g.owners.src.Local(f.Src.Addr())
 }
 
 // connectNamed completes the client's handshake, reads its first bytes
@@ -60,7 +54,7 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 	}
 	h.g.nameFromDNS(&f, time.Now())
 	v := h.g.decide(f)
-	if h.local(f) {
+	if h.g.local(f) {
 		h.g.owners.logLater(tf.id, f, keyOf(f), v) // the line waits for the owner
 	} else {
 		h.g.cfg.Events.Verdict(tf.id, f, v)
