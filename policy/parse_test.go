@@ -50,6 +50,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad level", "log:\n  level: loud\n", `log.level "loud"`},
 		{"bad on_reload", "policy:\n  on_reload: sometimes\n", `test.yaml:2:14: policy.on_reload "sometimes": want keep or reevaluate`},
 		{"bad policy mode", "policy:\n  mode: watch\n", `test.yaml:2:9: policy.mode "watch": want enforce or monitor`},
+		{"bad blocked answer", "dns:\n  blocked_answer: refuse\n", `test.yaml:2:19: dns.blocked_answer "refuse": want nxdomain or zero`},
 		{"unknown user", "policy:\n  rules:\n    - name: u\n      action: deny\n      users: [no-such-user-tw]\n", `test.yaml:5:15: rule "u": user "no-such-user-tw": no such user on this machine`},
 		{"backwards users", "policy:\n  rules:\n    - name: u\n      action: deny\n      users: [\"2000-1000\"]\n", `rule "u": range "2000-1000" is backwards`},
 		{"negative uid", "policy:\n  rules:\n    - name: u\n      action: deny\n      users: [-5]\n", `rule "u": -5 is negative`},

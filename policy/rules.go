@@ -18,20 +18,8 @@ func (v *validator) policy(w *filePolicy) *Policy {
 		v.errorf("$.policy.default", "policy.default: %v", err)
 	}
 	p.def = def
-	switch w.Mode {
-	case "enforce":
-	case "monitor":
-		p.monitor = true
-	default:
-		v.errorf("$.policy.mode", "policy.mode %q: want enforce or monitor", w.Mode)
-	}
-	switch w.OnReload {
-	case "keep":
-	case "reevaluate":
-		p.reevaluate = true
-	default:
-		v.errorf("$.policy.on_reload", "policy.on_reload %q: want keep or reevaluate", w.OnReload)
-	}
+	p.monitor = v.either("$.policy.mode", w.Mode, "enforce", "monitor")
+	p.reevaluate = v.either("$.policy.on_reload", w.OnReload, "keep", "reevaluate")
 	seen := map[string]int{}
 	for i := range w.Rules {
 		r, ok := v.rule(i, &w.Rules[i], seen)

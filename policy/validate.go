@@ -27,6 +27,19 @@ func (v *validator) errorf(path, format string, args ...any) {
 	v.errs = append(v.errs, at(v.file, v.node(path), format, args...))
 }
 
+// either reads a setting that takes one of two values: off (false) or on
+// (true). Anything else is an error naming the setting by its path.
+func (v *validator) either(path, got, off, on string) bool {
+	switch got {
+	case off:
+		return false
+	case on:
+		return true
+	}
+	v.errorf(path, "%s %q: want %s or %s", strings.TrimPrefix(path, "$."), got, off, on)
+	return false
+}
+
 func (v *validator) node(path string) ast.Node {
 	for path != "" && path != "$" {
 		if p, err := yaml.PathString(path); err == nil {
@@ -309,13 +322,7 @@ func (v *validator) token(file string) string {
 
 func (v *validator) dns(w *fileDNS) DNSConfig {
 	c := DNSConfig{CacheSize: w.CacheSize}
-	switch w.BlockedAnswer {
-	case "nxdomain":
-	case "zero":
-		c.BlockZero = true
-	default:
-		v.errorf("$.dns.blocked_answer", "dns.blocked_answer %q: want nxdomain or zero", w.BlockedAnswer)
-	}
+	c.BlockZero = v.either("$.dns.blocked_answer", w.BlockedAnswer, "nxdomain", "zero")
 	if w.Upstream != "" {
 		ap, err := netip.ParseAddrPort(w.Upstream)
 		if err != nil {
