@@ -27,15 +27,7 @@ func startCapture(t *testing.T, l *lab.Lab, sock, file string, args ...string) f
 	cmd := l.Cmd(l.Gateway, append([]string{filepath.Join(bin, "tunwall"), "capture", "--socket", sock, "-w", file}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	br := bufio.NewReader(out)
+	br := bufio.NewReader(startOutput(t, cmd))
 	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "capturing to "+file) {
 		t.Fatalf("tunwall capture %v: %q %v %s", args, line, err, stderr.String())
 	}

@@ -341,14 +341,7 @@ policy: {default: allow}
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	out := startOutput(t, cmd)
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(out)

@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,6 +114,21 @@ func need(t *testing.T) {
 		t.Fatalf("e2e cannot run under CI: %s", skipReason)
 	}
 	t.Skipf("e2e skipped: %s", skipReason)
+}
+
+// startOutput starts cmd and returns its standard output; the process is
+// killed and reaped when the test ends.
+func startOutput(t *testing.T, cmd *exec.Cmd) io.Reader {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return out
 }
 
 func lastLines(b []byte, n int) []byte {

@@ -30,15 +30,7 @@ func routedLab(t *testing.T, prefix string) *lab.Lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(l.Close)
-	srv := l.Cmd(l.Server, filepath.Join(bin, "twlab"), "serve", "udp:53", "tcp:8080")
-	out, err := srv.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	out := startOutput(t, l.Cmd(l.Server, filepath.Join(bin, "twlab"), "serve", "udp:53", "tcp:8080"))
 	ready := make([]byte, 6)
 	if _, err := out.Read(ready); err != nil || string(ready) != "ready\n" {
 		t.Fatalf("lab services did not start: %q %v", ready, err)
