@@ -23,12 +23,13 @@ const maxPacket = 65535
 
 // endpoint is the link endpoint between a Device and the gVisor stack.
 // One goroutine reads batches from the device and delivers them (through
-// GRO) to the stack; gVisor's goroutines write through WritePackets, which
-// copies a batch into pooled buffers for one Device.Write call, or hands a
-// TCP segment to the device's offload path without copying.
+// GRO) to the stack; gVisor's goroutines write through WritePackets. An
+// offloading device (the Linux TUN) takes each packet straight from the
+// stack's buffers in one raw system call; any other device gets batches
+// copied into pooled buffers, one Device.Write call per batch.
 type endpoint struct {
 	dev     Device
-	offload tcpOffloader // nil: every packet takes the batched path
+	offload tcpOffloader // nil: every packet takes the batched, copying path
 	mtu     uint32
 	batch   int
 	inspect func(pkt []byte) bool // true: the packet was consumed (not for gVisor)
@@ -219,29 +220,14 @@ func (e *endpoint) inject(proto tcpip.NetworkProtocolNumber, pkt []byte) {
 
 // WritePackets implements stack.LinkEndpoint. Safe for concurrent use.
 func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	if e.offload != nil {
+		return e.writeDirect(pkts), nil
+	}
 	b := e.writes.Get().(*writeBatch)
 	defer e.writes.Put(b)
 	b.reset()
 	written := 0
 	for _, pkt := range pkts.AsSlice() {
-		if e.offload != nil && pkt.GSOOptions.Type != stack.GSONone {
-			// Keep the device's view of this flow in order: what was
-			// batched before this segment goes out first.
-			written += e.flush(b)
-			if e.taps.Load() != nil {
-				var whole []byte
-				for _, s := range pkt.AsSlices() {
-					whole = append(whole, s...)
-				}
-				e.tapFlows(whole)
-			}
-			if err := e.writeOffload(pkt); err != nil {
-				e.stats.WriteErrors.Add(1)
-				continue
-			}
-			written++
-			continue
-		}
 		if !b.add(pkt) {
 			e.stats.WriteErrors.Add(1) // larger than any packet we can write
 			continue
@@ -255,6 +241,39 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	}
 	written += e.flush(b)
 	return written, nil
+}
+
+// writeDirect writes each packet to an offloading device straight from the
+// stack's buffers, one system call per packet (a TCP segment of up to
+// 64 KB is one packet: the kernel splits it).
+func (e *endpoint) writeDirect(pkts stack.PacketBufferList) int {
+	written := 0
+	for _, pkt := range pkts.AsSlice() {
+		if pkt.Size() > maxPacket {
+			e.stats.WriteErrors.Add(1) // larger than any packet we can write
+			continue
+		}
+		if e.taps.Load() != nil {
+			var whole []byte
+			for _, s := range pkt.AsSlices() {
+				whole = append(whole, s...)
+			}
+			e.tapFlows(whole)
+		}
+		var err error
+		if pkt.GSOOptions.Type != stack.GSONone {
+			err = e.writeOffload(pkt)
+		} else {
+			err = e.offload.WritePacket(pkt.AsSlices())
+		}
+		if err != nil {
+			e.stats.WriteErrors.Add(1)
+			continue
+		}
+		e.stats.PacketsOut.Add(1)
+		written++
+	}
+	return written
 }
 
 // WriteRaw writes one packet built outside the stack (ICMP replies and
@@ -274,11 +293,7 @@ func (e *endpoint) WriteRaw(pkt []byte) error {
 func (e *endpoint) writeOffload(pkt *stack.PacketBuffer) error {
 	l3 := len(pkt.NetworkHeader().Slice())
 	hdr := l3 + len(pkt.TransportHeader().Slice())
-	if err := e.offload.WriteTCPOffload(pkt.AsSlices(), l3, hdr, int(pkt.GSOOptions.MSS)); err != nil {
-		return err
-	}
-	e.stats.PacketsOut.Add(1)
-	return nil
+	return e.offload.WriteTCPOffload(pkt.AsSlices(), l3, hdr, int(pkt.GSOOptions.MSS))
 }
 
 // flush writes the batch to the device, empties it and returns how many

@@ -29,10 +29,12 @@ type Device interface {
 }
 
 // tcpOffloader is implemented by devices that accept TCP segments with a
-// partial checksum and let the kernel segment them (tun.Device on Linux).
+// partial checksum and let the kernel segment them, and that write single
+// packets without copying them (tun.Device on Linux).
 type tcpOffloader interface {
 	CanOffloadTCP() bool
 	WriteTCPOffload(pkt [][]byte, l3Len, hdrLen, mss int) error
+	WritePacket(pkt [][]byte) error
 }
 
 // DialFunc opens an upstream connection ("tcp" or "udp" network).

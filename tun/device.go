@@ -60,9 +60,17 @@ func (d *Device) WriteTCPOffload(pkt [][]byte, l3Len, hdrLen, mss int) error {
 	return d.offload.writeTCP(pkt, l3Len, hdrLen, mss)
 }
 
+// WritePacket writes one complete IPv4 or IPv6 packet, given as consecutive
+// slices, in a single system call without copying it. It must only be
+// called when CanOffloadTCP is true.
+func (d *Device) WritePacket(pkt [][]byte) error {
+	return d.offload.writePlain(pkt)
+}
+
 // offloadWriter writes segments with kernel checksum and segmentation
 // offload. Implemented per platform.
 type offloadWriter interface {
 	writeTCP(pkt [][]byte, l3Len, hdrLen, mss int) error
+	writePlain(pkt [][]byte) error
 	close()
 }

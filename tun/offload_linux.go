@@ -62,7 +62,18 @@ func (w *vnetWriter) writeTCP(pkt [][]byte, l3Len, hdrLen, mss int) error {
 	binary.LittleEndian.PutUint16(hdr[2:], uint16(hdrLen))
 	binary.LittleEndian.PutUint16(hdr[6:], uint16(l3Len))
 	binary.LittleEndian.PutUint16(hdr[8:], 16) // TCP checksum offset
+	return w.writev(&hdr, pkt)
+}
 
+// writePlain writes one complete packet (checksums filled in, nothing for
+// the kernel to finish) behind an all-zero virtio-net header.
+func (w *vnetWriter) writePlain(pkt [][]byte) error {
+	var hdr [vnetHdrLen]byte
+	return w.writev(&hdr, pkt)
+}
+
+// writev writes hdr and the packet's slices in one raw system call.
+func (w *vnetWriter) writev(hdr *[vnetHdrLen]byte, pkt [][]byte) error {
 	var iov [maxIovecs]unix.Iovec
 	n := 0
 	iov[n].Base, iov[n].Len = &hdr[0], vnetHdrLen
