@@ -20,7 +20,8 @@ import (
 // TestControlAPI: the control socket is the owner's only; tunwall flows
 // shows a live flow with its rule and bytes, tunwall kill closes it (close
 // reason closed), tunwall denied shows a refusal with its rule, stats and
-// policy answer, and bad requests get JSON errors.
+// policy answer, the commands find a socket outside /run/tunwall without
+// being told, and bad requests get JSON errors.
 func TestControlAPI(t *testing.T) {
 	l := routedLab(t, "twc")
 	gw := l.Gateway
@@ -101,6 +102,14 @@ policy:
 	var stats map[string]uint64
 	if err := client.Do("GET", "/v1/stats", &stats); err != nil || stats["packets_in"] == 0 {
 		t.Errorf("GET /v1/stats: %v %v", stats, err)
+	}
+	// Without --socket the commands find it through its status file, which
+	// names its socket (here one outside /run/tunwall), or by its file.
+	config := filepath.Join(filepath.Dir(tw.Log), "tunwall.yaml")
+	for _, args := range [][]string{{"stats"}, {"stats", "-c", config}} {
+		if out, err := run(args...); err != nil || !strings.Contains(out, "flows_active") {
+			t.Errorf("tunwall %s: %v %q", strings.Join(args, " "), err, out)
+		}
 	}
 	var apiErr *control.APIError
 	if err := client.Do("DELETE", "/v1/flows/abc", nil); !errors.As(err, &apiErr) || apiErr.Status != 400 {

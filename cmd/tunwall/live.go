@@ -25,23 +25,23 @@ func liveFlags(name string, args []string, more ...flagDef) (*control.Client, []
 	if err != nil {
 		return nil, nil, err
 	}
-	switch {
-	case socket != "":
-	case path != "":
-		cfg, err := loadConfig(path)
-		if err != nil {
-			return nil, nil, err
-		}
-		socket = socketPath(cfg)
-	default:
-		found, _ := filepath.Glob(filepath.Join(tun.StateDir, "control-"+netnsID()+"-*.sock"))
-		switch len(found) {
-		case 0:
-			return nil, nil, fmt.Errorf("%s: %w in this network namespace (give -c FILE or --socket PATH)", name, control.ErrNoServer)
-		case 1:
-			socket = found[0]
+	if socket == "" {
+		r, err := findRunning(tun.StateDir, name, path)
+		switch {
+		case err == nil:
+			socket = r.Socket
+		case errors.Is(err, errNotRunning) && path != "":
+			// The status files are root's: without them the file names
+			// the socket.
+			cfg, err := loadConfig(path)
+			if err != nil {
+				return nil, nil, err
+			}
+			socket = socketPath(cfg)
+		case errors.Is(err, errNotRunning):
+			return nil, nil, fmt.Errorf("%w (give -c FILE or --socket PATH)", err)
 		default:
-			return nil, nil, usageError{fmt.Errorf("%s: %d tunwalls run in this network namespace; name one with -c FILE or --socket PATH", name, len(found))}
+			return nil, nil, err
 		}
 	}
 	return control.NewClient(socket), rest, nil

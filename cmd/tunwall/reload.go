@@ -275,6 +275,45 @@ func readStatus(path string) (statusRecord, error) {
 	return rec, err
 }
 
+// errNotRunning: no status file names a running tunwall.
+var errNotRunning = errors.New("no tunwall running")
+
+// running returns the records of the tunwalls running in this network
+// namespace according to their status files in dir; with config (an
+// absolute path), only those started with that file.
+func running(dir, config string) []statusRecord {
+	files, _ := filepath.Glob(filepath.Join(dir, "run-"+netnsID()+"-*.json"))
+	var found []statusRecord
+	for _, f := range files {
+		r, err := readStatus(f)
+		if err != nil || r.Start == 0 || tun.ProcessStart(r.PID) != r.Start || r.Socket == "" || config != "" && r.Config != config {
+			continue
+		}
+		found = append(found, r)
+	}
+	return found
+}
+
+// findRunning names, for command name, the one tunwall running in this
+// network namespace (the one started with the file at path, if given)
+// according to the status files in dir.
+func findRunning(dir, name, path string) (statusRecord, error) {
+	abs := path
+	if path != "" {
+		abs, _ = filepath.Abs(path)
+	}
+	found := running(dir, abs)
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) > 1:
+		return statusRecord{}, usageError{fmt.Errorf("%s: %d tunwalls run in this network namespace; name one with -c FILE or --socket PATH", name, len(found))}
+	case path != "":
+		return statusRecord{}, fmt.Errorf("%s: %w with %s in this network namespace", name, errNotRunning, path)
+	}
+	return statusRecord{}, fmt.Errorf("%s: %w in this network namespace", name, errNotRunning)
+}
+
 // cmdReload asks the tunwall running in this network namespace (the one
 // started with -c FILE, if given) to load its configuration again, and
 // reports how that went: exit 0 when the new policy is in force, 2 when
@@ -292,27 +331,11 @@ func cmdReload(args []string, stdout io.Writer) error {
 	if socket == "" {
 		// Found through the status files rather than the config file, so
 		// that a file that no longer parses still names its tunwall.
-		if path != "" {
-			path, _ = filepath.Abs(path)
+		r, err := findRunning(tun.StateDir, "reload", path)
+		if err != nil {
+			return err
 		}
-		files, _ := filepath.Glob(filepath.Join(tun.StateDir, "run-"+netnsID()+"-*.json"))
-		var found []statusRecord
-		for _, f := range files {
-			r, err := readStatus(f)
-			if err != nil || tun.ProcessStart(r.PID) != r.Start || r.Start == 0 || r.Socket == "" || path != "" && r.Config != path {
-				continue
-			}
-			found = append(found, r)
-		}
-		switch {
-		case len(found) == 0 && path != "":
-			return fmt.Errorf("reload: no tunwall running with %s in this network namespace", path)
-		case len(found) == 0:
-			return errors.New("reload: no tunwall running in this network namespace")
-		case len(found) > 1:
-			return usageError{fmt.Errorf("reload: %d tunwalls run in this network namespace; name one with -c FILE or --socket PATH", len(found))}
-		}
-		socket, pid = found[0].Socket, found[0].PID
+		socket, pid = r.Socket, r.PID
 	}
 	var info control.PolicyInfo
 	err = control.NewClient(socket).Do(http.MethodPost, "/v1/reload", &info)
