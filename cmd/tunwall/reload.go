@@ -189,7 +189,7 @@ func needsRestart(old, cur *policy.Config) []string {
 }
 
 // runStatus is the file a running tunwall keeps under tun.StateDir so
-// that "tunwall reload" can find it and its control socket.
+// that reload and the live commands can find it and its control socket.
 type runStatus struct {
 	path string
 	rec  statusRecord
@@ -251,8 +251,8 @@ func sweepStatus() {
 	}
 }
 
-// write replaces the file atomically; a failure only costs "tunwall reload"
-// without --socket its way to this tunwall, so it is not fatal.
+// write replaces the file atomically; a failure only costs the commands
+// given no --socket their way to this tunwall, so it is not fatal.
 func (s *runStatus) write() {
 	b, _ := json.Marshal(s.rec)
 	if os.MkdirAll(filepath.Dir(s.path), 0o700) != nil {
