@@ -193,9 +193,16 @@ func (g *Gateway) Close() error {
 	return nil
 }
 
-// Wait blocks until the stack's goroutines and the device reader have
+// Wait blocks until the device reader and the stack's goroutines have
 // exited. Call it after Close and after closing the device.
-func (g *Gateway) Wait() { g.stack.Wait() }
+func (g *Gateway) Wait() {
+	// The reader first, and outside the stack: gVisor's Stack.Wait holds
+	// the stack's lock while it waits for the link endpoint, and a packet
+	// the reader read before the device closed needs that lock to be
+	// delivered.
+	g.ep.Wait()
+	g.stack.Wait()
+}
 
 // judge returns the verdict for a new flow: a deny or reject remembered for
 // this flow (extended by ttl), or a fresh decision, which gets an id and a

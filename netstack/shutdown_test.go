@@ -1,0 +1,70 @@
+package netstack
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tunwall/tunwall/policy"
+)
+
+// lingeringDevice returns the same packet on every read, and goes on
+// returning it for a number of reads after Close, the way a read already
+// under way when the device closes still brings its packet.
+type lingeringDevice struct {
+	pkt    []byte
+	closed chan struct{}
+	once   sync.Once
+	left   atomic.Int32 // reads that still bring a packet after Close
+}
+
+func (d *lingeringDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case <-d.closed:
+		if d.left.Add(-1) < 0 {
+			return 0, os.ErrClosed
+		}
+	default:
+	}
+	sizes[0] = copy(bufs[0][offset:], d.pkt)
+	return 1, nil
+}
+
+func (d *lingeringDevice) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
+func (d *lingeringDevice) BatchSize() int                               { return 1 }
+func (d *lingeringDevice) Close()                                       { d.once.Do(func() { close(d.closed) }) }
+
+// TestWaitWithPacketsInFlight: Wait returns while the device reader is
+// still delivering packets read before the device closed. (gVisor's
+// Stack.Wait holds the stack's lock while it waits for the link endpoint,
+// and delivering a packet takes that lock, so the reader must be waited
+// for first.)
+func TestWaitWithPacketsInFlight(t *testing.T) {
+	cfg, err := policy.Parse("test.yaml", []byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		dev := &lingeringDevice{pkt: udpPacket(t, "10.0.0.2:5000", "192.0.2.1:9", []byte("x")), closed: make(chan struct{})}
+		dev.left.Store(2000)
+		gw, err := New(Config{Device: dev, MTU: 1500, Policy: cfg.Policy, Events: &recorder{}, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw.Close()
+		dev.Close()
+		done := make(chan struct{})
+		go func() {
+			gw.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Wait still blocked after 10 s with %d reads left", i, dev.left.Load())
+		}
+	}
+}
