@@ -108,13 +108,18 @@ func (e *endpoint) SupportedGSO() stack.SupportedGSO {
 	return stack.GSONotSupported
 }
 
-// Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
-// the reader goroutine.
+// Attach implements stack.LinkEndpoint.
 func (e *endpoint) Attach(d stack.NetworkDispatcher) {
 	e.mu.Lock()
 	e.dispatcher = d
 	e.mu.Unlock()
-	if d != nil && e.started.CompareAndSwap(false, true) {
+}
+
+// start starts the reader goroutine. The owner calls it once the stack is
+// ready for packets: gVisor attaches the endpoint while the NIC is made,
+// before the stack's settings and protocol handlers are in place.
+func (e *endpoint) start() {
+	if e.started.CompareAndSwap(false, true) {
 		go e.readLoop()
 	}
 }

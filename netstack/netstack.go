@@ -129,6 +129,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.wg.Add(1)
 	go g.janitor()
+	g.ep.start() // packets from now on: everything above is in place
 	return g, nil
 }
 

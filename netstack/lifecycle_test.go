@@ -68,3 +68,54 @@ func TestWaitWithPacketsInFlight(t *testing.T) {
 		}
 	}
 }
+
+// onceDevice brings one packet on its first read, then nothing until it
+// is closed.
+type onceDevice struct {
+	pkt    []byte
+	read   atomic.Bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (d *onceDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if d.read.CompareAndSwap(false, true) {
+		sizes[0] = copy(bufs[0][offset:], d.pkt)
+		return 1, nil
+	}
+	<-d.closed
+	return 0, os.ErrClosed
+}
+
+func (d *onceDevice) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
+func (d *onceDevice) BatchSize() int                               { return 1 }
+func (d *onceDevice) Close()                                       { d.once.Do(func() { close(d.closed) }) }
+
+// TestFirstPacketJudged: a packet waiting on the device when the gateway
+// starts is judged like any other, not lost to a stack still being set up.
+func TestFirstPacketJudged(t *testing.T) {
+	cfg, err := policy.Parse("test.yaml", []byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		dev := &onceDevice{pkt: udpPacket(t, "10.0.0.2:5000", "192.0.2.1:9", []byte("x")), closed: make(chan struct{})}
+		ev := &recorder{}
+		gw, err := New(Config{Device: dev, MTU: 1500, Policy: cfg.Policy, Events: ev, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		_, v, ok := ev.verdictFor("10.0.0.2:5000")
+		for !ok && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+			_, v, ok = ev.verdictFor("10.0.0.2:5000")
+		}
+		gw.Close()
+		dev.Close()
+		gw.Wait()
+		if !ok || v.Action != policy.Deny {
+			t.Fatalf("round %d: first packet's verdict %+v (recorded %v), want deny", i, v, ok)
+		}
+	}
+}
