@@ -11,17 +11,28 @@ import (
 	"github.com/tunwall/tunwall/policy"
 )
 
-// lingeringDevice returns the same packet on every read, and goes on
-// returning it for a number of reads after Close, the way a read already
-// under way when the device closes still brings its packet.
-type lingeringDevice struct {
+// packetDevice brings the same packet on every read (repeat) or on the
+// first read only. After Close, left more reads still bring it, the way a
+// read already under way when the device closes still brings its packet.
+type packetDevice struct {
 	pkt    []byte
+	repeat bool
+	left   atomic.Int32
+	read   atomic.Bool
 	closed chan struct{}
 	once   sync.Once
-	left   atomic.Int32 // reads that still bring a packet after Close
 }
 
-func (d *lingeringDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+func newPacketDevice(t *testing.T, repeat bool, left int32) *packetDevice {
+	d := &packetDevice{pkt: udpPacket(t, "10.0.0.2:5000", "192.0.2.1:9", []byte("x")), repeat: repeat, closed: make(chan struct{})}
+	d.left.Store(left)
+	return d
+}
+
+func (d *packetDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if !d.repeat && d.read.Swap(true) {
+		<-d.closed
+	}
 	select {
 	case <-d.closed:
 		if d.left.Add(-1) < 0 {
@@ -33,9 +44,9 @@ func (d *lingeringDevice) Read(bufs [][]byte, sizes []int, offset int) (int, err
 	return 1, nil
 }
 
-func (d *lingeringDevice) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
-func (d *lingeringDevice) BatchSize() int                               { return 1 }
-func (d *lingeringDevice) Close()                                       { d.once.Do(func() { close(d.closed) }) }
+func (d *packetDevice) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
+func (d *packetDevice) BatchSize() int                               { return 1 }
+func (d *packetDevice) Close()                                       { d.once.Do(func() { close(d.closed) }) }
 
 // TestWaitWithPacketsInFlight: Wait returns while the device reader is
 // still delivering packets read before the device closed. (gVisor's
@@ -48,8 +59,7 @@ func TestWaitWithPacketsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 20; i++ {
-		dev := &lingeringDevice{pkt: udpPacket(t, "10.0.0.2:5000", "192.0.2.1:9", []byte("x")), closed: make(chan struct{})}
-		dev.left.Store(2000)
+		dev := newPacketDevice(t, true, 2000)
 		gw, err := New(Config{Device: dev, MTU: 1500, Policy: cfg.Policy, Events: &recorder{}, Log: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
@@ -69,28 +79,6 @@ func TestWaitWithPacketsInFlight(t *testing.T) {
 	}
 }
 
-// onceDevice brings one packet on its first read, then nothing until it
-// is closed.
-type onceDevice struct {
-	pkt    []byte
-	read   atomic.Bool
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (d *onceDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if d.read.CompareAndSwap(false, true) {
-		sizes[0] = copy(bufs[0][offset:], d.pkt)
-		return 1, nil
-	}
-	<-d.closed
-	return 0, os.ErrClosed
-}
-
-func (d *onceDevice) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
-func (d *onceDevice) BatchSize() int                               { return 1 }
-func (d *onceDevice) Close()                                       { d.once.Do(func() { close(d.closed) }) }
-
 // TestFirstPacketJudged: a packet waiting on the device when the gateway
 // starts is judged like any other, not lost to a stack still being set up.
 func TestFirstPacketJudged(t *testing.T) {
@@ -99,7 +87,7 @@ func TestFirstPacketJudged(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 20; i++ {
-		dev := &onceDevice{pkt: udpPacket(t, "10.0.0.2:5000", "192.0.2.1:9", []byte("x")), closed: make(chan struct{})}
+		dev := newPacketDevice(t, false, 0)
 		ev := &recorder{}
 		gw, err := New(Config{Device: dev, MTU: 1500, Policy: cfg.Policy, Events: ev, Log: zerolog.Nop()})
 		if err != nil {
