@@ -48,22 +48,30 @@ func (d *packetDevice) Write(bufs [][]byte, offset int) (int, error) { return le
 func (d *packetDevice) BatchSize() int                               { return 1 }
 func (d *packetDevice) Close()                                       { d.once.Do(func() { close(d.closed) }) }
 
+// gatewayOn starts a gateway with testPolicy on dev, reporting to ev. The
+// caller stops it.
+func gatewayOn(t *testing.T, dev Device, ev Events) *Gateway {
+	t.Helper()
+	cfg, err := policy.Parse("test.yaml", []byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := New(Config{Device: dev, MTU: 1500, Policy: cfg.Policy, Events: ev, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gw
+}
+
 // TestWaitWithPacketsInFlight: Wait returns while the device reader is
 // still delivering packets read before the device closed. (gVisor's
 // Stack.Wait holds the stack's lock while it waits for the link endpoint,
 // and delivering a packet takes that lock, so the reader must be waited
 // for first.)
 func TestWaitWithPacketsInFlight(t *testing.T) {
-	cfg, err := policy.Parse("test.yaml", []byte(testPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
 	for i := 0; i < 20; i++ {
 		dev := newPacketDevice(t, true, 2000)
-		gw, err := New(Config{Device: dev, MTU: 1500, Policy: cfg.Policy, Events: &recorder{}, Log: zerolog.Nop()})
-		if err != nil {
-			t.Fatal(err)
-		}
+		gw := gatewayOn(t, dev, &recorder{})
 		gw.Close()
 		dev.Close()
 		done := make(chan struct{})
@@ -82,17 +90,10 @@ func TestWaitWithPacketsInFlight(t *testing.T) {
 // TestFirstPacketJudged: a packet waiting on the device when the gateway
 // starts is judged like any other, not lost to a stack still being set up.
 func TestFirstPacketJudged(t *testing.T) {
-	cfg, err := policy.Parse("test.yaml", []byte(testPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
 	for i := 0; i < 20; i++ {
 		dev := newPacketDevice(t, false, 0)
 		ev := &recorder{}
-		gw, err := New(Config{Device: dev, MTU: 1500, Policy: cfg.Policy, Events: ev, Log: zerolog.Nop()})
-		if err != nil {
-			t.Fatal(err)
-		}
+		gw := gatewayOn(t, dev, ev)
 		deadline := time.Now().Add(5 * time.Second)
 		_, v, ok := ev.verdictFor("10.0.0.2:5000")
 		for !ok && time.Now().Before(deadline) {
