@@ -5,7 +5,7 @@ UNIT    := ./policy/... ./tun/... ./netstack/... ./internal/... ./cmd/...
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build test unit e2e bench demo lint fuzz clean
+.PHONY: build test unit e2e bench ab demo lint fuzz clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/tunwall ./cmd/tunwall
@@ -23,6 +23,13 @@ e2e:
 
 bench: build
 	$(BIN)/twlab bench $(BIN)/tunwall bench.json
+
+# Two tunwall builds in alternating rounds: make ab A=old-binary [B=bin/tunwall] [ROUNDS=4]
+B      ?= $(BIN)/tunwall
+ROUNDS ?= 4
+ab: build
+	@test -n "$(A)" || { echo "usage: make ab A=old-tunwall-binary [B=$(BIN)/tunwall] [ROUNDS=4]"; exit 2; }
+	$(BIN)/twlab ab $(A) $(B) $(ROUNDS)
 
 demo: build
 	$(BIN)/twlab demo $(BIN)/tunwall

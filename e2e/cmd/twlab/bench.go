@@ -228,11 +228,16 @@ func alternating(l *lab.Lab, self string, rounds int, measure measurement) (kern
 func medians(runs map[string][]float64) map[string]float64 {
 	m := make(map[string]float64, len(runs))
 	for key, v := range runs {
-		v = slices.Sorted(slices.Values(v))
-		n := len(v)
-		m[key] = (v[(n-1)/2] + v[n/2]) / 2
+		m[key] = median(v)
 	}
 	return m
+}
+
+// median returns the median of v, which must not be empty.
+func median(v []float64) float64 {
+	v = slices.Sorted(slices.Values(v))
+	n := len(v)
+	return (v[(n-1)/2] + v[n/2]) / 2
 }
 
 // latency measures 1-byte request-response latency over TCP and UDP.

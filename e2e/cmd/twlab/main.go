@@ -12,6 +12,7 @@
 //	twlab spray SECONDS ADDR...              TCP and UDP echoes every 20 ms (JSON outcomes)
 //	twlab count IFACE QUIET_MS SECONDS       count arriving TCP/UDP/echo packets (JSON)
 //	twlab bench TUNWALL OUT.json             kernel vs tunwall benchmark
+//	twlab ab TUNWALL_A TUNWALL_B [ROUNDS]    two tunwall builds in alternating rounds
 //	twlab demo TUNWALL                       show allowed and blocked flows
 package main
 
@@ -55,6 +56,10 @@ func dispatch(a []string) error {
 		return count(a[1], time.Duration(num(a[2]))*time.Millisecond, time.Duration(num(a[3]))*time.Second)
 	case a[0] == "bench" && len(a) == 3:
 		return bench(a[1], a[2])
+	case a[0] == "ab" && len(a) == 3:
+		return ab(a[1], a[2], 4)
+	case a[0] == "ab" && len(a) == 4:
+		return ab(a[1], a[2], num(a[3]))
 	case a[0] == "demo" && len(a) == 2:
 		return demo(a[1])
 	}
