@@ -6,7 +6,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -41,29 +40,11 @@ func ab(a, b string, rounds int) error {
 			return fmt.Errorf("ab: %w", err)
 		}
 	}
-	if why := lab.Supported(); why != "" {
-		return fmt.Errorf("ab %s", why)
-	}
-	l, err := lab.New(fmt.Sprintf("twa%d", os.Getpid()%10000))
+	lb, err := newBenchLab("ab", "twa")
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	self, _ := os.Executable()
-	stopSrv, err := startServices(l, self)
-	if err != nil {
-		return err
-	}
-	defer stopSrv()
-	dir, err := os.MkdirTemp("", "tunwall-ab-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	cfg := filepath.Join(dir, "bench.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(benchConfig, filepath.Join(dir, "flows.log"))), 0o644); err != nil {
-		return err
-	}
+	defer lb.close()
 
 	runs := [2]map[string][]float64{{}, {}}
 	for r := range rounds {
@@ -73,7 +54,7 @@ func ab(a, b string, rounds int) error {
 		}
 		for _, i := range order {
 			fmt.Printf("round %d/%d: %s ...\n", r+1, rounds, bins[i])
-			m, err := abRound(l, self, bins[i], cfg, filepath.Join(dir, "tunwall.log"))
+			m, err := abRound(lb, bins[i])
 			if err != nil {
 				return fmt.Errorf("%s: %w", bins[i], err)
 			}
@@ -87,8 +68,9 @@ func ab(a, b string, rounds int) error {
 }
 
 // abRound starts one build, measures it, and stops it.
-func abRound(l *lab.Lab, self, bin, cfg, logPath string) (map[string]float64, error) {
-	tw, err := l.StartTunwall(bin, cfg, logPath, "twbench")
+func abRound(lb *benchLab, bin string) (map[string]float64, error) {
+	l, self := lb.Lab, lb.self
+	tw, err := l.StartTunwall(bin, lb.cfg, lb.log, "twbench")
 	if err != nil {
 		return nil, err
 	}

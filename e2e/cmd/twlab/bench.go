@@ -50,31 +50,16 @@ const (
 // lab, one after the other, with the same tools, and writes the table to
 // stdout and the figures to out.
 func bench(tunwall, out string) error {
-	if why := lab.Supported(); why != "" {
-		return fmt.Errorf("bench %s", why)
-	}
-	l, err := lab.New(fmt.Sprintf("twb%d", os.Getpid()%10000))
+	b, err := newBenchLab("bench", "twb")
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	self, _ := os.Executable()
-	stopSrv, err := startServices(l, self)
-	if err != nil {
-		return err
-	}
-	defer stopSrv()
-	dir, err := os.MkdirTemp("", "tunwall-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
+	defer b.close()
+	l, self := b.Lab, b.self
 
 	// tunwall runs from the start; the kernel path is measured while it
 	// idles with no traffic routed to it, then the client is routed in.
-	cfg := filepath.Join(dir, "bench.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(benchConfig, filepath.Join(dir, "flows.log"))), 0o644)
-	tw, err := l.StartTunwall(tunwall, cfg, filepath.Join(dir, "tunwall.log"), "twbench")
+	tw, err := l.StartTunwall(tunwall, b.cfg, b.log, "twbench")
 	if err != nil {
 		return err
 	}
@@ -120,6 +105,50 @@ func bench(tunwall, out string) error {
 		"method": "3 namespaces, veth, 1500 MTU; iperf3 " + iperfSeconds + "s; 1-byte ping-pong x" + rrCount + " and crr " + crrWorkers + " clients closing by RST for " + crrSeconds + "s, each the median of 3 rounds per path, paths alternating",
 	})
 	return os.WriteFile(out, data.Bytes(), 0o644)
+}
+
+// benchLab is a lab with the benchmark services running in its server
+// namespace and a directory for the gateway's config (cfg) and log.
+type benchLab struct {
+	*lab.Lab
+	self     string // this twlab
+	cfg, log string
+	close    func() // removes it all
+}
+
+// newBenchLab sets up the lab for command name (bench, ab); prefix starts
+// its namespace names.
+func newBenchLab(name, prefix string) (*benchLab, error) {
+	if why := lab.Supported(); why != "" {
+		return nil, fmt.Errorf("%s %s", name, why)
+	}
+	l, err := lab.New(fmt.Sprintf("%s%d", prefix, os.Getpid()%10000))
+	if err != nil {
+		return nil, err
+	}
+	self, _ := os.Executable()
+	stopSrv, err := startServices(l, self)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "tunwall-"+name+"-")
+	if err != nil {
+		stopSrv()
+		l.Close()
+		return nil, err
+	}
+	b := &benchLab{Lab: l, self: self, cfg: filepath.Join(dir, "bench.yaml"), log: filepath.Join(dir, "tunwall.log")}
+	b.close = func() {
+		os.RemoveAll(dir)
+		stopSrv()
+		l.Close()
+	}
+	if err := os.WriteFile(b.cfg, []byte(fmt.Sprintf(benchConfig, filepath.Join(dir, "flows.log"))), 0o644); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
 }
 
 // startServices runs iperf3 and twlab serve in the server namespace.
