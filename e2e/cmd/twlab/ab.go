@@ -26,7 +26,7 @@ var abFigures = []struct {
 }
 
 // ab compares two tunwall builds in one lab: each round runs a, then b
-// (b first in every other round), on the same machine minutes apart, and
+// (b first in every other round), within a minute of each other, and
 // the report gives every round's values, the medians and b's change per
 // figure. Machines that swing from run to run hide small changes from
 // separate bench runs; alternating rounds do not.
@@ -69,17 +69,24 @@ func ab(a, b string, rounds int) error {
 
 // abRound starts one build, measures it, and stops it.
 func abRound(lb *benchLab, bin string) (map[string]float64, error) {
-	l, self := lb.Lab, lb.self
-	tw, err := l.StartTunwall(bin, lb.cfg, lb.log, "twbench")
+	tw, err := lb.StartTunwall(bin, lb.cfg, lb.log, "twbench")
 	if err != nil {
 		return nil, err
 	}
-	defer l.Unroute()
+	defer lb.Unroute()
+	m, err := abMeasure(lb)
+	if serr := tw.Stop(10 * time.Second); err == nil {
+		err = serr
+	}
+	return m, err
+}
+
+// abMeasure takes one round's figures on the path through tunwall.
+func abMeasure(lb *benchLab) (map[string]float64, error) {
 	m := map[string]float64{}
 	for _, measure := range []measurement{connRate, latency} {
-		got, err := measure(l, self)
+		got, err := measure(lb.Lab, lb.self)
 		if err != nil {
-			tw.Stop(10 * time.Second)
 			return nil, err
 		}
 		maps.Copy(m, got)
@@ -88,20 +95,20 @@ func abRound(lb *benchLab, bin string) (map[string]float64, error) {
 		key  string
 		args []string
 	}{{"tcp_up", nil}, {"tcp_down", []string{"-R"}}} {
-		bps, _, err := iperf(l, lab.ServerV4, t.args...)
+		bps, _, err := iperf(lb.Lab, lab.ServerV4, t.args...)
 		if err != nil {
-			tw.Stop(10 * time.Second)
 			return nil, err
 		}
 		m[t.key] = bps / 1e9
 	}
-	return m, tw.Stop(10 * time.Second)
+	return m, nil
 }
 
 // printAB writes the comparison: per figure the rounds of a and b, their
 // medians, b's change against a, and in how many rounds b did better than
-// a did in the same round (a and b of one round run minutes apart; a
-// change that wins nearly every round is more than the noise).
+// a did in the same round (a and b of one round run within a minute of
+// each other; a change that wins nearly every round is more than the
+// noise).
 func printAB(w io.Writer, a, b string, ra, rb map[string][]float64) {
 	fmt.Fprintf(w, "A = %s\nB = %s\n", a, b)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
