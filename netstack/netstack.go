@@ -259,6 +259,14 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 	return id, v, false
 }
 
+// dial opens the upstream connection of an allowed TCP or UDP flow
+// (network "tcp" or "udp"), giving up after the dial timeout or at Close.
+func (g *Gateway) dial(network string, f policy.Flow) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.DialTimeout)
+	defer cancel()
+	return g.cfg.Dial(ctx, network, g.upstreamOf(f))
+}
+
 // local reports whether f started on this machine (and so has an owner
 // to look up).
 func (g *Gateway) local(f policy.Flow) bool {

@@ -68,7 +68,7 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 		h.g.flows.remove(tf.id)
 		return
 	}
-	up, err := h.dial(tf)
+	up, err := h.g.dial("tcp", tf.flow)
 	if err != nil {
 		ep.Abort()
 		client.Close()

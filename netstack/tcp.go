@@ -1,7 +1,6 @@
 package netstack
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -146,7 +145,7 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.connectNamed(r, id, tf)
 		return
 	}
-	up, err := h.dial(tf)
+	up, err := h.g.dial("tcp", tf.flow)
 	if err != nil {
 		r.Complete(true) // RST, as if the destination had refused
 		h.dialFailed(tf, err)
@@ -177,13 +176,6 @@ func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointI
 	delete(h.pending, id)
 	h.mu.Unlock()
 	return ep, wq, err
-}
-
-// dial opens the flow's upstream connection.
-func (h *tcpHandler) dial(tf *tcpFlow) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
-	defer cancel()
-	return h.g.cfg.Dial(ctx, "tcp", h.g.upstreamOf(tf.flow))
 }
 
 // dialFailed counts a failed upstream dial and reports the flow's end.

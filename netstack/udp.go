@@ -1,7 +1,6 @@
 package netstack
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
 
@@ -44,9 +43,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	}
 	// Dial before answering anything: an unreachable upstream gets the
 	// client an ICMP error rather than a session that goes nowhere.
-	ctx, cancel := context.WithTimeout(h.g.ctx, h.g.cfg.DialTimeout)
-	up, err := h.g.cfg.Dial(ctx, "udp", h.g.upstreamOf(f))
-	cancel()
+	up, err := h.g.dial("udp", f)
 	if err != nil {
 		h.g.stats.DialErrors.Add(1)
 		h.g.closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
