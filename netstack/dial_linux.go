@@ -1,7 +1,9 @@
 package netstack
 
 import (
+	"context"
 	"net"
+	"net/netip"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -14,7 +16,14 @@ func hostDialer(mark uint32, iface string) DialFunc {
 	// stack, idle flows are ended by limits.tcp_idle, and the four
 	// setsockopt calls per flow would cost connection rate.
 	d := &net.Dialer{Control: socketControl(mark, iface), KeepAlive: -1}
-	return d.DialContext
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		if network == "tcp" {
+			if ap, err := netip.ParseAddrPort(address); err == nil {
+				return dialTCP(ctx, ap, mark, iface)
+			}
+		}
+		return d.DialContext(ctx, network, address)
+	}
 }
 
 // socketControl applies the egress mark and interface to a new socket.

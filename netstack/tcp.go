@@ -246,8 +246,8 @@ func (c *lockedConn) CloseWrite() error {
 
 // abortTCP makes closing a host TCP socket send RST.
 func abortTCP(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		l.SetLinger(0)
 	}
 }
 

@@ -1,0 +1,213 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// listenLoopback listens on a free loopback port of the given family.
+func listenLoopback(t *testing.T, network, addr string) (net.Listener, netip.AddrPort) {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Skipf("no %s loopback here: %v", network, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func TestDialTCPRelaysBothWaysWithHalfClose(t *testing.T) {
+	for _, tc := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(tc.network, func(t *testing.T) {
+			ln, ap := listenLoopback(t, tc.network, tc.addr)
+			got := make(chan []byte, 1)
+			go func() {
+				s, err := ln.Accept()
+				if err != nil {
+					got <- nil
+					return
+				}
+				defer s.Close()
+				b, _ := io.ReadAll(s) // until the dialer's half-close
+				got <- b
+				s.Write([]byte("reply after FIN"))
+			}()
+			c, err := dialTCP(context.Background(), ap, 0, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.(closeWriter).CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if b := <-got; string(b) != "hello" {
+				t.Fatalf("server read %q, want %q", b, "hello")
+			}
+			b, err := io.ReadAll(c)
+			if err != nil || string(b) != "reply after FIN" {
+				t.Fatalf("read after half-close: %q, %v", b, err)
+			}
+			if ra := c.RemoteAddr().(*net.TCPAddr).AddrPort(); ra.Port() != ap.Port() || ra.Addr().Unmap() != ap.Addr().Unmap() {
+				t.Errorf("RemoteAddr %v, want %v", ra, ap)
+			}
+			if la := c.LocalAddr().(*net.TCPAddr); la.Port == 0 {
+				t.Errorf("LocalAddr %v has no port", la)
+			}
+		})
+	}
+}
+
+func TestDialTCPAbortSendsRST(t *testing.T) {
+	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
+	readErr := make(chan error, 1)
+	go func() {
+		s, err := ln.Accept()
+		if err != nil {
+			readErr <- err
+			return
+		}
+		defer s.Close()
+		_, err = s.Read(make([]byte, 1))
+		readErr <- err
+	}()
+	c, err := dialTCP(context.Background(), ap, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abortTCP(c)
+	c.Close()
+	if err := <-readErr; !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("server read after abort: %v, want connection reset", err)
+	}
+}
+
+func TestDialTCPRefused(t *testing.T) {
+	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
+	ln.Close() // nobody listens on the port now
+	_, err := dialTCP(context.Background(), ap, 0, "")
+	var op *net.OpError
+	if !errors.Is(err, syscall.ECONNREFUSED) || !errors.As(err, &op) || op.Op != "dial" {
+		t.Fatalf("dial to a closed port: %v, want a dial error with connection refused", err)
+	}
+}
+
+func TestDialTCPMarksSocket(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SO_MARK needs CAP_NET_ADMIN")
+	}
+	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
+	go func() {
+		if s, err := ln.Accept(); err == nil {
+			s.Close()
+		}
+	}()
+	c, err := dialTCP(context.Background(), ap, 0x2a, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var mark, nodelay int
+	c.(*hostConn).rc.Control(func(fd uintptr) {
+		mark, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK)
+		nodelay, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY)
+	})
+	if mark != 0x2a || nodelay == 0 {
+		t.Fatalf("socket mark %#x nodelay %d, want 0x2a and on", mark, nodelay)
+	}
+}
+
+// unansweredPort is a loopback listener whose accept queue is full, so the
+// kernel drops new SYNs and a connect to it stays in progress.
+func unansweredPort(t *testing.T) netip.AddrPort {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+	// Fill the queue: connections are made until one stays unanswered.
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp4", ap.String(), 200*time.Millisecond)
+		if err != nil {
+			return ap
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("the kernel answered every SYN to a full accept queue")
+	return ap
+}
+
+func TestDialTCPTimesOut(t *testing.T) {
+	ap := unansweredPort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := dialTCP(ctx, ap, 0, "")
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("dial to an unanswered port: %v, want a timeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the timeout took %v", d)
+	}
+}
+
+func TestDialTCPCanceled(t *testing.T) {
+	ap := unansweredPort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := dialTCP(ctx, ap, 0, "")
+		errc <- err
+	}()
+	waitSynSent(t, ap.Port())
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("dial after cancel: %v, want context.Canceled", err)
+	}
+}
+
+// waitSynSent waits until a socket of this process is connecting to port.
+func waitSynSent(t *testing.T, port uint16) {
+	t.Helper()
+	want := fmt.Sprintf(":%04X 02 ", port) // remote port, state SYN_SENT
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		b, err := os.ReadFile("/proc/self/net/tcp")
+		if err != nil {
+			t.Skipf("cannot read socket states: %v", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 3 && strings.HasSuffix(" "+f[2]+" "+f[3]+" ", want) {
+				return
+			}
+		}
+		runtime.Gosched()
+	}
+	t.Fatal("the dial never started connecting")
+}
