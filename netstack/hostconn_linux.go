@@ -90,9 +90,9 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, mark uint32, iface string) 
 // waitConnected waits for a started connect to end, until ctx is done.
 func (c *hostConn) waitConnected(ctx context.Context, sa unsafe.Pointer, salen uintptr) error {
 	// When ctx ends (its deadline or the gateway's close), a deadline in
-	// the past wakes the wait.
+	// the past wakes the wait, and the dial fails even if the handshake
+	// ended in the meantime, as the socket's deadline is then spent.
 	stop := context.AfterFunc(ctx, func() { c.SetWriteDeadline(time.Unix(1, 0)) })
-	defer stop()
 	var cerr error
 	err := c.rc.Write(func(fd uintptr) bool {
 		switch err := rawConnect(int(fd), sa, salen); err {
@@ -104,13 +104,12 @@ func (c *hostConn) waitConnected(ctx context.Context, sa unsafe.Pointer, salen u
 		}
 		return true
 	})
+	if !stop() {
+		return ctxErr(ctx)
+	}
 	if err != nil {
-		if cerr := ctxErr(ctx); cerr != nil {
-			return cerr
-		}
 		return err
 	}
-	c.SetWriteDeadline(time.Time{})
 	return cerr
 }
 
