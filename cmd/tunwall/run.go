@@ -60,9 +60,10 @@ func cmdRun(args []string, stderr io.Writer) error {
 		defer stopProfile()
 	}
 
+	procs := spareProc()
 	zl.Info().Str("event", "start").Str("config", cfg.Source).Str("policy_hash", cfg.Hash).
 		Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).Int("rules", cfg.Policy.Len()).Bool("monitor", cfg.Policy.Monitor()).
-		Str("version", versionString()).Msg("starting")
+		Int("procs", procs).Str("version", versionString()).Msg("starting")
 	logLists(zl, cfg.Lists)
 	if cfg.Policy.NeedsDomain() {
 		zl.Info().Msg("rules with domains or domain lists match by the name from TLS SNI, HTTP Host or DNS")
