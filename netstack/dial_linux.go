@@ -18,7 +18,8 @@ func hostDialer(mark uint32, iface string) DialFunc {
 	d := &net.Dialer{Control: socketControl(mark, iface), KeepAlive: -1}
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		if network == "tcp" {
-			if ap, err := netip.ParseAddrPort(address); err == nil {
+			// A zoned (link-local) address needs its scope: net.Dialer.
+			if ap, err := netip.ParseAddrPort(address); err == nil && ap.Addr().Zone() == "" {
 				return dialTCP(ctx, ap, mark, iface)
 			}
 		}

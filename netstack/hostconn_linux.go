@@ -28,6 +28,7 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, mark uint32, iface string) 
 	if err := ctxErr(ctx); err != nil {
 		return nil, fail(err)
 	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) // as net.Dialer: IPv4 from an IPv4 socket
 	family := unix.AF_INET6
 	if ap.Addr().Is4() {
 		family = unix.AF_INET

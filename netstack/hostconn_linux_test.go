@@ -72,6 +72,30 @@ func TestDialTCPRelaysBothWaysWithHalfClose(t *testing.T) {
 	}
 }
 
+func TestDialTCPMappedIPv4(t *testing.T) {
+	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
+	go func() {
+		if s, err := ln.Accept(); err == nil {
+			s.Write([]byte("v4"))
+			s.Close()
+		}
+	}()
+	mapped := netip.AddrPortFrom(netip.AddrFrom16(ap.Addr().As16()), ap.Port())
+	c, err := dialTCP(context.Background(), mapped, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	domain := -1
+	c.(*hostConn).rc.Control(func(fd uintptr) { domain, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) })
+	if domain != unix.AF_INET {
+		t.Errorf("socket family %d, want AF_INET for an IPv4-mapped address", domain)
+	}
+	if b, err := io.ReadAll(c); string(b) != "v4" || err != nil {
+		t.Fatalf("read %q, %v", b, err)
+	}
+}
+
 func TestDialTCPAbortSendsRST(t *testing.T) {
 	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
 	readErr := make(chan error, 1)
