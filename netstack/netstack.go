@@ -78,9 +78,10 @@ type Gateway struct {
 	counters counters
 	capMu    sync.Mutex // serialises changes to the set of captures
 
-	ctx    context.Context // cancelled by Close: stops dials and janitors
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // janitor goroutine
+	ctx     context.Context // cancelled by Close: stops dials and janitors
+	workers *workers        // run each TCP flow's handler
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // janitor goroutine and flow workers
 
 	closeOnce sync.Once
 }
@@ -108,6 +109,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Log.With().Str("component", "netstack").Logger()}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.workers = newWorkers(g.ctx, &g.wg)
 	g.policy.Store(cfg.Policy)
 	g.hits.Store(newRuleHits(cfg.Policy))
 	g.flows = newFlowTable(cfg.Limits.MaxFlows)

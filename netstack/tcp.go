@@ -44,7 +44,9 @@ func newTCPHandler(g *Gateway) *tcpHandler {
 	h := &tcpHandler{g: g, pending: make(map[stack.TransportEndpointID]*tcpFlow)}
 	// The forwarder's own in-flight cap is set above ours so that our
 	// limit (with its RST and its count) is the one that applies.
-	h.fwd = tcp.NewForwarder(g.stack, 0, g.cfg.Limits.MaxPendingTCP+64, h.connect)
+	h.fwd = tcp.NewForwarder(g.stack, 0, g.cfg.Limits.MaxPendingTCP+64, func(r *tcp.ForwarderRequest) {
+		g.workers.run(func() { h.connect(r) })
+	})
 	g.stack.SetTransportProtocolHandler(tcp.ProtocolNumber, h.handle)
 	return h
 }

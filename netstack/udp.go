@@ -69,7 +69,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		s.outFilter, s.inFilter = (&dnsFilter{g: h.g, id: fid, flow: f}).datagrams(client)
 	}
 	h.g.flows.add(fid, f, v, now, s)
-	go h.run(fid, f, v, now, s)
+	h.g.workers.run(func() { h.run(fid, f, v, now, s) })
 	return true
 }
 
