@@ -8,15 +8,23 @@ import (
 func TestSpareProc(t *testing.T) {
 	before := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(before) })
-
-	t.Setenv("GOMAXPROCS", "")
-	if got := spareProc(); got != before+1 || runtime.GOMAXPROCS(0) != before+1 {
-		t.Fatalf("without GOMAXPROCS: spareProc %d, in force %d, want %d", got, runtime.GOMAXPROCS(0), before+1)
-	}
-
-	runtime.GOMAXPROCS(before)
-	t.Setenv("GOMAXPROCS", "1") // the operator's choice stands, whatever the runtime made of it
-	if got := spareProc(); got != before || runtime.GOMAXPROCS(0) != before {
-		t.Fatalf("with GOMAXPROCS set: spareProc %d, in force %d, want %d unchanged", got, runtime.GOMAXPROCS(0), before)
+	for _, tc := range []struct {
+		name  string
+		env   string
+		procs int // the default in force before
+		want  int
+	}{
+		{"two processors get a spare", "", 2, 3},
+		{"eight processors get a spare", "", 8, 9},
+		{"one processor stays one", "", 1, 1},
+		{"the operator's GOMAXPROCS stands", "2", 2, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("GOMAXPROCS", tc.env)
+			runtime.GOMAXPROCS(tc.procs)
+			if got := spareProc(); got != tc.want || runtime.GOMAXPROCS(0) != tc.want {
+				t.Fatalf("spareProc %d, in force %d, want %d", got, runtime.GOMAXPROCS(0), tc.want)
+			}
+		})
 	}
 }
