@@ -132,7 +132,7 @@ func (h *tcpHandler) finishPending(id stack.TransportEndpointID, tf *tcpFlow) {
 	h.g.flows.remove(tf.id)
 }
 
-// connect runs in its own goroutine per allowed SYN: it dials upstream
+// connect runs on a flow worker for each allowed SYN: it dials upstream
 // first and only then completes the client's handshake.
 func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 	id := r.ID()
