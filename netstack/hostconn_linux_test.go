@@ -28,22 +28,30 @@ func listenLoopback(t *testing.T, network, addr string) (net.Listener, netip.Add
 	return ln, ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
+// serveOne accepts one connection on ln in the background, hands it to
+// serve and closes it when serve returns.
+func serveOne(t *testing.T, ln net.Listener, serve func(s net.Conn)) {
+	go func() {
+		s, err := ln.Accept()
+		if err != nil {
+			t.Errorf("accept: %v", err)
+			return
+		}
+		defer s.Close()
+		serve(s)
+	}()
+}
+
 func TestDialTCPRelaysBothWaysWithHalfClose(t *testing.T) {
 	for _, tc := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
 		t.Run(tc.network, func(t *testing.T) {
 			ln, ap := listenLoopback(t, tc.network, tc.addr)
 			got := make(chan []byte, 1)
-			go func() {
-				s, err := ln.Accept()
-				if err != nil {
-					got <- nil
-					return
-				}
-				defer s.Close()
+			serveOne(t, ln, func(s net.Conn) {
 				b, _ := io.ReadAll(s) // until the dialer's half-close
 				got <- b
 				s.Write([]byte("reply after FIN"))
-			}()
+			})
 			c, err := dialTCP(context.Background(), ap, 0, "")
 			if err != nil {
 				t.Fatal(err)
@@ -74,12 +82,7 @@ func TestDialTCPRelaysBothWaysWithHalfClose(t *testing.T) {
 
 func TestDialTCPMappedIPv4(t *testing.T) {
 	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
-	go func() {
-		if s, err := ln.Accept(); err == nil {
-			s.Write([]byte("v4"))
-			s.Close()
-		}
-	}()
+	serveOne(t, ln, func(s net.Conn) { s.Write([]byte("v4")) })
 	mapped := netip.AddrPortFrom(netip.AddrFrom16(ap.Addr().As16()), ap.Port())
 	c, err := dialTCP(context.Background(), mapped, 0, "")
 	if err != nil {
@@ -99,16 +102,10 @@ func TestDialTCPMappedIPv4(t *testing.T) {
 func TestDialTCPAbortSendsRST(t *testing.T) {
 	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
 	readErr := make(chan error, 1)
-	go func() {
-		s, err := ln.Accept()
-		if err != nil {
-			readErr <- err
-			return
-		}
-		defer s.Close()
-		_, err = s.Read(make([]byte, 1))
+	serveOne(t, ln, func(s net.Conn) {
+		_, err := s.Read(make([]byte, 1))
 		readErr <- err
-	}()
+	})
 	c, err := dialTCP(context.Background(), ap, 0, "")
 	if err != nil {
 		t.Fatal(err)
@@ -134,12 +131,7 @@ func TestDialTCPMarksSocket(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SO_MARK needs CAP_NET_ADMIN")
 	}
-	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
-	go func() {
-		if s, err := ln.Accept(); err == nil {
-			s.Close()
-		}
-	}()
+	_, ap := listenLoopback(t, "tcp4", "127.0.0.1:0") // the kernel completes the handshake
 	c, err := dialTCP(context.Background(), ap, 0x2a, "")
 	if err != nil {
 		t.Fatal(err)
