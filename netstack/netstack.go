@@ -79,9 +79,9 @@ type Gateway struct {
 	capMu    sync.Mutex // serialises changes to the set of captures
 
 	ctx     context.Context // cancelled by Close: stops dials and janitors
-	workers *workers        // run TCP flows and UDP sessions
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup // janitor goroutine and flow workers
+	workers *workers       // run TCP flows and UDP sessions
 
 	closeOnce sync.Once
 }
