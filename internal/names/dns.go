@@ -1,6 +1,7 @@
 package names
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -18,11 +19,41 @@ func decode(msg []byte) (d *layers.DNS, err error) {
 			d, err = nil, fmt.Errorf("malformed DNS message (%v)", r)
 		}
 	}()
+	// gopacket slices past a message's length when the slice has room
+	// beyond it: a message cut short in a reused read buffer would be
+	// completed with the bytes of an earlier one (found by FuzzDNS).
+	msg = msg[:len(msg):len(msg)]
 	d = new(layers.DNS)
 	if err := d.DecodeFromBytes(msg, gopacket.NilDecodeFeedback); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// plainQuestion reports whether the first question's name is written as
+// plain labels, none holding a dot. A dot inside a label cannot be told
+// from a label boundary once the name is text: "ads.example" under "com"
+// would read as ads.example.com, and be written back as three labels.
+// Queries carry no compression in their question, so a pointer is
+// refused too.
+func plainQuestion(msg []byte) bool {
+	const header = 12
+	for i := header; i < len(msg); {
+		n := int(msg[i])
+		switch {
+		case n == 0:
+			return true
+		case n&0xc0 != 0: // compression pointer or extended label type
+			return false
+		case i+1+n > len(msg):
+			return false
+		}
+		if bytes.IndexByte(msg[i+1:i+1+n], '.') >= 0 {
+			return false
+		}
+		i += 1 + n
+	}
+	return false
 }
 
 // Query is the question of a DNS query message.
@@ -43,7 +74,7 @@ func ParseQuery(msg []byte) (Query, error) {
 	}
 	q := d.Questions[0]
 	name := strings.ToLower(strings.TrimSuffix(string(q.Name), "."))
-	if !validName(name) {
+	if !plainQuestion(msg) || !validName(name) {
 		return Query{}, fmt.Errorf("bad name %q in query", name)
 	}
 	return Query{ID: d.ID, Name: name, Type: q.Type}, nil
@@ -77,6 +108,9 @@ func Blocked(query []byte, zero bool, ttl uint32) ([]byte, error) {
 	if len(d.Questions) != 1 {
 		return nil, errors.New("not a query with one question")
 	}
+	if !plainQuestion(query) {
+		return nil, errors.New("question name not in plain labels")
+	}
 	r := layers.DNS{ID: d.ID, QR: true, OpCode: d.OpCode, RD: d.RD, RA: true, Questions: d.Questions, ResponseCode: layers.DNSResponseCodeNXDomain}
 	if zero {
 		r.ResponseCode = layers.DNSResponseCodeNoErr
@@ -108,7 +142,7 @@ func Answer(msg []byte) (name string, addrs []Address, err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if !d.QR || len(d.Questions) != 1 || d.ResponseCode != layers.DNSResponseCodeNoErr {
+	if !d.QR || len(d.Questions) != 1 || d.ResponseCode != layers.DNSResponseCodeNoErr || !plainQuestion(msg) {
 		return "", nil, nil
 	}
 	name = strings.ToLower(strings.TrimSuffix(string(d.Questions[0].Name), "."))

@@ -71,6 +71,52 @@ func TestDNSQueryAndBlocked(t *testing.T) {
 	}
 }
 
+// A label holding a dot is not the names its text reads as: the query for
+// "ads.example" under "com" is not a query for ads.example.com, and an
+// answer tunwall wrote for it would carry a different question.
+func TestDNSDotInLabel(t *testing.T) {
+	wire := func(labels ...string) []byte {
+		msg := []byte{0x42, 0x42, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
+		for _, l := range labels {
+			msg = append(append(msg, byte(len(l))), l...)
+		}
+		return append(msg, 0, 0, 1, 0, 1) // end of name, type A, class IN
+	}
+	if q, err := ParseQuery(wire("ads", "example", "com")); err != nil || q.Name != "ads.example.com" {
+		t.Fatalf("plain labels: %+v %v", q, err)
+	}
+	for _, labels := range [][]string{{"ads.example", "com"}, {"a", "b."}, {".", "com"}} {
+		msg := wire(labels...)
+		if q, err := ParseQuery(msg); err == nil {
+			t.Errorf("labels %q parsed as %q", labels, q.Name)
+		}
+		if _, err := Blocked(msg, true, 60); err == nil {
+			t.Errorf("labels %q: an answer was built", labels)
+		}
+	}
+	// A response to such a question teaches nothing.
+	resp := wire("ads.example", "com")
+	resp[2] = 0x81 // QR, RD
+	resp[7] = 1    // one answer
+	resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1)
+	if name, addrs, err := Answer(resp); name != "" || len(addrs) != 0 {
+		t.Errorf("Answer learned %q -> %v (%v)", name, addrs, err)
+	}
+}
+
+// A message cut short inside a larger buffer is malformed: the bytes past
+// its end, left from an earlier message, are not read as its own.
+func TestDNSCutShortInBuffer(t *testing.T) {
+	full := query(t, "ads.example.com", layers.DNSTypeA)
+	cut := full[:len(full)-4] // no type and class; the buffer still holds them
+	if q, err := ParseQuery(cut); err == nil {
+		t.Errorf("a query without its type and class parsed: %+v", q)
+	}
+	if _, err := Blocked(cut, false, 60); err == nil {
+		t.Error("an answer was built for a query without its type and class")
+	}
+}
+
 func TestDNSAnswer(t *testing.T) {
 	rr := func(name string, typ layers.DNSType, ip string, cname string) layers.DNSResourceRecord {
 		r := layers.DNSResourceRecord{Name: []byte(name), Type: typ, Class: layers.DNSClassIN, TTL: 300}
