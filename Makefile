@@ -47,6 +47,7 @@ fuzz:
 	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzServerName$$' -fuzztime 30s
 	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzHTTPHost$$' -fuzztime 30s
 	$(GO) test ./internal/control -run '^$$' -fuzz FuzzHandler -fuzztime 30s
+	$(GO) test ./netstack -run '^$$' -fuzz FuzzInspect -fuzztime 30s
 
 clean:
 	rm -rf $(BIN) bench.json
