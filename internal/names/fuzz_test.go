@@ -7,15 +7,24 @@ import (
 	"github.com/google/gopacket/layers"
 )
 
-// FuzzDNS: no input panics; a query that parses can be answered as
-// blocked, and the answer parses as a response to the same name.
+// FuzzDNS: no input panics; bytes behind a query in its buffer change
+// nothing; a query that parses can be answered as blocked, and the answer
+// parses as a response to the same name.
 func FuzzDNS(f *testing.F) {
 	f.Add(query(f, "ads.example.com", layers.DNSTypeA))
 	f.Add(query(f, "x.test", layers.DNSTypeAAAA))
 	f.Add([]byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c})
+	whole := query(f, "x.test", layers.DNSTypeA)
+	f.Add(whole[: len(whole)-4 : len(whole)-4]) // without its type and class
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		Answer(msg)
 		q, err := ParseQuery(msg)
+		// The same message with other bytes behind it in its buffer, as
+		// in a reused read buffer, reads the same.
+		padded := append(append([]byte(nil), msg...), 0, 1, 0, 1, 0xc0, 0x0c)[:len(msg)]
+		if q2, err2 := ParseQuery(padded); q2 != q || (err2 == nil) != (err == nil) {
+			t.Fatalf("with bytes behind it the message reads as %+v (%v), alone as %+v (%v)", q2, err2, q, err)
+		}
 		if err != nil {
 			return
 		}
