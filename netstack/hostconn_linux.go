@@ -48,22 +48,13 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, mark uint32, iface string) 
 		return nil, opErr("setsockopt", err)
 	}
 	sa, salen := rawSockaddr(ap)
-	connected := false
-	switch err := rawConnect(fd, sa, salen); err {
-	case nil, unix.EISCONN:
-		connected = true
-	case unix.EINPROGRESS, unix.EALREADY, unix.EINTR:
+	connected, err := connectStep(fd, sa, salen)
+	if err == nil && !connected {
 		// A second call reports how the handshake went if it has already
 		// ended, as it often has by now.
-		switch err := rawConnect(fd, sa, salen); err {
-		case nil, unix.EISCONN:
-			connected = true
-		case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
-		default:
-			unix.Close(fd)
-			return nil, opErr("connect", err)
-		}
-	default:
+		connected, err = connectStep(fd, sa, salen)
+	}
+	if err != nil {
 		unix.Close(fd)
 		return nil, opErr("connect", err)
 	}
@@ -96,14 +87,9 @@ func (c *hostConn) waitConnected(ctx context.Context, sa unsafe.Pointer, salen u
 	stop := context.AfterFunc(ctx, func() { c.SetWriteDeadline(time.Unix(1, 0)) })
 	var cerr error
 	err := c.rc.Write(func(fd uintptr) bool {
-		switch err := rawConnect(int(fd), sa, salen); err {
-		case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
-			return false
-		case nil, unix.EISCONN:
-		default:
-			cerr = err
-		}
-		return true
+		var done bool
+		done, cerr = connectStep(int(fd), sa, salen)
+		return done || cerr != nil
 	})
 	if !stop() {
 		return ctxErr(ctx)
@@ -122,6 +108,19 @@ func ctxErr(ctx context.Context) error {
 		return os.ErrDeadlineExceeded
 	}
 	return err
+}
+
+// connectStep calls connect once and says whether the connection is up;
+// a connection still being made is neither up nor an error.
+func connectStep(fd int, sa unsafe.Pointer, salen uintptr) (up bool, err error) {
+	switch err := rawConnect(fd, sa, salen); err {
+	case nil, unix.EISCONN:
+		return true, nil
+	case unix.EINPROGRESS, unix.EALREADY, unix.EINTR:
+		return false, nil
+	default:
+		return false, err
+	}
 }
 
 func rawConnect(fd int, sa unsafe.Pointer, salen uintptr) error {
