@@ -12,7 +12,8 @@ import (
 )
 
 // decode parses a DNS message. gopacket's decoder has panicked on some
-// malformed messages (found by FuzzDNS); those are errors here.
+// malformed messages (found by FuzzDNS); those are errors here, and so is
+// a question whose name is not in plain labels (see plainQuestion).
 func decode(msg []byte) (d *layers.DNS, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -26,6 +27,9 @@ func decode(msg []byte) (d *layers.DNS, err error) {
 	d = new(layers.DNS)
 	if err := d.DecodeFromBytes(msg, gopacket.NilDecodeFeedback); err != nil {
 		return nil, err
+	}
+	if len(d.Questions) > 0 && !plainQuestion(msg) {
+		return nil, errors.New("question name not in plain labels")
 	}
 	return d, nil
 }
@@ -74,7 +78,7 @@ func ParseQuery(msg []byte) (Query, error) {
 	}
 	q := d.Questions[0]
 	name := strings.ToLower(strings.TrimSuffix(string(q.Name), "."))
-	if !plainQuestion(msg) || !validName(name) {
+	if !validName(name) {
 		return Query{}, fmt.Errorf("bad name %q in query", name)
 	}
 	return Query{ID: d.ID, Name: name, Type: q.Type}, nil
@@ -108,9 +112,6 @@ func Blocked(query []byte, zero bool, ttl uint32) ([]byte, error) {
 	if len(d.Questions) != 1 {
 		return nil, errors.New("not a query with one question")
 	}
-	if !plainQuestion(query) {
-		return nil, errors.New("question name not in plain labels")
-	}
 	r := layers.DNS{ID: d.ID, QR: true, OpCode: d.OpCode, RD: d.RD, RA: true, Questions: d.Questions, ResponseCode: layers.DNSResponseCodeNXDomain}
 	if zero {
 		r.ResponseCode = layers.DNSResponseCodeNoErr
@@ -142,7 +143,7 @@ func Answer(msg []byte) (name string, addrs []Address, err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if !d.QR || len(d.Questions) != 1 || d.ResponseCode != layers.DNSResponseCodeNoErr || !plainQuestion(msg) {
+	if !d.QR || len(d.Questions) != 1 || d.ResponseCode != layers.DNSResponseCodeNoErr {
 		return "", nil, nil
 	}
 	name = strings.ToLower(strings.TrimSuffix(string(d.Questions[0].Name), "."))
