@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tunwall/tunwall/e2e/lab"
 )
@@ -68,12 +70,23 @@ func serve(extra ...string) error {
 	select {}
 }
 
+// acceptLoop serves each connection on its own goroutine until ln is
+// closed. Running out of descriptors pauses it instead of ending it: a
+// gateway that keeps upstream connections open after their clients left
+// must not take the service down for the measurements that follow.
 func acceptLoop(ln net.Listener, h func(net.Conn)) {
+	pause := time.Millisecond
 	for {
 		c, err := ln.Accept()
-		if err != nil {
+		if errors.Is(err, net.ErrClosed) {
 			return
 		}
+		if err != nil {
+			time.Sleep(pause) // EMFILE and the like: wait for a close
+			pause = min(2*pause, time.Second)
+			continue
+		}
+		pause = time.Millisecond
 		go func() {
 			defer c.Close()
 			h(c)
