@@ -21,8 +21,11 @@ unit:
 e2e:
 	$(GO) test -count=1 -v ./e2e/...
 
+# The kernel path, tunwall, and refgw (the reference: a tun2socks-style
+# gVisor gateway) in one run.
 bench: build
-	$(BIN)/twlab bench $(BIN)/tunwall bench.json
+	$(GO) build -o $(BIN)/refgw ./e2e/cmd/refgw
+	$(BIN)/twlab bench $(BIN)/tunwall bench.json $(BIN)/refgw
 
 # Two tunwall builds in alternating rounds: make ab A=old-binary [B=bin/tunwall] [ROUNDS=4]
 B      ?= $(BIN)/tunwall

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"time"
 )
 
-// Tunwall is a tunwall process running in the lab's gateway namespace.
+// Tunwall is a gateway process running in the lab's gateway namespace:
+// tunwall, or another gateway the benchmark compares it with.
 type Tunwall struct {
 	Cmd  *exec.Cmd
 	Log  string // path of the file its log goes to
@@ -38,17 +40,22 @@ func (l *Lab) StartTunwall(bin, config, logPath, dev string) (*Tunwall, error) {
 // its log (stdout and stderr) written to logPath and waits until device
 // dev is up. Routing is the configuration's business.
 func (l *Lab) Launch(bin, config, logPath, dev string, extra ...string) (*Tunwall, error) {
+	args := []string{bin, "run"}
+	if config != "" {
+		args = append(args, "-c", config)
+	}
+	return l.Start(append(args, extra...), logPath, dev)
+}
+
+// Start runs the command args in the gateway namespace with its output
+// written to logPath and waits until the device dev it creates is up.
+func (l *Lab) Start(args []string, logPath, dev string) (*Tunwall, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	args := []string{"run"}
-	if config != "" {
-		args = append(args, "-c", config)
-	}
-	args = append(args, extra...)
-	tw := &Tunwall{Cmd: l.Cmd(l.Gateway, append([]string{bin}, args...)...), Log: logPath, Dev: dev, done: make(chan struct{})}
+	tw := &Tunwall{Cmd: l.Cmd(l.Gateway, args...), Log: logPath, Dev: dev, done: make(chan struct{})}
 	tw.Cmd.Stdout, tw.Cmd.Stderr = f, f
 	if err := tw.Cmd.Start(); err != nil {
 		return nil, err
@@ -69,7 +76,7 @@ func (l *Lab) Launch(bin, config, logPath, dev string, extra ...string) (*Tunwal
 	if err := l.WaitLink(ctx, l.Gateway, dev); err != nil {
 		tw.Stop(time.Second)
 		log, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("tunwall did not come up: %w\n%s", err, log)
+		return nil, fmt.Errorf("%s did not come up: %w\n%s", filepath.Base(args[0]), err, log)
 	}
 	return tw, nil
 }
@@ -95,7 +102,7 @@ func (tw *Tunwall) Stop(timeout time.Duration) error {
 	case <-time.After(timeout):
 		tw.Cmd.Process.Kill()
 		<-tw.done
-		return errors.New("tunwall did not exit after SIGTERM; killed")
+		return errors.New("gateway did not exit after SIGTERM; killed")
 	}
 }
 

@@ -26,7 +26,10 @@ type figure struct {
 	Kernel  *float64 `json:"kernel"`
 	Tunwall *float64 `json:"tunwall"`
 	Ratio   *float64 `json:"ratio"` // tunwall / kernel
-	Note    string   `json:"note,omitempty"`
+	// The reference gateway (refgw), when the run measured it.
+	Reference *float64 `json:"reference,omitempty"`
+	RefRatio  *float64 `json:"reference_ratio,omitempty"` // reference / kernel
+	Note      string   `json:"note,omitempty"`
 }
 
 // benchConfig is the gateway's configuration under benchmark: allow
@@ -46,10 +49,18 @@ const (
 	idleFlows    = 2000
 )
 
-// bench measures the kernel forwarding path and the tunwall path in one
-// lab, one after the other, with the same tools, and writes the table to
-// stdout and the figures to out.
-func bench(tunwall, out string) error {
+// benchPath is one way from client to server: the kernel's forwarding
+// (dev "") or a gateway whose device dev the client is routed into.
+type benchPath struct {
+	name, dev string
+	gw        *lab.Tunwall
+}
+
+// bench measures the kernel forwarding path, the tunwall path and, if ref
+// is set, the path through the reference gateway ref (refgw), in one lab,
+// with the same tools, and writes the table to stdout and the figures to
+// out.
+func bench(tunwall, ref, out string) error {
 	b, err := newBenchLab("bench", "twb")
 	if err != nil {
 		return err
@@ -57,54 +68,77 @@ func bench(tunwall, out string) error {
 	defer b.close()
 	l, self := b.Lab, b.self
 
-	// tunwall runs from the start; the kernel path is measured while it
-	// idles with no traffic routed to it, then the client is routed in.
+	// The gateways run from the start; each idles with no traffic routed
+	// to it while another path is measured.
 	tw, err := l.StartTunwall(tunwall, b.cfg, b.log, "twbench")
 	if err != nil {
 		return err
 	}
 	defer tw.Stop(10 * time.Second)
 	l.Unroute()
-	fmt.Println("kernel path ...")
-	kernel, err := measure(l, self, nil)
-	if err != nil {
-		return fmt.Errorf("kernel path: %w", err)
+	paths := []benchPath{{name: "kernel"}, {name: "tunwall", dev: "twbench", gw: tw}}
+	if ref != "" {
+		rg, err := l.Start([]string{ref, "run", "-tun", "twref"}, filepath.Join(filepath.Dir(b.log), "refgw.log"), "twref")
+		if err != nil {
+			return err
+		}
+		defer rg.Stop(10 * time.Second)
+		paths = append(paths, benchPath{name: "reference", dev: "twref", gw: rg})
 	}
-	if err := l.Route("twbench"); err != nil {
-		return err
-	}
-	fmt.Println("tunwall path ...")
-	twFigs, err := measure(l, self, tw)
-	if err != nil {
-		return fmt.Errorf("tunwall path: %w", err)
+	figs := map[string]map[string]float64{} // path -> figure -> value
+	for _, p := range paths {
+		fmt.Printf("%s path ...\n", p.name)
+		if err := routeTo(l, p); err != nil {
+			return err
+		}
+		m, err := measure(l, self, p.gw)
+		if err != nil {
+			return fmt.Errorf("%s path: %w", p.name, err)
+		}
+		figs[p.name] = m
 	}
 	fmt.Println("latency and connection rate, alternating paths ...")
 	rounds := map[string]map[string][]float64{} // figure -> path -> each round's value
 	for _, m := range []measurement{latency, connRate} {
-		k, t, err := alternating(l, self, 3, m)
+		got, err := alternating(l, self, 3, m, paths)
 		if err != nil {
 			return err
 		}
-		for key := range k {
-			rounds[key] = map[string][]float64{"kernel": k[key], "tunwall": t[key]}
+		for path, byFig := range got {
+			for key, v := range byFig {
+				if rounds[key] == nil {
+					rounds[key] = map[string][]float64{}
+				}
+				rounds[key][path] = v
+			}
+			maps.Copy(figs[path], medians(byFig))
 		}
-		maps.Copy(kernel, medians(k))
-		maps.Copy(twFigs, medians(t))
 	}
-	if err := tw.Stop(10 * time.Second); err != nil {
-		return fmt.Errorf("tunwall stop: %w", err)
+	for _, p := range paths[1:] {
+		if err := p.gw.Stop(10 * time.Second); err != nil {
+			return fmt.Errorf("%s stop: %w", p.name, err)
+		}
 	}
-	figs := combine(kernel, twFigs)
-	printTable(figs)
+	table := combine(figs["kernel"], figs["tunwall"], figs["reference"])
+	printTable(os.Stdout, table, ref != "")
 	var data bytes.Buffer
 	enc := json.NewEncoder(&data)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	enc.Encode(map[string]any{
-		"date": time.Now().UTC().Format(time.RFC3339), "figures": figs, "rounds": rounds,
+		"date": time.Now().UTC().Format(time.RFC3339), "figures": table, "rounds": rounds,
 		"method": "3 namespaces, veth, 1500 MTU; iperf3 " + iperfSeconds + "s; 1-byte ping-pong x" + rrCount + " and crr " + crrWorkers + " clients closing by RST for " + crrSeconds + "s, each the median of 3 rounds per path, paths alternating",
 	})
 	return os.WriteFile(out, data.Bytes(), 0o644)
+}
+
+// routeTo points the client's traffic at path p.
+func routeTo(l *lab.Lab, p benchPath) error {
+	l.Unroute()
+	if p.dev == "" {
+		return nil
+	}
+	return l.Route(p.dev)
 }
 
 // benchLab is a lab with the benchmark services running in its server
@@ -187,8 +221,8 @@ func startServices(l *lab.Lab, self string) (func(), error) {
 	return stop, nil
 }
 
-// measure runs every benchmark on the current path; tw is nil for the
-// kernel path.
+// measure runs every benchmark on the current path; tw is the gateway
+// process, nil for the kernel path.
 func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, error) {
 	m := map[string]float64{}
 	server := lab.ServerV4
@@ -226,31 +260,29 @@ func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, erro
 // measurement runs one benchmark on the current path; self is twlab.
 type measurement func(l *lab.Lab, self string) (map[string]float64, error)
 
-// alternating runs measure on each path in turn, rounds times, so that both
-// paths see the same machine conditions, and returns each figure's values
-// per path in round order. Routing is left pointing into tunwall.
-func alternating(l *lab.Lab, self string, rounds int, measure measurement) (kernel, tunwall map[string][]float64, err error) {
-	k, t := map[string][]float64{}, map[string][]float64{}
+// alternating runs measure on each path in turn, rounds times, so that all
+// paths see the same machine conditions, and returns each path's values
+// per figure in round order.
+func alternating(l *lab.Lab, self string, rounds int, measure measurement, paths []benchPath) (map[string]map[string][]float64, error) {
+	got := map[string]map[string][]float64{}
 	for range rounds {
-		for _, routed := range []bool{false, true} {
-			l.Unroute()
-			into := k
-			if routed {
-				if err := l.Route("twbench"); err != nil {
-					return nil, nil, err
-				}
-				into = t
+		for _, p := range paths {
+			if err := routeTo(l, p); err != nil {
+				return nil, err
 			}
 			m, err := measure(l, self)
 			if err != nil {
-				return nil, nil, err
+				return nil, fmt.Errorf("%s path: %w", p.name, err)
+			}
+			if got[p.name] == nil {
+				got[p.name] = map[string][]float64{}
 			}
 			for key, v := range m {
-				into[key] = append(into[key], v)
+				got[p.name][key] = append(got[p.name][key], v)
 			}
 		}
 	}
-	return k, t, nil
+	return got, nil
 }
 
 // medians returns the median of each figure's values.
@@ -330,8 +362,8 @@ func runJSON(l *lab.Lab, v any, args ...string) error {
 }
 
 // idleMemory holds idleFlows connections open and returns the system
-// memory used per flow (MemTotal-MemAvailable delta) and, for tunwall, its
-// RSS delta per flow, in KiB.
+// memory used per flow (MemTotal-MemAvailable delta) and, for a gateway
+// path, the gateway's RSS delta per flow, in KiB.
 func idleMemory(l *lab.Lab, self string, tw *lab.Tunwall) (mem, rss float64, err error) {
 	sys0, rss0 := usedMemory(), processRSS(tw)
 	c := l.Cmd(l.Client, self, "hold", net.JoinHostPort(lab.ServerV4, "7001"), strconv.Itoa(idleFlows))
@@ -364,7 +396,7 @@ func systemCPU() float64 {
 	return busy / 100 // USER_HZ
 }
 
-// processCPU returns tunwall's user+system CPU seconds.
+// processCPU returns the gateway's user+system CPU seconds.
 func processCPU(tw *lab.Tunwall) float64 {
 	if tw == nil {
 		return 0

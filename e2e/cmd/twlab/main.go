@@ -11,7 +11,7 @@
 //	twlab tls ADDR SERVERNAME                one TLS handshake with that SNI (JSON outcome)
 //	twlab spray SECONDS ADDR...              TCP and UDP echoes every 20 ms (JSON outcomes)
 //	twlab count IFACE QUIET_MS SECONDS       count arriving TCP/UDP/echo packets (JSON)
-//	twlab bench TUNWALL OUT.json             kernel vs tunwall benchmark
+//	twlab bench TUNWALL OUT.json [REFGW]     kernel vs tunwall (vs refgw) benchmark
 //	twlab ab TUNWALL_A TUNWALL_B [ROUNDS]    two tunwall builds in alternating rounds
 //	twlab demo TUNWALL                       show allowed and blocked flows
 package main
@@ -54,8 +54,12 @@ func dispatch(a []string) error {
 		return spray(time.Duration(num(a[1]))*time.Second, a[2:])
 	case a[0] == "count" && len(a) == 4:
 		return count(a[1], time.Duration(num(a[2]))*time.Millisecond, time.Duration(num(a[3]))*time.Second)
-	case a[0] == "bench" && len(a) == 3:
-		return bench(a[1], a[2])
+	case a[0] == "bench" && (len(a) == 3 || len(a) == 4):
+		ref := ""
+		if len(a) == 4 {
+			ref = a[3]
+		}
+		return bench(a[1], ref, a[2])
 	case a[0] == "ab" && len(a) == 3:
 		return ab(a[1], a[2], 4)
 	case a[0] == "ab" && len(a) == 4:

@@ -2,7 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
+	"io"
 	"text/tabwriter"
 )
 
@@ -17,35 +17,51 @@ var figureSpecs = []struct{ key, name, unit, note string }{
 	{"udp_rr_p50", "UDP 1-byte RR p50", "us", ""},
 	{"udp_rr_p99", "UDP 1-byte RR p99", "us", ""},
 	{"mem_per_flow", "idle memory per flow (system)", "KiB", "MemTotal-MemAvailable delta / flows"},
-	{"rss_per_flow", "idle memory per flow (tunwall RSS)", "KiB", "tunwall only"},
+	{"rss_per_flow", "idle memory per flow (tunwall RSS)", "KiB", "the gateway process only"},
 	{"cpu_per_gb", "CPU per GB, 1 flow up (machine)", "CPU s/GB", "all cores, both ends included"},
-	{"proc_cpu_per_gb", "CPU per GB, 1 flow up (tunwall)", "CPU s/GB", "tunwall only"},
+	{"proc_cpu_per_gb", "CPU per GB, 1 flow up (tunwall)", "CPU s/GB", "the gateway process only"},
 }
 
-func combine(kernel, tw map[string]float64) []figure {
+// combine pairs each figure's values; ref may be nil (no reference path).
+func combine(kernel, tw, ref map[string]float64) []figure {
 	var figs []figure
+	ratio := func(v, k *float64) *float64 {
+		if v == nil || k == nil || *k == 0 {
+			return nil
+		}
+		r := *v / *k
+		return &r
+	}
 	for _, s := range figureSpecs {
 		f := figure{Name: s.name, Unit: s.unit, Note: s.note}
-		if v, ok := kernel[s.key]; ok {
-			f.Kernel = &v
-		}
-		if v, ok := tw[s.key]; ok {
-			f.Tunwall = &v
-		}
-		if f.Kernel != nil && f.Tunwall != nil && *f.Kernel != 0 {
-			r := *f.Tunwall / *f.Kernel
-			f.Ratio = &r
-		}
+		f.Kernel, f.Tunwall, f.Reference = value(kernel, s.key), value(tw, s.key), value(ref, s.key)
+		f.Ratio, f.RefRatio = ratio(f.Tunwall, f.Kernel), ratio(f.Reference, f.Kernel)
 		figs = append(figs, f)
 	}
 	return figs
 }
 
-func printTable(figs []figure) {
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "figure\tunit\tkernel\ttunwall\ttunwall/kernel\t")
+func value(m map[string]float64, key string) *float64 {
+	if v, ok := m[key]; ok {
+		return &v
+	}
+	return nil
+}
+
+// printTable writes the figures; withRef adds the reference's columns.
+func printTable(out io.Writer, figs []figure, withRef bool) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "figure\tunit\tkernel\ttunwall\ttunwall/kernel\t"
+	if withRef {
+		head += "reference\treference/kernel\t"
+	}
+	fmt.Fprintln(w, head)
 	for _, f := range figs {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t\n", f.Name, f.Unit, num(f.Kernel), num(f.Tunwall), pct(f.Ratio))
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t", f.Name, f.Unit, num(f.Kernel), num(f.Tunwall), pct(f.Ratio))
+		if withRef {
+			line += fmt.Sprintf("%s\t%s\t", num(f.Reference), pct(f.RefRatio))
+		}
+		fmt.Fprintln(w, line)
 	}
 	w.Flush()
 }
