@@ -124,9 +124,7 @@ func newStack(ep stack.LinkEndpoint) (*stack.Stack, error) {
 		}
 	}
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcp.NewForwarder(s, 0, maxInFlight, handleTCP).HandlePacket)
-	s.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(s, func(r *udp.ForwarderRequest) bool {
-		return handleUDP(s, r)
-	}).HandlePacket)
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(s, handleUDP).HandlePacket)
 	const nic = 1
 	if err := s.CreateNIC(nic, ep); err != nil {
 		return nil, fmt.Errorf("create nic: %s", err)
@@ -167,7 +165,7 @@ func handleTCP(r *tcp.ForwarderRequest) {
 }
 
 // handleUDP starts a session for the first datagram of a new 5-tuple.
-func handleUDP(s *stack.Stack, r *udp.ForwarderRequest) bool {
+func handleUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
