@@ -155,8 +155,7 @@ func handleTCP(r *tcp.ForwarderRequest) {
 	ep.SocketOptions().SetKeepAlive(true)
 	local := gonet.NewTCPConn(&wq, ep)
 	defer local.Close()
-	dst := net.JoinHostPort(id.LocalAddress.String(), strconv.Itoa(int(id.LocalPort)))
-	remote, err := net.DialTimeout("tcp", dst, dialTimeout)
+	remote, err := dial("tcp", id)
 	if err != nil {
 		return
 	}
@@ -175,8 +174,7 @@ func handleUDP(r *udp.ForwarderRequest) bool {
 	local := gonet.NewUDPConn(&wq, ep)
 	go func() {
 		defer local.Close()
-		dst := net.JoinHostPort(id.LocalAddress.String(), strconv.Itoa(int(id.LocalPort)))
-		remote, err := net.DialTimeout("udp", dst, dialTimeout)
+		remote, err := dial("udp", id)
 		if err != nil {
 			return
 		}
@@ -184,6 +182,12 @@ func handleUDP(r *udp.ForwarderRequest) bool {
 		relayUDP(local, remote)
 	}()
 	return true
+}
+
+// dial connects to the destination the client addressed.
+func dial(network string, id stack.TransportEndpointID) (net.Conn, error) {
+	dst := net.JoinHostPort(id.LocalAddress.String(), strconv.Itoa(int(id.LocalPort)))
+	return net.DialTimeout(network, dst, dialTimeout)
 }
 
 var bufs = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
