@@ -136,8 +136,11 @@ func TestControlGroup(t *testing.T) {
 	sock := filepath.Join(dir, "control.sock")
 	launch(t, l, fmt.Sprintf(routed("info", "control: {socket: %s, group: nogroup}\npolicy: {default: allow}\n"), sock))
 	fi, err := os.Stat(sock)
-	if err != nil || fi.Mode().Perm() != 0o660 {
-		t.Fatalf("control socket %v %v, want 0660", fi.Mode(), err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o660 {
+		t.Fatalf("control socket mode %v, want 0660", fi.Mode())
 	}
 	as := func(gid string) (string, error) {
 		return l.Run(l.Gateway, "setpriv", "--reuid", "64101", "--regid", gid, "--clear-groups", filepath.Join(bin, "tunwall"), "stats", "--socket", sock)

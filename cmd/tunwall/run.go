@@ -10,8 +10,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/tunwall/tunwall/internal/flowlog"
 	"github.com/tunwall/tunwall/internal/owner"
+	"github.com/tunwall/tunwall/internal/sdnotify"
 	"github.com/tunwall/tunwall/netstack"
 	"github.com/tunwall/tunwall/tun"
 )
@@ -144,6 +146,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		ready = ready.Str("control_listen", ctl.tcp.Addr().String())
 	}
 	ready.Msg("ready")
+	notify(zl, sdnotify.Ready)
 	if onTerminal(stderr) {
 		printSummary(stderr, setup{cfg: cfg, device: dev.Name(), mtu: dev.MTU(), routing: rt.Installed(),
 			appIdentity: owners != nil, socket: ctl.socket, dashboard: ctl.dashboard})
@@ -165,6 +168,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	<-reloadDone
 	<-apiDone
 	zl.Info().Str("event", "stopping").Int("flows", gw.ActiveFlows()).Msg("signal received, stopping")
+	notify(zl, sdnotify.Stopping)
 	if os.Getenv("TUNWALL_DUMP_STATS") != "" {
 		gw.DumpStackStats(stderr)
 	}
@@ -176,4 +180,12 @@ func cmdRun(args []string, stderr io.Writer) error {
 		Uint64("owners_found", st.OwnerLookups.Load()).Uint64("owners_missed", st.OwnerMisses.Load()).Uint64("owners_skipped", st.OwnerSkipped.Load()).
 		Bool("kept_blocked", rt.Kept()).Msg("stopped")
 	return err
+}
+
+// notify tells a service manager (systemd, Type=notify) the state; failing
+// to is worth a warning, not a stop.
+func notify(zl zerolog.Logger, state string) {
+	if _, err := sdnotify.Send(state); err != nil {
+		zl.Warn().Err(err).Str("state", state).Msg("service manager not notified")
+	}
 }

@@ -38,18 +38,26 @@ func (l *Lab) StartTunwall(bin, config, logPath, dev string) (*Tunwall, error) {
 
 // Launch runs "bin run -c config [extra...]" in the gateway namespace with
 // its log (stdout and stderr) written to logPath and waits until device
-// dev is up. Routing is the configuration's business.
+// dev is up and tunwall has reported itself ready (READY=1 on
+// $NOTIFY_SOCKET: routing, device and control socket all in place).
+// Routing is the configuration's business.
 func (l *Lab) Launch(bin, config, logPath, dev string, extra ...string) (*Tunwall, error) {
 	args := []string{bin, "run"}
 	if config != "" {
 		args = append(args, "-c", config)
 	}
-	return l.Start(append(args, extra...), logPath, dev)
+	return l.start(append(args, extra...), logPath, dev, true)
 }
 
 // Start runs the command args in the gateway namespace with its output
-// written to logPath and waits until the device dev it creates is up.
+// written to logPath and waits until the device dev it creates is up: for
+// gateways that do not report readiness, and tunwall builds older than
+// that report.
 func (l *Lab) Start(args []string, logPath, dev string) (*Tunwall, error) {
+	return l.start(args, logPath, dev, false)
+}
+
+func (l *Lab) start(args []string, logPath, dev string, notify bool) (*Tunwall, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -57,6 +65,14 @@ func (l *Lab) Start(args []string, logPath, dev string) (*Tunwall, error) {
 	defer f.Close()
 	tw := &Tunwall{Cmd: l.Cmd(l.Gateway, args...), Log: logPath, Dev: dev, done: make(chan struct{})}
 	tw.Cmd.Stdout, tw.Cmd.Stderr = f, f
+	var ready *notifySocket
+	if notify {
+		if ready, err = listenNotify(); err != nil {
+			return nil, err
+		}
+		defer ready.Close()
+		tw.Cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ready.name)
+	}
 	if err := tw.Cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -73,7 +89,11 @@ func (l *Lab) Start(args []string, logPath, dev string) (*Tunwall, error) {
 		case <-ctx.Done():
 		}
 	}()
-	if err := l.WaitLink(ctx, l.Gateway, dev); err != nil {
+	err = l.WaitLink(ctx, l.Gateway, dev)
+	if err == nil && ready != nil {
+		err = ready.wait(ctx)
+	}
+	if err != nil {
 		tw.Stop(time.Second)
 		log, _ := os.ReadFile(logPath)
 		return nil, fmt.Errorf("%s did not come up: %w\n%s", filepath.Base(args[0]), err, log)

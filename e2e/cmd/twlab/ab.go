@@ -69,11 +69,16 @@ func ab(a, b string, rounds int) error {
 
 // abRound starts one build, measures it, and stops it.
 func abRound(lb *benchLab, bin string) (map[string]float64, error) {
-	tw, err := lb.StartTunwall(bin, lb.cfg, lb.log, "twbench")
+	// Start, not StartTunwall: an older build does not report readiness.
+	tw, err := lb.Start([]string{bin, "run", "-c", lb.cfg}, lb.log, "twbench")
 	if err != nil {
 		return nil, err
 	}
 	defer lb.Unroute()
+	if err := lb.Route("twbench"); err != nil {
+		tw.Stop(time.Second)
+		return nil, err
+	}
 	m, err := abMeasure(lb)
 	if serr := tw.Stop(10 * time.Second); err == nil {
 		err = serr
