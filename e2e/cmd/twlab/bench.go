@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -234,6 +235,13 @@ func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, erro
 	} {
 		cpu0, pcpu0 := systemCPU(), processCPU(tw)
 		bps, bytes, err := iperf(l, server, t.args...)
+		if errors.Is(err, errNothingReceived) {
+			// Seen once in a few dozen runs, through refgw: say so and
+			// measure again rather than report zero.
+			fmt.Fprintf(os.Stderr, "%v; measuring again\n", err)
+			cpu0, pcpu0 = systemCPU(), processCPU(tw)
+			bps, bytes, err = iperf(l, server, t.args...)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -329,8 +337,19 @@ func iperf(l *lab.Lab, server string, extra ...string) (bps, bytes float64, err 
 	if err != nil {
 		return 0, 0, fmt.Errorf("iperf3 %v: %w: %s", extra, err, out)
 	}
+	return parseIperf(out, extra)
+}
+
+// errNothingReceived: iperf3 finished without error but the server
+// received no data.
+var errNothingReceived = errors.New("nothing received")
+
+// parseIperf reads the receiver's rate and byte count from iperf3's JSON
+// report; a run that moved no data is an error, not a zero.
+func parseIperf(out []byte, args []string) (bps, bytes float64, err error) {
 	var r struct {
-		End struct {
+		Error string `json:"error"`
+		End   struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 				Bytes         float64 `json:"bytes"`
@@ -338,9 +357,16 @@ func iperf(l *lab.Lab, server string, extra ...string) (bps, bytes float64, err 
 		} `json:"end"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("iperf3 %v: %w", args, err)
 	}
-	return r.End.SumReceived.BitsPerSecond, r.End.SumReceived.Bytes, nil
+	if r.Error != "" {
+		return 0, 0, fmt.Errorf("iperf3 %v: %s", args, r.Error)
+	}
+	sum := r.End.SumReceived
+	if sum.Bytes <= 0 || sum.BitsPerSecond <= 0 {
+		return 0, 0, fmt.Errorf("iperf3 %v: %w", args, errNothingReceived)
+	}
+	return sum.BitsPerSecond, sum.Bytes, nil
 }
 
 func runJSON(l *lab.Lab, v any, args ...string) error {
