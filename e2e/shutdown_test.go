@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -73,4 +75,129 @@ func routingState(t *testing.T, l *lab.Lab) string {
 		b.WriteString(out)
 	}
 	return b.String()
+}
+
+// TestSIGTERMUnderLoad stops a gateway in the middle of traffic: new flows
+// arriving at full rate, held flows, and two downloads running. tunwall
+// exits 0 in time, every client connection ends (none hangs), and the log
+// has exactly one close event for every allowed flow, the held ones with
+// reason shutdown, before a final stop event.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	l := routedLab(t, "twu")
+	cfg := filepath.Join(t.TempDir(), "gw.yaml")
+	os.WriteFile(cfg, []byte("tun: {name: twload}\nlog: {level: debug, format: json}\npolicy:\n  default: allow\n"), 0o644)
+	tw, err := l.StartTunwall(filepath.Join(bin, "tunwall"), cfg, filepath.Join(t.TempDir(), "gw.log"), "twload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tw.Stop(5 * time.Second) })
+
+	crr := l.Cmd(l.Client, filepath.Join(bin, "twlab"), "crr", net.JoinHostPort(lab.ServerV4, "7001"), "8", "20")
+	if err := crr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { crr.Process.Kill(); crr.Wait() })
+	held := make(map[string]bool) // "src dst" of the held flows
+	for i := range 50 {
+		c, _ := echoFlow(t, l, l.Client, fmt.Sprintf("held %d\n", i))
+		held[c.LocalAddr().String()+" "+c.RemoteAddr().String()] = true
+	}
+	ended := make(chan error, 2)
+	for i := range 2 {
+		c, err := l.Dial(l.Client, "tcp", net.JoinHostPort(lab.ServerV6, "7003"), 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "%d %d\n", 1<<40, i+1)
+		if _, err := io.ReadFull(c, make([]byte, 1<<20)); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			_, err := io.Copy(io.Discard, c)
+			ended <- err
+		}()
+	}
+
+	// Stop once the new flows are well under way.
+	for deadline := time.Now().Add(15 * time.Second); countAllowed(readEvents(t, tw.Log)) < 1000; {
+		if time.Now().After(deadline) {
+			t.Fatal("the load did not reach 1000 flows in 15 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := tw.Stop(10 * time.Second); err != nil {
+		t.Fatalf("tunwall exit after SIGTERM under load: %v", err)
+	}
+	for range 2 {
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a download through the stopped gateway still runs 5 s after its exit")
+		}
+	}
+	checkCloses(t, readEvents(t, tw.Log), held)
+}
+
+// checkCloses checks the log of a gateway stopped far from its limits:
+// one close event for each allowed flow (flows arriving while it stops
+// included) and none for any other, no refused event, reason shutdown for
+// the held flows ("src dst"), and the stop event last.
+func checkCloses(t *testing.T, evs []event, held map[string]bool) {
+	t.Helper()
+	allowed, closes := map[string]bool{}, map[string]int{}
+	for _, e := range evs {
+		switch e.str("event") {
+		case "verdict":
+			if e.str("action") == "allow" {
+				allowed[fmt.Sprint(e["flow"])] = true
+			}
+		case "refused": // no limit is anywhere near in this test
+			t.Errorf("flow %v refused by %s", e["flow"], e.str("limit"))
+		case "close":
+			closes[fmt.Sprint(e["flow"])]++
+			if held[e.str("src")+" "+e.str("dst")] {
+				if e.str("reason") != "shutdown" {
+					t.Errorf("held flow %s closed with reason %q, want shutdown", e.str("src"), e.str("reason"))
+				}
+				delete(held, e.str("src")+" "+e.str("dst"))
+			}
+		}
+	}
+	if len(allowed) < 1000 {
+		t.Errorf("%d flows allowed, want the load to have made at least 1000", len(allowed))
+	}
+	missing := 0
+	for id := range allowed {
+		if closes[id] != 1 {
+			if missing++; missing <= 5 {
+				t.Errorf("flow %s: %d close events, want 1", id, closes[id])
+			}
+		}
+	}
+	for id, n := range closes {
+		if !allowed[id] {
+			t.Errorf("flow %s: %d close events without an allow verdict", id, n)
+		}
+	}
+	if missing > 5 {
+		t.Errorf("... %d flows in all without exactly one close event", missing)
+	}
+	if len(held) != 0 {
+		t.Errorf("%d held flows have no close event", len(held))
+	}
+	if n := len(evs); n == 0 || evs[n-1].str("event") != "stop" {
+		t.Errorf("the log does not end with the stop event")
+	}
+}
+
+// countAllowed counts the allow verdicts in evs.
+func countAllowed(evs []event) int {
+	n := 0
+	for _, e := range evs {
+		if e.str("event") == "verdict" && e.str("action") == "allow" {
+			n++
+		}
+	}
+	return n
 }

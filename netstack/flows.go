@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"errors"
 	"maps"
 	"net/netip"
 	"sync"
@@ -57,17 +58,27 @@ func newFlowTable(max int) *flowTable {
 // id returns a fresh flow id (ids are shared by allowed and refused flows).
 func (t *flowTable) id() uint64 { return t.nextID.Add(1) }
 
-// reserve admits a flow that will register itself with add. It fails when
-// the table is full or shutting down.
-func (t *flowTable) reserve(id uint64) bool {
+// Why reserve turns a flow away.
+var (
+	errTableFull = errors.New("limits.max_flows reached")
+	errStopping  = errors.New("the gateway is stopping")
+)
+
+// reserve admits a flow that will register itself with add. It fails with
+// errStopping once Close has begun, and with errTableFull when
+// limits.max_flows flows are live.
+func (t *flowTable) reserve(id uint64) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed || len(t.flows) >= t.max {
-		return false
+	if t.closed {
+		return errStopping
+	}
+	if len(t.flows) >= t.max {
+		return errTableFull
 	}
 	t.flows[id] = nil
 	t.active.Add(1)
-	return true
+	return nil
 }
 
 // add attaches the flow and its closer to a reservation. If the table was

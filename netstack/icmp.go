@@ -125,9 +125,7 @@ func (h *icmpHandler) echo(req *echoRequest) {
 		h.unreachable(req, true)
 		return
 	}
-	if !h.g.flows.reserve(fid) {
-		h.g.stats.RefusedFlows.Add(1)
-		h.g.refused(fid, f, "max_flows")
+	if !h.g.reserve(fid, f, &v) {
 		h.unreachable(req, true)
 		return
 	}

@@ -335,6 +335,26 @@ func (g *Gateway) closed(id uint64, f policy.Flow, v policy.Verdict, st FlowStat
 	g.cfg.Events.Closed(id, f, v, st)
 }
 
+// reserve takes a place in the flow table for an allowed flow, or reports
+// why there is none: a full table is a refusal by limits.max_flows
+// (counted); a flow arriving while tunwall stops is closed with reason
+// shutdown if its verdict was logged (v not nil), so that every allow
+// verdict still has its close or refused event.
+func (g *Gateway) reserve(id uint64, f policy.Flow, v *policy.Verdict) bool {
+	switch err := g.flows.reserve(id); err {
+	case nil:
+		return true
+	case errStopping:
+		if v != nil {
+			g.closed(id, f, *v, FlowStats{Reason: reasonShutdown})
+		}
+	default:
+		g.stats.RefusedFlows.Add(1)
+		g.refused(id, f, "max_flows")
+	}
+	return false
+}
+
 // refused reports an allowed flow turned away by a limit.
 func (g *Gateway) refused(id uint64, f policy.Flow, limit string) {
 	if g.owners != nil {

@@ -75,7 +75,7 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	if h.needsName(f) {
 		// Judged once the client's first bytes tell the name.
 		fid := h.g.flows.id()
-		if !h.admit(fid, f) {
+		if !h.admit(fid, f, nil) {
 			return false
 		}
 		return h.forward(id, pkt, &tcpFlow{id: fid, flow: f, start: now, sniff: true})
@@ -88,7 +88,7 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		h.g.tapRefusedBuffer(pkt)
 		return v.Effective() == policy.Deny
 	}
-	if !h.admit(fid, f) {
+	if !h.admit(fid, f, &v) {
 		return false
 	}
 	return h.forward(id, pkt, &tcpFlow{id: fid, flow: f, verdict: v, start: now})
@@ -107,8 +107,9 @@ func (h *tcpHandler) forward(id stack.TransportEndpointID, pkt *stack.PacketBuff
 	return true
 }
 
-// admit applies max_pending_tcp and max_flows to an allowed SYN.
-func (h *tcpHandler) admit(fid uint64, f policy.Flow) bool {
+// admit applies max_pending_tcp and max_flows to an allowed SYN; v is its
+// verdict, nil when it is judged later (by its name).
+func (h *tcpHandler) admit(fid uint64, f policy.Flow, v *policy.Verdict) bool {
 	h.mu.Lock()
 	n := len(h.pending)
 	h.mu.Unlock()
@@ -117,12 +118,7 @@ func (h *tcpHandler) admit(fid uint64, f policy.Flow) bool {
 		h.g.refused(fid, f, "max_pending_tcp")
 		return false
 	}
-	if !h.g.flows.reserve(fid) {
-		h.g.stats.RefusedFlows.Add(1)
-		h.g.refused(fid, f, "max_flows")
-		return false
-	}
-	return true
+	return h.g.reserve(fid, f, v)
 }
 
 func (h *tcpHandler) finishPending(id stack.TransportEndpointID, tf *tcpFlow) {

@@ -38,7 +38,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		h.g.tapRefusedBuffer(pkt)
 		return v.Effective() == policy.Deny
 	}
-	if !h.admit(fid, f) {
+	if !h.admit(fid, f, v) {
 		return false
 	}
 	// Dial before answering anything: an unreachable upstream gets the
@@ -73,18 +73,16 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	return true
 }
 
-// admit applies max_udp_sessions and max_flows.
-func (h *udpHandler) admit(fid uint64, f policy.Flow) bool {
+// admit applies max_udp_sessions and max_flows to an allowed session.
+func (h *udpHandler) admit(fid uint64, f policy.Flow, v policy.Verdict) bool {
 	if h.sessions.Add(1) > int64(h.g.cfg.Limits.MaxUDPSessions) {
 		h.sessions.Add(-1)
 		h.g.stats.RefusedUDPSessions.Add(1)
 		h.g.refused(fid, f, "max_udp_sessions")
 		return false
 	}
-	if !h.g.flows.reserve(fid) {
+	if !h.g.reserve(fid, f, &v) {
 		h.sessions.Add(-1)
-		h.g.stats.RefusedFlows.Add(1)
-		h.g.refused(fid, f, "max_flows")
 		return false
 	}
 	return true
