@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,17 +36,7 @@ policy:
     - {name: reject-7009, action: reject, proto: tcp, ports: [7009]}
     - {name: deny-7010, action: deny, proto: tcp, ports: [7010]}
 `), sock))
-	metrics := func() map[string]float64 {
-		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext:       func(context.Context, string, string) (net.Conn, error) { return net.Dial("unix", sock) },
-		}}
-		code, body := fetch(t, hc, "GET", "http://tunwall/metrics", nil)
-		if code != 200 {
-			t.Fatalf("GET /metrics: %d %s", code, body)
-		}
-		return metricsOf(t, body)
-	}
+	metrics := unixMetrics(t, sock)
 	// Goroutines are counted from before any flow. Descriptors from after
 	// a first flow: app identity opens its sock_diag socket on the first
 	// lookup and keeps it.

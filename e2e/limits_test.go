@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunwall/tunwall/e2e/lab"
+)
+
+// TestMaxFlowsUnderLoad: 32 clients opening flows as fast as they can
+// against limits.max_flows: 8. Flows over the limit get a reset at once;
+// live flows never exceed 8; every refusal is counted and logged, the
+// lines past the rate limit as suppressed counts: refused events plus
+// suppressed counts equal the limit-drop counter, and that matches the
+// clients' refused connects. Afterwards no flow is left.
+func TestMaxFlowsUnderLoad(t *testing.T) {
+	l := routedLab(t, "twm")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	cfg := filepath.Join(dir, "gw.yaml")
+	os.WriteFile(cfg, fmt.Appendf(nil, "tun: {name: twlim}\nlog: {format: json}\nlimits: {max_flows: 8}\ncontrol: {socket: %s}\npolicy: {default: allow}\n", sock), 0o644)
+	tw, err := l.StartTunwall(filepath.Join(bin, "tunwall"), cfg, filepath.Join(dir, "gw.log"), "twlim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tw.Stop(5 * time.Second) })
+	metrics := unixMetrics(t, sock)
+	before := metrics()
+
+	// The load, with the live flows sampled while it runs.
+	crr := l.Cmd(l.Client, filepath.Join(bin, "twlab"), "crr", net.JoinHostPort(lab.ServerV4, "7001"), "32", "3")
+	var out strings.Builder
+	crr.Stdout = &out
+	if err := crr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- crr.Wait() }()
+	most := 0.0
+	for sampling := true; sampling; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("twlab crr: %v", err)
+			}
+			sampling = false
+		case <-time.After(20 * time.Millisecond):
+			most = max(most, metrics()[`tunwall_flows_active{proto="tcp"}`])
+		}
+	}
+	var res struct {
+		Done, Failed int
+		Errors       map[string]int
+	}
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+		t.Fatalf("crr output %q: %v", out.String(), err)
+	}
+	refusedConnects := 0
+	for msg, n := range res.Errors {
+		if !strings.Contains(msg, "connection refused") {
+			t.Errorf("%d flows failed with %q, want only connection refused", n, msg)
+		}
+		refusedConnects += n
+	}
+	if res.Done == 0 || refusedConnects == 0 {
+		t.Fatalf("crr: %d flows done, %d refused: the load did not reach the limit", res.Done, refusedConnects)
+	}
+	if most > 8 || most == 0 {
+		t.Errorf("at most %v live TCP flows seen, want 1 to 8", most)
+	}
+	after := metrics()
+	for i := 0; active(after) != 0; i++ {
+		if i == 100 {
+			t.Fatalf("%v flows still live 5 s after the load", active(after))
+		}
+		time.Sleep(50 * time.Millisecond)
+		after = metrics()
+	}
+	drops := int(after[`tunwall_drops_total{reason="limit"}`] - before[`tunwall_drops_total{reason="limit"}`])
+
+	// The log, complete once tunwall has stopped.
+	if err := tw.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	logged, suppressed := 0, 0
+	for _, e := range readEvents(t, tw.Log) {
+		switch e.str("event") {
+		case "refused":
+			if e.str("limit") != "max_flows" {
+				t.Errorf("refused by %q, want max_flows", e.str("limit"))
+			}
+			logged++
+		case "suppressed":
+			suppressed += int(e.num("count"))
+		}
+	}
+	// A client's last connect may be refused after the run's end, which
+	// cuts it short without counting it: one per client at most.
+	if logged+suppressed != drops || drops < refusedConnects || drops > refusedConnects+32 {
+		t.Errorf("refusals: %d logged + %d suppressed, %d counted, %d connects refused; want the first three equal and up to 32 more than the last", logged, suppressed, drops, refusedConnects)
+	}
+	if suppressed == 0 {
+		t.Errorf("%d refusals in 3 s and none suppressed, want the log rate-limited", drops)
+	}
+}
+
+// unixMetrics returns a function that fetches and parses the metrics from
+// the control socket at sock.
+func unixMetrics(t *testing.T, sock string) func() map[string]float64 {
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       func(context.Context, string, string) (net.Conn, error) { return net.Dial("unix", sock) },
+	}}
+	return func() map[string]float64 {
+		t.Helper()
+		code, body := fetch(t, hc, "GET", "http://tunwall/metrics", nil)
+		if code != 200 {
+			t.Fatalf("GET /metrics: %d %s", code, body)
+		}
+		return metricsOf(t, body)
+	}
+}
