@@ -133,8 +133,7 @@ func (h *icmpHandler) echo(req *echoRequest) {
 	conn, err := h.g.cfg.Ping(ctx, req.dst)
 	cancel()
 	if err != nil {
-		h.g.stats.DialErrors.Add(1)
-		h.g.closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
+		h.g.dialFailed(fid, f, v, 0, err)
 		h.g.flows.remove(fid)
 		h.unreachable(req, false)
 		return

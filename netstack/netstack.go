@@ -355,6 +355,19 @@ func (g *Gateway) reserve(id uint64, f policy.Flow, v *policy.Verdict) bool {
 	return false
 }
 
+// dialFailed reports the end of an allowed flow whose upstream dial failed
+// (the client gets a reset or an unreachable): reason rst with the error,
+// counted as upstream unreachable; or reason shutdown, uncounted, when the
+// dial was cut short because tunwall is stopping.
+func (g *Gateway) dialFailed(id uint64, f policy.Flow, v policy.Verdict, d time.Duration, err error) {
+	st := FlowStats{Duration: d, Reason: reasonShutdown}
+	if g.ctx.Err() == nil {
+		g.stats.DialErrors.Add(1)
+		st.Reason, st.Err = reasonRST, err
+	}
+	g.closed(id, f, v, st)
+}
+
 // refused reports an allowed flow turned away by a limit.
 func (g *Gateway) refused(id uint64, f policy.Flow, limit string) {
 	if g.owners != nil {

@@ -285,6 +285,24 @@ func TestCloseAbortsHandshakes(t *testing.T) {
 	}
 }
 
+// TestCloseCutsDials: a flow still dialing its upstream when the gateway
+// closes ends with reason shutdown; the cut-short dial is not an
+// unreachable upstream.
+func TestCloseCutsDials(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	h := newHarness(t, blockingDial(block), nil, policy.Limits{})
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
+	waitFor(t, func() bool { return h.gw.ActiveFlows() == 1 })
+	h.gw.Close()
+	if got := h.ev.closeList(); len(got) != 1 || got[0].Reason != reasonShutdown || got[0].Err != nil {
+		t.Errorf("closes %+v, want one with reason shutdown and no error", got)
+	}
+	if n := h.gw.Stats().DialErrors.Load(); n != 0 {
+		t.Errorf("%d dial errors counted for a dial cut short by Close", n)
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

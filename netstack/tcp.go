@@ -176,10 +176,9 @@ func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointI
 	return ep, wq, err
 }
 
-// dialFailed counts a failed upstream dial and reports the flow's end.
+// dialFailed reports the end of a flow whose upstream dial failed.
 func (h *tcpHandler) dialFailed(tf *tcpFlow, err error) {
-	h.g.stats.DialErrors.Add(1)
-	h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{Duration: time.Since(tf.start), Reason: reasonRST, Err: err})
+	h.g.dialFailed(tf.id, tf.flow, tf.verdict, time.Since(tf.start), err)
 }
 
 // run relays an established flow and reports its end. first holds bytes

@@ -45,8 +45,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	// client an ICMP error rather than a session that goes nowhere.
 	up, err := h.g.dial("udp", f)
 	if err != nil {
-		h.g.stats.DialErrors.Add(1)
-		h.g.closed(fid, f, v, FlowStats{Reason: reasonRST, Err: err})
+		h.g.dialFailed(fid, f, v, 0, err)
 		h.release(fid)
 		return false
 	}
