@@ -177,14 +177,16 @@ func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		// Order: stop dials and timers; let owner lookups of held flows
 		// log their verdicts; abort the relayed flows while the
-		// stack can still send their RSTs; close the stack, which also
-		// aborts handshakes still waiting for a client's final ACK; then
-		// wait for every flow's goroutines to report and exit.
+		// stack can still send their RSTs; start no more handshakes and
+		// abort those waiting for a client's final ACK while the stack
+		// still processes segments; close the stack; then wait for every
+		// flow's goroutines to report and exit.
 		g.cancel()
 		if g.owners != nil {
 			g.owners.waitResolves()
 		}
 		g.flows.closeAll(reasonShutdown)
+		g.tcp.stopHandshakes(5 * time.Second)
 		g.stack.Close()
 		g.flows.wait()
 		if g.owners != nil {
@@ -215,9 +217,16 @@ func (g *Gateway) Wait() {
 // verdict depends on the owner, judge calls capture to keep the packet
 // (capture returns a function that sends it through again) and reports
 // held. The caller then drops the packet quietly; it comes back once the
-// owner is known and the verdict is waiting. capture may be nil when a
-// packet need not come back.
+// owner is known and the verdict is waiting. Once the gateway is
+// stopping, every packet is reported held and nothing comes back. capture
+// may be nil when a packet need not come back.
 func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Duration, capture func() func()) (id uint64, v policy.Verdict, held bool) {
+	if g.ctx.Err() != nil {
+		// Stopping: a new flow is not judged (its source may no longer
+		// look local once the device is gone), and its packet is dropped
+		// as by a gateway that has gone.
+		return 0, policy.Verdict{}, true
+	}
 	if v, ok := g.denied.lookup(k, now, ttl); ok {
 		g.denials.note(f, v, now) // a retry of a refused flow
 		return 0, v, false

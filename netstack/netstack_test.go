@@ -303,6 +303,57 @@ func TestCloseCutsDials(t *testing.T) {
 	}
 }
 
+// TestCloseRefusesLateHandshakes: a flow whose upstream dial ends after
+// Close has stopped handshakes (and then closed the stack, which would
+// leave a handshake started now waiting forever) gets a reset, ends with
+// reason shutdown, and Close returns.
+func TestCloseRefusesLateHandshakes(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	up, upPeer := net.Pipe()
+	defer upPeer.Close()
+	h := newHarness(t, func(context.Context, string, string) (net.Conn, error) {
+		close(entered)
+		<-release // deaf to the gateway's cancel, like a dial already done
+		return up, nil
+	}, nil, policy.Limits{})
+	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))
+	<-entered
+	closed := make(chan struct{})
+	go func() { h.gw.Close(); close(closed) }()
+	waitFor(t, func() bool {
+		h.gw.tcp.handshakes.Lock()
+		defer h.gw.tcp.handshakes.Unlock()
+		return h.gw.tcp.stopping
+	})
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waits for a handshake started after it")
+	}
+	if got := h.ev.closeList(); len(got) != 1 || got[0].Reason != reasonShutdown {
+		t.Errorf("closes %+v, want one with reason shutdown", got)
+	}
+	if tcp := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP); !tcp.RST {
+		t.Errorf("the client got %+v, want a reset", tcp)
+	}
+}
+
+// TestStoppingJudgesNothing: once the gateway is stopping, a new flow is
+// neither judged nor logged; its packet is dropped.
+func TestStoppingJudgesNothing(t *testing.T) {
+	h := newHarness(t, nil, nil, policy.Limits{})
+	f := policy.Flow{Proto: policy.TCP, Src: netip.MustParseAddrPort("10.0.0.2:5000"), Dst: netip.MustParseAddrPort("192.0.2.1:80")}
+	if _, _, held := h.gw.judge(&f, keyOf(f), time.Now(), time.Minute, nil); held || len(h.ev.verdictList()) != 1 {
+		t.Fatalf("before Close: held %v, %d verdicts, want judged once", held, len(h.ev.verdictList()))
+	}
+	h.gw.cancel() // what Close does first
+	f.Src = netip.MustParseAddrPort("10.0.0.2:5001")
+	if _, _, held := h.gw.judge(&f, keyOf(f), time.Now(), time.Minute, nil); !held || len(h.ev.verdictList()) != 1 {
+		t.Errorf("while stopping: held %v, %d verdicts, want the packet dropped unjudged", held, len(h.ev.verdictList()))
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

@@ -28,6 +28,10 @@ type tcpHandler struct {
 
 	mu      sync.Mutex // guards pending
 	pending map[stack.TransportEndpointID]*tcpFlow
+
+	handshakes sync.Mutex // guards the following fields
+	stopping   bool       // stopHandshakes was called: start no more
+	accepting  int        // handshakes under way in accept
 }
 
 // tcpFlow is one allowed TCP flow, from its SYN to its close event.
@@ -165,15 +169,53 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 }
 
 // accept completes the client's handshake (or fails it) and ends the
-// flow's pending state.
+// flow's pending state. Once the gateway is stopping it resets the client
+// instead.
 func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointID) (tcpip.Endpoint, *waiter.Queue, tcpip.Error) {
+	defer func() {
+		h.mu.Lock()
+		delete(h.pending, id)
+		h.mu.Unlock()
+	}()
+	h.handshakes.Lock()
+	if h.stopping {
+		h.handshakes.Unlock()
+		r.Complete(true)
+		return nil, nil, &tcpip.ErrConnectionAborted{}
+	}
+	h.accepting++
+	h.handshakes.Unlock()
 	wq := new(waiter.Queue)
 	ep, err := r.CreateEndpoint(wq)
 	r.Complete(err != nil)
-	h.mu.Lock()
-	delete(h.pending, id)
-	h.mu.Unlock()
+	h.handshakes.Lock()
+	h.accepting--
+	h.handshakes.Unlock()
 	return ep, wq, err
+}
+
+// stopHandshakes runs while the gateway stops, before the stack closes: it
+// lets no handshake start and aborts those under way. Each registers its
+// endpoint somewhere inside CreateEndpoint, so the stack's endpoints are
+// aborted until no handshake is left; one left to start after the stack
+// closed would wait forever, its segments no longer processed. It gives
+// up after timeout.
+func (h *tcpHandler) stopHandshakes(timeout time.Duration) {
+	h.handshakes.Lock()
+	h.stopping = true
+	h.handshakes.Unlock()
+	for deadline := time.Now().Add(timeout); ; {
+		h.handshakes.Lock()
+		n := h.accepting
+		h.handshakes.Unlock()
+		if n == 0 || time.Now().After(deadline) {
+			return
+		}
+		for _, ep := range h.g.stack.RegisteredEndpoints() {
+			ep.Abort()
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // dialFailed reports the end of a flow whose upstream dial failed.

@@ -102,6 +102,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
 		return err
 	}
+	if locals != nil {
+		// The TUN's own address (the source of local flows in route-all)
+		// counts from the first flow, not from its netlink notification.
+		if err := locals.Refresh(); err != nil {
+			zl.Warn().Err(err).Msg("local addresses not read again after the device came up")
+		}
+	}
 	flows := flowlog.NewLog(zl.With().Str("component", "flow").Logger(), logBurst, logWindow)
 	gw, err := netstack.New(netstack.Config{
 		Device:    dev,

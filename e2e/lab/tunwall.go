@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -108,7 +107,8 @@ func (tw *Tunwall) Kill() {
 }
 
 // Stop sends SIGTERM and waits up to timeout for the process to exit
-// (then kills it). It returns the exit error (nil for exit status 0).
+// (then ends it with SIGQUIT, which makes a Go program write its
+// goroutines, or SIGKILL). It returns the exit error (nil for exit status 0).
 func (tw *Tunwall) Stop(timeout time.Duration) error {
 	select {
 	case <-tw.done:
@@ -120,9 +120,15 @@ func (tw *Tunwall) Stop(timeout time.Duration) error {
 	case <-tw.done:
 		return tw.err
 	case <-time.After(timeout):
-		tw.Cmd.Process.Kill()
-		<-tw.done
-		return errors.New("gateway did not exit after SIGTERM; killed")
+		// SIGQUIT first: a Go gateway writes its goroutines to its log.
+		tw.Cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-tw.done:
+		case <-time.After(2 * time.Second):
+			tw.Cmd.Process.Kill()
+			<-tw.done
+		}
+		return fmt.Errorf("gateway did not exit after SIGTERM; stopped with SIGQUIT (goroutines in %s)", tw.Log)
 	}
 }
 

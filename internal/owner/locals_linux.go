@@ -88,6 +88,11 @@ func drain(updates chan netlink.AddrUpdate) {
 	}
 }
 
+// Refresh reads the addresses again now, without waiting for the
+// notification of a change this process just made (a new device's
+// address, say).
+func (l *Locals) Refresh() error { return l.reload() }
+
 // reload replaces the set with the addresses the kernel has now.
 func (l *Locals) reload() error {
 	addrs, err := l.nl.AddrList(nil, netlink.FAMILY_ALL)

@@ -16,3 +16,6 @@ func (*Locals) Contains(netip.Addr) bool { return false }
 
 // Close does nothing.
 func (*Locals) Close() {}
+
+// Refresh does nothing.
+func (*Locals) Refresh() error { return nil }
