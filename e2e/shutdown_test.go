@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,8 @@ import (
 
 // TestSIGTERMCleansUp runs a second gateway in its own lab, holds a flow
 // open, sends SIGTERM and checks: exit 0, the flow closed with reason
-// shutdown, and no device, address, route or rule of tunwall's is left.
+// shutdown, READY=1 and STOPPING=1 told to the service manager, and no
+// device, address, route or rule of tunwall's is left.
 func TestSIGTERMCleansUp(t *testing.T) {
 	l := routedLab(t, "tws")
 	before := routingState(t, l)
@@ -48,6 +50,9 @@ func TestSIGTERMCleansUp(t *testing.T) {
 		t.Errorf("held flow closed with reason %q, want shutdown", e.str("reason"))
 	}
 	waitEvent(t, tw.Log, func(e event) bool { return e.str("event") == "stop" })
+	if got := tw.Notified(); !slices.Equal(got, []string{"READY=1", "STOPPING=1"}) {
+		t.Errorf("told the service manager %q, want READY=1 then STOPPING=1", got)
+	}
 	if out, err := l.Run(l.Gateway, "ip", "link", "show", "twstop"); err == nil {
 		t.Errorf("TUN device still exists after SIGTERM:\n%s", out)
 	}

@@ -6,16 +6,21 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
 // notifySocket receives a started gateway's state messages
-// ($NOTIFY_SOCKET, systemd's Type=notify protocol).
+// ($NOTIFY_SOCKET, systemd's Type=notify protocol) for as long as it runs.
 type notifySocket struct {
-	*net.UnixConn
+	conn      *net.UnixConn
 	dir, name string
+	ready     chan struct{} // closed at the first READY=1
+	done      chan struct{} // closed when the reader has stopped
+
+	mu     sync.Mutex // guards states
+	states []string   // every assignment received, in order
 }
 
 func listenNotify() (*notifySocket, error) {
@@ -29,30 +34,65 @@ func listenNotify() (*notifySocket, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	return &notifySocket{UnixConn: c, dir: dir, name: name}, nil
+	s := &notifySocket{conn: c, dir: dir, name: name, ready: make(chan struct{}), done: make(chan struct{})}
+	go s.read()
+	return s, nil
 }
 
-// wait returns once a message says READY=1, or ctx's error.
-func (s *notifySocket) wait(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { s.SetReadDeadline(time.Now()) })
-	defer stop()
+// read records every message until the socket is closed or its read
+// deadline passes.
+func (s *notifySocket) read() {
+	defer close(s.done)
 	buf := make([]byte, 4096)
 	for {
-		n, err := s.Read(buf)
+		n, err := s.conn.Read(buf)
 		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("no READY=1 on the notify socket: %w", ctx.Err())
-			}
-			return err
+			return
 		}
-		if slices.Contains(strings.Split(string(buf[:n]), "\n"), "READY=1") {
-			return nil
+		for _, st := range strings.Split(string(buf[:n]), "\n") {
+			s.mu.Lock()
+			first := st == "READY=1" && !s.seen("READY=1")
+			s.states = append(s.states, st)
+			s.mu.Unlock()
+			if first {
+				close(s.ready)
+			}
 		}
 	}
 }
 
-func (s *notifySocket) Close() error {
-	err := s.UnixConn.Close()
+// seen reports whether state was received; s.mu must be held.
+func (s *notifySocket) seen(state string) bool {
+	for _, st := range s.states {
+		if st == state {
+			return true
+		}
+	}
+	return false
+}
+
+// wait returns once READY=1 has arrived, or ctx's error.
+func (s *notifySocket) wait(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("no READY=1 on the notify socket: %w", ctx.Err())
+	}
+}
+
+// close stops receiving once what was sent has been read (the sender has
+// exited: anything it sent is queued already) and removes the socket.
+func (s *notifySocket) close() {
+	s.conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	<-s.done
+	s.conn.Close()
 	os.RemoveAll(s.dir)
-	return err
+}
+
+// received returns the assignments received so far.
+func (s *notifySocket) received() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.states...)
 }

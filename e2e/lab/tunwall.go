@@ -13,11 +13,12 @@ import (
 // Tunwall is a gateway process running in the lab's gateway namespace:
 // tunwall, or another gateway the benchmark compares it with.
 type Tunwall struct {
-	Cmd  *exec.Cmd
-	Log  string // path of the file its log goes to
-	Dev  string
-	done chan struct{}
-	err  error // exit status, valid after done is closed
+	Cmd    *exec.Cmd
+	Log    string // path of the file its log goes to
+	Dev    string
+	done   chan struct{}
+	err    error         // exit status, valid after done is closed
+	notify *notifySocket // its $NOTIFY_SOCKET, if it was given one
 }
 
 // StartTunwall runs "bin run -c config" in the gateway namespace with its
@@ -64,19 +65,23 @@ func (l *Lab) start(args []string, logPath, dev string, notify bool) (*Tunwall, 
 	defer f.Close()
 	tw := &Tunwall{Cmd: l.Cmd(l.Gateway, args...), Log: logPath, Dev: dev, done: make(chan struct{})}
 	tw.Cmd.Stdout, tw.Cmd.Stderr = f, f
-	var ready *notifySocket
 	if notify {
-		if ready, err = listenNotify(); err != nil {
+		if tw.notify, err = listenNotify(); err != nil {
 			return nil, err
 		}
-		defer ready.Close()
-		tw.Cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ready.name)
+		tw.Cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+tw.notify.name)
 	}
 	if err := tw.Cmd.Start(); err != nil {
+		if tw.notify != nil {
+			tw.notify.close()
+		}
 		return nil, err
 	}
 	go func() {
 		tw.err = tw.Cmd.Wait()
+		if tw.notify != nil {
+			tw.notify.close()
+		}
 		close(tw.done)
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -89,8 +94,8 @@ func (l *Lab) start(args []string, logPath, dev string, notify bool) (*Tunwall, 
 		}
 	}()
 	err = l.WaitLink(ctx, l.Gateway, dev)
-	if err == nil && ready != nil {
-		err = ready.wait(ctx)
+	if err == nil && tw.notify != nil {
+		err = tw.notify.wait(ctx)
 	}
 	if err != nil {
 		tw.Stop(time.Second)
@@ -130,6 +135,16 @@ func (tw *Tunwall) Stop(timeout time.Duration) error {
 		}
 		return fmt.Errorf("gateway did not exit after SIGTERM; stopped with SIGQUIT (goroutines in %s)", tw.Log)
 	}
+}
+
+// Notified returns the state assignments (READY=1, STOPPING=1, ...) the
+// process sent to its $NOTIFY_SOCKET; complete once Done is closed. Nil
+// for a process started without one.
+func (tw *Tunwall) Notified() []string {
+	if tw.notify == nil {
+		return nil
+	}
+	return tw.notify.received()
 }
 
 // Done is closed when the process has exited.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 )
 
 // The states tunwall reports.
@@ -25,6 +26,8 @@ func Send(state string) (bool, error) {
 		return false, fmt.Errorf("notify %s: %w", name, err)
 	}
 	defer c.Close()
+	// A manager that does not read must not hold tunwall up.
+	c.SetWriteDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write([]byte(state)); err != nil {
 		return false, fmt.Errorf("notify %s: %w", name, err)
 	}
