@@ -41,7 +41,11 @@ func (f *Finder) Lookup(p Proto, local, remote netip.AddrPort) (Owner, error) {
 		return Owner{}, err
 	}
 	o := Owner{UID: uid, User: f.userName(uid)}
-	if pid := f.pid(inode, uid); pid != 0 {
+	gone := func() bool {
+		_, now, err := f.socket(p, local, remote)
+		return err != nil || now != inode
+	}
+	if pid := f.pid(inode, uid, gone); pid != 0 {
 		o.PID = pid
 		exe, _ := os.Readlink(filepath.Join(f.procRoot, strconv.Itoa(pid), "exe"))
 		o.Exe = strings.TrimSuffix(exe, " (deleted)") // replaced since it started
@@ -72,9 +76,39 @@ func (f *Finder) socket(p Proto, local, remote netip.AddrPort) (uint32, uint64, 
 // sockets (a program that opened one connection tends to open more), which
 // costs a look at a few fd tables; else from a fresh scan of /proc, first
 // of the processes running as uid (the socket's creator, almost always its
-// holder), then of all. Lookups that miss together share a scan, as they
-// wait on the lock.
-func (f *Finder) pid(inode uint64, uid uint32) int {
+// holder), then of all; but not when the socket is gone by then (gone
+// says), as no process holds it any more. Under a burst of short flows,
+// scanning for closed sockets would hold up the lookups of the sockets
+// still open. Lookups that miss together share a scan, as they wait on
+// the lock.
+func (f *Finder) pid(inode uint64, uid uint32, gone func() bool) int {
+	if pid := f.known(inode); pid != 0 {
+		return pid
+	}
+	if gone() { // asks sock_diag, which needs f.mu
+		return 0
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if pid, ok := f.pids[inode]; ok && processHolds(f.procRoot, pid, inode) { // a scan while this one waited
+		f.remember(pid)
+		return pid
+	}
+	f.pids = scanSockets(f.procRoot, func(st os.FileInfo) bool { return ownedBy(st, uid) })
+	pid, ok := f.pids[inode]
+	if !ok {
+		f.pids = scanSockets(f.procRoot, nil)
+		pid = f.pids[inode]
+	}
+	if pid != 0 {
+		f.remember(pid)
+	}
+	return pid
+}
+
+// known finds the process holding inode without a scan: the one the last
+// scan saw with it, or one of the recent owners; 0 if neither holds it.
+func (f *Finder) known(inode uint64) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if pid, ok := f.pids[inode]; ok && processHolds(f.procRoot, pid, inode) {
@@ -87,16 +121,7 @@ func (f *Finder) pid(inode uint64, uid uint32) int {
 			return pid
 		}
 	}
-	f.pids = scanSockets(f.procRoot, func(st os.FileInfo) bool { return ownedBy(st, uid) })
-	pid, ok := f.pids[inode]
-	if !ok {
-		f.pids = scanSockets(f.procRoot, nil)
-		pid = f.pids[inode]
-	}
-	if pid != 0 {
-		f.remember(pid)
-	}
-	return pid
+	return 0
 }
 
 // maxRecent is how many socket-owning processes are tried before a scan.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -125,7 +126,7 @@ func TestProcNetLive(t *testing.T) {
 	if err != nil || uid != uint32(os.Getuid()) || inode == 0 {
 		t.Fatalf("procNetLookup = uid %d inode %d %v", uid, inode, err)
 	}
-	if pid := NewFinder().pid(inode, uid); pid != os.Getpid() {
+	if pid := NewFinder().pid(inode, uid, func() bool { return false }); pid != os.Getpid() {
 		t.Errorf("pid of the socket = %d, want %d", pid, os.Getpid())
 	}
 }
@@ -287,4 +288,26 @@ func BenchmarkLookup(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestPidScansOnlyForLiveSockets: the scan of /proc for a socket's process
+// is made only while the socket exists; for one already gone it would
+// find nothing and hold up the lookups behind it.
+func TestPidScansOnlyForLiveSockets(t *testing.T) {
+	root := t.TempDir()
+	fd := filepath.Join(root, "4242", "fd")
+	if err := os.MkdirAll(fd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("socket:[12345]", filepath.Join(fd, "3")); err != nil {
+		t.Fatal(err)
+	}
+	f := NewFinder()
+	f.procRoot = root
+	if pid := f.pid(12345, 0, func() bool { return true }); pid != 0 {
+		t.Errorf("socket gone: pid %d, want 0 without a scan", pid)
+	}
+	if pid := f.pid(12345, 0, func() bool { return false }); pid != 4242 {
+		t.Errorf("socket open: pid %d, want 4242 from the scan", pid)
+	}
 }
