@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,15 +22,8 @@ import (
 // clients' refused connects. Afterwards no flow is left.
 func TestMaxFlowsUnderLoad(t *testing.T) {
 	l := routedLab(t, "twm")
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "control.sock")
-	cfg := filepath.Join(dir, "gw.yaml")
-	os.WriteFile(cfg, fmt.Appendf(nil, "tun: {name: twlim}\nlog: {format: json}\nlimits: {max_flows: 8}\ncontrol: {socket: %s}\npolicy: {default: allow}\n", sock), 0o644)
-	tw, err := l.StartTunwall(filepath.Join(bin, "tunwall"), cfg, filepath.Join(dir, "gw.log"), "twlim")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tw.Stop(5 * time.Second) })
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	tw := startGateway(t, l, "twlim", fmt.Sprintf("tun: {name: twlim}\nlog: {format: json}\nlimits: {max_flows: 8}\ncontrol: {socket: %s}\npolicy: {default: allow}\n", sock))
 	metrics := unixMetrics(t, sock)
 	before := metrics()
 

@@ -67,6 +67,24 @@ func launchFile(t *testing.T, l *lab.Lab, path string, extra ...string) *lab.Tun
 	return tw
 }
 
+// startGateway runs tunwall with config (its file and log in a temporary
+// directory) in l's gateway namespace, with the lab routing the client's
+// traffic into device dev, and stops it when the test ends.
+func startGateway(t *testing.T, l *lab.Lab, dev, config string) *lab.Tunwall {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gw.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tw, err := l.StartTunwall(filepath.Join(bin, "tunwall"), path, filepath.Join(dir, "gw.log"), dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tw.Stop(5 * time.Second) })
+	return tw
+}
+
 // probeResult is what "twlab probe" reports.
 type probeResult struct {
 	OK    bool   `json:"ok"`

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,13 +20,7 @@ import (
 func TestSIGTERMCleansUp(t *testing.T) {
 	l := routedLab(t, "tws")
 	before := routingState(t, l)
-	cfg := filepath.Join(t.TempDir(), "gw.yaml")
-	os.WriteFile(cfg, []byte("tun: {name: twstop}\nlog: {format: json}\npolicy:\n  default: allow\n"), 0o644)
-	tw, err := l.StartTunwall(filepath.Join(bin, "tunwall"), cfg, filepath.Join(t.TempDir(), "gw.log"), "twstop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tw.Stop(5 * time.Second) })
+	tw := startGateway(t, l, "twstop", "tun: {name: twstop}\nlog: {format: json}\npolicy:\n  default: allow\n")
 
 	c, err := l.Dial(l.Client, "tcp", net.JoinHostPort(lab.ServerV4, "7001"), time.Second)
 	if err != nil {
@@ -89,13 +82,7 @@ func routingState(t *testing.T, l *lab.Lab) string {
 // reason shutdown, before a final stop event.
 func TestSIGTERMUnderLoad(t *testing.T) {
 	l := routedLab(t, "twu")
-	cfg := filepath.Join(t.TempDir(), "gw.yaml")
-	os.WriteFile(cfg, []byte("tun: {name: twload}\nlog: {level: debug, format: json}\npolicy:\n  default: allow\n"), 0o644)
-	tw, err := l.StartTunwall(filepath.Join(bin, "tunwall"), cfg, filepath.Join(t.TempDir(), "gw.log"), "twload")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tw.Stop(5 * time.Second) })
+	tw := startGateway(t, l, "twload", "tun: {name: twload}\nlog: {level: debug, format: json}\npolicy:\n  default: allow\n")
 
 	crr := l.Cmd(l.Client, filepath.Join(bin, "twlab"), "crr", net.JoinHostPort(lab.ServerV4, "7001"), "8", "20")
 	if err := crr.Start(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -51,7 +52,7 @@ func (s *notifySocket) read() {
 		}
 		for _, st := range strings.Split(string(buf[:n]), "\n") {
 			s.mu.Lock()
-			first := st == "READY=1" && !s.seen("READY=1")
+			first := st == "READY=1" && !slices.Contains(s.states, st)
 			s.states = append(s.states, st)
 			s.mu.Unlock()
 			if first {
@@ -59,16 +60,6 @@ func (s *notifySocket) read() {
 			}
 		}
 	}
-}
-
-// seen reports whether state was received; s.mu must be held.
-func (s *notifySocket) seen(state string) bool {
-	for _, st := range s.states {
-		if st == state {
-			return true
-		}
-	}
-	return false
 }
 
 // wait returns once READY=1 has arrived, or ctx's error.
