@@ -53,6 +53,32 @@ func TestUDPRejected(t *testing.T) {
 	}
 }
 
+// An allowed session to a port nobody listens on: the server's ICMP port
+// unreachable reaches the client, as through a kernel router, and the
+// session goes on (every datagram gets its answer).
+func TestUDPUpstreamRefused(t *testing.T) {
+	need(t)
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			c, err := dialClient(t, "udp", net.JoinHostPort(fam.server, "7003"), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				c.SetDeadline(time.Now().Add(2 * time.Second))
+				if _, err := c.Write([]byte("anyone?")); err != nil {
+					t.Fatalf("datagram %d: %v", i, err)
+				}
+				_, err = c.Read(make([]byte, 64))
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Fatalf("read after datagram %d: %v, want ECONNREFUSED (the server's port unreachable)", i, err)
+				}
+			}
+			assertVerdict(t, c.LocalAddr().String(), c.RemoteAddr().String(), "allow", "lab-services")
+		})
+	}
+}
+
 func TestUDPDenied(t *testing.T) {
 	need(t)
 	for _, fam := range families {

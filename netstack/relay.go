@@ -29,6 +29,9 @@ type relay struct {
 	// Filters (DNS): each sees what one direction read and returns what to
 	// pass on, which may be less (or, for a stream, held back for later).
 	outFilter, inFilter func(b []byte) []byte
+	// portUnreachable (datagrams) passes on an ICMP port unreachable that the
+	// upstream socket reported: the destination refused a datagram.
+	portUnreachable func()
 
 	out, in atomic.Int64 // originator->destination, destination->originator
 	last    atomic.Int64 // unix nanos of the last byte moved
@@ -83,17 +86,20 @@ func (r *relay) pipe(dst, src side, n *atomic.Int64, filter func([]byte) []byte)
 				b = filter(b)
 			}
 			if len(b) > 0 {
-				if _, werr := dst.conn.Write(b); werr != nil {
+				sent, werr := r.write(dst, b)
+				if werr != nil {
 					r.close(reasonRST)
 					return
 				}
-				n.Add(int64(len(b)))
+				if sent {
+					n.Add(int64(len(b)))
+				}
 			}
 		}
 		if err == nil {
 			continue
 		}
-		if r.datagram && errors.Is(err, syscall.ECONNREFUSED) {
+		if r.isRefusal(err) {
 			continue // an ICMP error for one datagram; the session goes on
 		}
 		if errors.Is(err, io.EOF) && !r.datagram {
@@ -104,6 +110,36 @@ func (r *relay) pipe(dst, src side, n *atomic.Int64, filter func([]byte) []byte)
 		r.close(reasonRST)
 		return
 	}
+}
+
+// write sends b to dst and reports whether it went out. A connected
+// datagram socket reports the port unreachable for an earlier datagram on
+// whichever call comes next, and a write that gets it sends nothing: the
+// error is passed on and b sent once more (should that meet a newer
+// refusal, b is lost, as the network may lose it).
+func (r *relay) write(dst side, b []byte) (bool, error) {
+	for range 2 {
+		_, err := dst.conn.Write(b)
+		if err == nil {
+			return true, nil
+		}
+		if !r.isRefusal(err) {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// isRefusal reports whether err is a datagram socket's report of an ICMP
+// port unreachable, and if so passes it on.
+func (r *relay) isRefusal(err error) bool {
+	if !r.datagram || !errors.Is(err, syscall.ECONNREFUSED) {
+		return false
+	}
+	if r.portUnreachable != nil {
+		r.portUnreachable()
+	}
+	return true
 }
 
 func (r *relay) touch() { r.last.Store(time.Now().UnixNano()) }

@@ -25,7 +25,8 @@ func newUDPHandler(g *Gateway) *udpHandler {
 }
 
 // handle runs on the packet path. Returning false makes the stack answer
-// with ICMP port unreachable.
+// with ICMP port unreachable. A port unreachable from the upstream
+// destination of a session is passed back to the client the same way.
 func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
 	f := flowOf(policy.UDP, id)
 	now := time.Now()
@@ -63,6 +64,9 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		upstream: side{conn: up},
 		datagram: true,
 		idle:     idle,
+		portUnreachable: func() {
+			h.g.ep.WriteRaw(portUnreachable(f.Src, f.Dst))
+		},
 	}
 	if isDNS(f) {
 		s.outFilter, s.inFilter = (&dnsFilter{g: h.g, id: fid, flow: f}).datagrams(client)

@@ -1,0 +1,206 @@
+package netstack
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/tunwall/tunwall/policy"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+// closedUDPPort dials a loopback UDP port nobody listens on, so that every
+// datagram sent upstream comes back as a port unreachable.
+func closedUDPPort(t *testing.T) DialFunc {
+	t.Helper()
+	dials := map[string]string{}
+	for _, a := range []string{"127.0.0.1:0", "[::1]:0"} {
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dials[a] = pc.LocalAddr().String()
+		pc.Close()
+	}
+	return func(_ context.Context, network, addr string) (net.Conn, error) {
+		if netip.MustParseAddrPort(addr).Addr().Is4() {
+			return net.Dial(network, dials["127.0.0.1:0"])
+		}
+		return net.Dial(network, dials["[::1]:0"])
+	}
+}
+
+func TestUDPUpstreamPortUnreachable(t *testing.T) {
+	h := newHarness(t, closedUDPPort(t), nil, policy.Limits{})
+	for _, tc := range []struct{ src, dst string }{
+		{"10.0.0.2:5000", "192.0.2.1:80"},
+		{"[fd00::2]:5000", "[2001:db8::1]:80"},
+	} {
+		src, dst := netip.MustParseAddrPort(tc.src), netip.MustParseAddrPort(tc.dst)
+		for i := range 3 {
+			h.send(udpPacket(t, tc.src, tc.dst, []byte("anyone?")))
+			p := h.next()
+			checkPortUnreachable(t, p, src, dst)
+			if t.Failed() {
+				t.Fatalf("%s datagram %d: %v", tc.src, i, p)
+			}
+		}
+	}
+	if n := len(h.ev.verdictList()); n != 2 {
+		t.Errorf("%d verdicts, want one per session: a refused datagram does not end it", n)
+	}
+	if n := len(h.ev.closeList()); n != 0 {
+		t.Errorf("%d sessions closed, want none", n)
+	}
+}
+
+// checkPortUnreachable asserts that p is the port unreachable dst sends to
+// src about a datagram of theirs, with valid checksums.
+func checkPortUnreachable(t *testing.T, p gopacket.Packet, src, dst netip.AddrPort) {
+	t.Helper()
+	var quote []byte
+	var quoteType gopacket.LayerType
+	switch l := p.Layer(layers.LayerTypeICMPv4).(type) {
+	case *layers.ICMPv4:
+		if l.TypeCode != layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort) {
+			t.Errorf("type/code %v, want port unreachable", l.TypeCode)
+		}
+		if checksum.Checksum(p.NetworkLayer().LayerPayload(), 0) != 0xffff {
+			t.Error("bad ICMPv4 checksum")
+		}
+		quote, quoteType = l.Payload, layers.LayerTypeIPv4
+	default:
+		l6, ok := p.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
+		if !ok {
+			t.Errorf("not ICMP: %v", p)
+			return
+		}
+		if l6.TypeCode != layers.CreateICMPv6TypeCode(layers.ICMPv6TypeDestinationUnreachable, layers.ICMPv6CodePortUnreachable) {
+			t.Errorf("type/code %v, want port unreachable", l6.TypeCode)
+		}
+		msg := p.NetworkLayer().LayerPayload()
+		if icmp6Checksum(dst.Addr().As16(), src.Addr().As16(), msg) != 0xffff {
+			t.Error("bad ICMPv6 checksum")
+		}
+		quote, quoteType = msg[icmpHeaderLen:], layers.LayerTypeIPv6
+	}
+	from, to := p.NetworkLayer().NetworkFlow().Endpoints()
+	if from.String() != dst.Addr().String() || to.String() != src.Addr().String() {
+		t.Errorf("sent %v -> %v, want from the destination %v to the client %v", from, to, dst.Addr(), src.Addr())
+	}
+	q := gopacket.NewPacket(quote, quoteType, gopacket.Default)
+	qf, qt := q.NetworkLayer().NetworkFlow().Endpoints()
+	udp, ok := q.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	if !ok || qf.String() != src.Addr().String() || qt.String() != dst.Addr().String() ||
+		uint16(udp.SrcPort) != src.Port() || uint16(udp.DstPort) != dst.Port() {
+		t.Errorf("quoted datagram %v does not name the flow %v -> %v", q, src, dst)
+	}
+}
+
+// scriptedConn is a datagram socket whose writes fail with the errors in
+// fails, one per write, before they succeed; reads wait for Close.
+type scriptedConn struct {
+	net.Conn
+	mu     sync.Mutex
+	fails  []error
+	wrote  [][]byte
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *scriptedConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.fails) > 0 {
+		err := c.fails[0]
+		c.fails = c.fails[1:]
+		return 0, err
+	}
+	c.wrote = append(c.wrote, append([]byte(nil), b...))
+	return len(b), nil
+}
+
+func (c *scriptedConn) Read([]byte) (int, error) {
+	<-c.closed
+	return 0, net.ErrClosed
+}
+
+func (c *scriptedConn) Close() error { c.once.Do(func() { close(c.closed) }); return nil }
+
+func (c *scriptedConn) writes() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.wrote
+}
+
+// oneDatagram reads msg once, then waits for Close.
+type oneDatagram struct {
+	scriptedConn
+	msg  []byte
+	sent bool
+}
+
+func (c *oneDatagram) Read(b []byte) (int, error) {
+	if !c.sent {
+		c.sent = true
+		return copy(b, c.msg), nil
+	}
+	return c.scriptedConn.Read(b)
+}
+
+// A port unreachable that the upstream socket reports on a write belongs to
+// an earlier datagram: it is passed on, and the datagram at hand still goes
+// out. A second refusal in a row loses the datagram, not the session.
+func TestRelayWriteRefused(t *testing.T) {
+	refused := &net.OpError{Op: "write", Net: "udp", Err: os.NewSyscallError("write", syscall.ECONNREFUSED)}
+	for _, tc := range []struct {
+		fails    int
+		sent     int
+		reported int
+	}{
+		{fails: 0, sent: 1, reported: 0},
+		{fails: 1, sent: 1, reported: 1},
+		{fails: 2, sent: 0, reported: 2},
+	} {
+		up := &scriptedConn{closed: make(chan struct{})}
+		for range tc.fails {
+			up.fails = append(up.fails, refused)
+		}
+		client := &oneDatagram{scriptedConn: scriptedConn{closed: make(chan struct{})}, msg: []byte("query")}
+		var reported int
+		done := make(chan struct{})
+		r := &relay{
+			client:   side{conn: client},
+			upstream: side{conn: up},
+			datagram: true,
+			idle:     time.Minute,
+			portUnreachable: func() {
+				reported++
+				if reported == tc.fails {
+					close(done)
+				}
+			},
+		}
+		if tc.fails == 0 {
+			close(done)
+		}
+		ended := make(chan string)
+		go func() { ended <- r.run() }()
+		<-done
+		waitFor(t, func() bool { return len(up.writes()) == tc.sent && r.out.Load() == int64(5*tc.sent) })
+		r.close(reasonShutdown)
+		if reason := <-ended; reason != reasonShutdown {
+			t.Errorf("%d refusals: session ended by %q, want it to go on until closed", tc.fails, reason)
+		}
+		if reported != tc.reported || len(up.writes()) != tc.sent || r.out.Load() != int64(5*tc.sent) {
+			t.Errorf("%d refusals: reported %d, sent %d (%d bytes); want %d, %d", tc.fails, reported, len(up.writes()), r.out.Load(), tc.reported, tc.sent)
+		}
+	}
+}
