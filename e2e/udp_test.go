@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"syscall"
@@ -28,6 +29,39 @@ func TestUDPEcho(t *testing.T) {
 				}
 			}
 			assertVerdict(t, c.LocalAddr().String(), c.RemoteAddr().String(), "allow", "lab-services")
+		})
+	}
+}
+
+// Datagrams larger than the path MTU cross as IP fragments both ways: up to
+// the largest a UDP socket can send.
+func TestUDPFragmented(t *testing.T) {
+	need(t)
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			c, err := dialClient(t, "udp", net.JoinHostPort(fam.server, "7001"), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			largest := 65507 // 65535 - IPv4 and UDP headers
+			if fam.name == "ipv6" {
+				largest = 65527 // 65535 - UDP header (IPv6's payload length excludes its own)
+			}
+			buf := make([]byte, 70000)
+			for _, size := range []int{1400, 1473, 1500, 4000, 9000, largest} {
+				msg := make([]byte, size)
+				for i := range msg {
+					msg[i] = byte(i*7 + size)
+				}
+				c.SetDeadline(time.Now().Add(2 * time.Second))
+				if _, err := c.Write(msg); err != nil {
+					t.Fatalf("%d bytes: %v", size, err)
+				}
+				n, err := c.Read(buf)
+				if err != nil || !bytes.Equal(buf[:n], msg) {
+					t.Fatalf("%d bytes: echo of %d bytes, %v", size, n, err)
+				}
+			}
 		})
 	}
 }
