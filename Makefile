@@ -51,6 +51,7 @@ fuzz:
 	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzHTTPHost$$' -fuzztime 30s
 	$(GO) test ./internal/control -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 	$(GO) test ./netstack -run '^$$' -fuzz FuzzInspect -fuzztime 30s
+	$(GO) test ./netstack -run '^$$' -fuzz FuzzGateway -fuzztime 60s
 
 clean:
 	rm -rf $(BIN) bench.json

@@ -72,7 +72,7 @@ func (d *fakeDNS) names() []string {
 	return append([]string(nil), d.asked...)
 }
 
-func dnsQuery(t *testing.T, src, name string) []byte {
+func dnsQuery(t testing.TB, src, name string) []byte {
 	q := layers.DNS{ID: 77, RD: true, Questions: []layers.DNSQuestion{{Name: []byte(name), Type: layers.DNSTypeA, Class: layers.DNSClassIN}}}
 	buf := gopacket.NewSerializeBuffer()
 	if err := q.SerializeTo(buf, gopacket.SerializeOptions{FixLengths: true}); err != nil {

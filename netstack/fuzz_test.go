@@ -1,9 +1,23 @@
 package netstack
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/rs/zerolog"
+	"github.com/tunwall/tunwall/policy"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // FuzzInspect runs arbitrary bytes through everything the endpoint does to
@@ -34,4 +48,133 @@ func FuzzInspect(f *testing.F) {
 			_ = icmpError(req.raw, req.src, req.dst, 3, 13)
 		}
 	})
+}
+
+// fuzzPolicy lets everything through but port 81, which the liveness probe
+// uses: mutated packets reach every handler, not only the refusals.
+const fuzzPolicy = `
+policy:
+  default: allow
+  rules:
+    - {name: probe, action: reject, proto: tcp, ports: [81]}
+`
+
+// FuzzGateway sends arbitrary packets, their checksums made right so they
+// get past the endpoint's check, into a running gateway: the TCP, UDP and
+// ICMP handlers, the DNS filter and gVisor behind them. UDP sessions reach
+// a loopback echo; TCP and ping upstreams fail. Nothing may panic, and
+// after every packet the gateway must still answer a probe.
+func FuzzGateway(f *testing.F) {
+	f.Add(tcpSyn(f, "10.0.0.2:5000", "192.0.2.1:80"))
+	f.Add(tcpData(f, "10.0.0.2:5000", "192.0.2.1:80", 1001, 1, []byte("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")))
+	f.Add(dnsQuery(f, "10.0.0.2:5000", "a.test"))
+	f.Add(udpPacket(f, "[fd00::2]:5000", "[2001:db8::1]:53", []byte("q")))
+	f.Add(echoRequestPacket(f, "10.0.0.2", "192.0.2.1", 1, 2, []byte("ping")))
+	f.Add(echoRequestPacket(f, "fd00::2", "2001:db8::1", 1, 2, []byte("ping6")))
+	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 44, 64})
+	echo, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { echo.Close() })
+	go func() {
+		b := make([]byte, 65536)
+		for {
+			n, a, err := echo.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(b[:n], a)
+		}
+	}()
+	cfg, err := policy.Parse("fuzz.yaml", []byte(fuzzPolicy))
+	if err != nil {
+		f.Fatal(err)
+	}
+	dev := newFakeDevice()
+	gw, err := New(Config{
+		Device: dev, MTU: 1500, Policy: cfg.Policy, Events: &recorder{}, Log: zerolog.Nop(),
+		Limits: policy.Limits{UDPIdle: 100 * time.Millisecond, MaxUDPSessions: 64, MaxFlows: 256, MaxPendingTCP: 64},
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			if network != "udp" {
+				return nil, errors.New("no TCP upstream in this test")
+			}
+			return net.Dial("udp", echo.LocalAddr().String())
+		},
+		Ping: func(context.Context, netip.Addr) (EchoConn, error) {
+			return nil, errors.New("no ping upstream in this test")
+		},
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() {
+		gw.Close()
+		dev.Close()
+		gw.Wait()
+	})
+	var probe uint16
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		pkt = bytes.Clone(pkt)
+		fixChecksums(pkt)
+		dev.in <- pkt
+		// The device is read in order: the probe's RST proves the packet
+		// was taken in, and that the gateway still judges new flows.
+		probe++
+		port := 1024 + probe%60000
+		dev.in <- tcpSyn(t, fmt.Sprintf("10.255.0.1:%d", port), "192.0.2.9:81")
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case b := <-dev.out:
+				p := gopacket.NewPacket(b, layers.LayerTypeIPv4, gopacket.Lazy)
+				if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok && tcp.RST && uint16(tcp.DstPort) == port {
+					return
+				}
+			case <-deadline:
+				t.Fatal("the gateway stopped answering")
+			}
+		}
+	})
+}
+
+// fixChecksums sets the IPv4 header checksum and the TCP, UDP or ICMP
+// checksum of pkt, as far as its lengths allow, so that a mutated packet
+// passes the endpoint's verification.
+func fixChecksums(pkt []byte) {
+	var st Stats
+	if _, ok := st.check(pkt); !ok {
+		return
+	}
+	var src, dst, payload []byte
+	var proto uint8
+	if pkt[0]>>4 == 4 {
+		ihl := int(pkt[0]&0xf) * 4
+		binary.BigEndian.PutUint16(pkt[10:], 0)
+		binary.BigEndian.PutUint16(pkt[10:], ^checksum.Checksum(pkt[:ihl], 0))
+		if binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 {
+			return // a fragment: the stack checks the reassembled datagram
+		}
+		src, dst, proto = pkt[12:16], pkt[16:20], pkt[9]
+		payload = pkt[ihl:binary.BigEndian.Uint16(pkt[2:])]
+	} else {
+		next, off, frag := ipv6Upper(pkt)
+		end := ipv6HeaderLen + int(binary.BigEndian.Uint16(pkt[4:]))
+		if frag || off > end {
+			return
+		}
+		src, dst, proto = pkt[8:24], pkt[24:40], next
+		payload = pkt[off:end]
+	}
+	at := map[uint8]int{6: 16, 17: 6, protoICMPv4: 2, protoICMPv6: 2}
+	i, ok := at[proto]
+	if !ok || len(payload) < i+2 {
+		return
+	}
+	binary.BigEndian.PutUint16(payload[i:], 0)
+	var sum uint16
+	if proto != protoICMPv4 {
+		sum = pseudoHeader(src, dst, proto, len(payload))
+	}
+	binary.BigEndian.PutUint16(payload[i:], ^checksum.Checksum(payload, sum))
 }
