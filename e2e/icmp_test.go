@@ -15,6 +15,25 @@ func ping(t *testing.T, addr string) (string, bool) {
 	return out, err == nil && strings.Contains(out, "1 received")
 }
 
+// An ICMP error for an allowed echo request comes back to the client, as
+// through a router: here the gateway's neighbour solicitations for an
+// address nobody has go unanswered (which takes about three seconds).
+func TestICMPErrorsPassedOn(t *testing.T) {
+	need(t)
+	for _, tc := range []struct{ addr, want string }{
+		{lab.Absent4, "Destination Host Unreachable"},
+		{lab.Absent6, "Address unreachable"},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			t.Parallel()
+			out, _ := lb.Run(lb.Client, "ping", "-n", "-c", "1", "-W", "10", tc.addr)
+			if !strings.Contains(out, tc.want) || strings.Contains(out, "1 received") {
+				t.Errorf("ping %s: want %q and no reply, got:\n%s", tc.addr, tc.want, out)
+			}
+		})
+	}
+}
+
 func TestICMP(t *testing.T) {
 	need(t)
 	tests := []struct {

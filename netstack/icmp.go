@@ -3,6 +3,8 @@ package netstack
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -14,7 +16,10 @@ import (
 // EchoConn is an upstream ICMP echo socket for one flow (one client, one
 // destination, one echo identifier).
 type EchoConn interface {
-	// WriteEcho sends an echo request with this sequence number and payload.
+	// WriteEcho sends an echo request with this sequence number and
+	// payload. It and ReadEcho may return an *ICMPError: an error the
+	// network sent back for an earlier request. The connection stays
+	// usable after it; a write that returned one sent nothing.
 	WriteEcho(seq uint16, payload []byte) error
 	// ReadEcho waits for the next echo reply of this flow and copies its
 	// payload into buf. After the read deadline it returns an error that
@@ -22,6 +27,24 @@ type EchoConn interface {
 	ReadEcho(buf []byte) (seq uint16, n int, err error)
 	SetReadDeadline(t time.Time) error
 	Close() error
+}
+
+// ICMPError is an ICMP error that came back for an echo request sent
+// upstream: who sent it (a router on the way, or this host when the
+// destination did not answer its neighbour solicitations), its type and
+// code, Info (the next-hop MTU of "fragmentation needed" and "packet too
+// big", the pointer of a parameter problem), and the request's sequence
+// number and payload as far as the error quoted it.
+type ICMPError struct {
+	From       netip.Addr
+	Type, Code uint8
+	Info       uint32
+	Seq        uint16
+	Payload    []byte
+}
+
+func (e *ICMPError) Error() string {
+	return fmt.Sprintf("icmp type %d code %d from %s for echo %d", e.Type, e.Code, e.From, e.Seq)
 }
 
 // PingFunc opens an EchoConn towards dst.
@@ -163,10 +186,23 @@ func (h *icmpHandler) unreachable(req *echoRequest, prohibited bool) {
 	h.g.ep.WriteRaw(icmpError(req.raw, req.src, req.dst, typ, code))
 }
 
-// send forwards one echo request upstream.
+// send forwards one echo request upstream. An ICMP error reported on the
+// write belongs to an earlier request: it is passed on and the request
+// sent once more.
 func (fl *icmpFlow) send(req *echoRequest) {
-	if err := fl.conn.WriteEcho(req.seq, req.payload); err != nil {
-		return // like a lost packet: the client's ping reports it
+	for try := 0; ; try++ {
+		err := fl.conn.WriteEcho(req.seq, req.payload)
+		if err == nil {
+			break
+		}
+		var ie *ICMPError
+		if !errors.As(err, &ie) {
+			return // like a lost packet: the client's ping reports it
+		}
+		fl.passOn(ie)
+		if try == 1 {
+			return
+		}
 	}
 	fl.mu.Lock()
 	fl.out += int64(len(req.payload))
@@ -185,6 +221,11 @@ func (fl *icmpFlow) readLoop() {
 		fl.mu.Unlock()
 		fl.conn.SetReadDeadline(deadline)
 		seq, n, err := fl.conn.ReadEcho(buf)
+		var ie *ICMPError
+		if errors.As(err, &ie) {
+			fl.passOn(ie)
+			continue
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(fl.deadline(idle)) {
 				continue // a request came in meanwhile: wait longer
@@ -208,6 +249,37 @@ func (fl *icmpFlow) readLoop() {
 	fl.mu.Unlock()
 	fl.h.g.closed(fl.id, fl.flow, fl.verdict, st)
 	fl.h.g.flows.remove(fl.id)
+}
+
+// passOn sends the client the ICMP error that came back for one of its
+// echo requests, as a router between them would. An error this host
+// raised itself (a neighbour that did not answer) is sent in the
+// destination's name: the client's host would drop a packet from the TUN
+// carrying one of its own addresses, which this host's may be.
+func (fl *icmpFlow) passOn(e *ICMPError) {
+	from := e.From
+	if !from.IsValid() || from.Is4() != fl.key.dst.Is4() || isLocalAddr(from) {
+		from = fl.key.dst
+	}
+	fl.h.g.ep.WriteRaw(echoError(fl.key.src, fl.key.dst, from, fl.key.id, e))
+}
+
+// isLocalAddr reports whether a is one of this host's addresses. It reads
+// them afresh: ICMP errors are few (and rate-limited by the hosts that
+// send them).
+func isLocalAddr(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, n := range addrs {
+		if p, ok := n.(*net.IPNet); ok {
+			if b, ok := netip.AddrFromSlice(p.IP); ok && b.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (fl *icmpFlow) deadline(idle time.Duration) time.Time {

@@ -9,15 +9,19 @@ import (
 
 // ICMP message types tunwall reads or writes.
 const (
-	icmp4EchoReply   = 0
-	icmp4Unreachable = 3
-	icmp4Echo        = 8
-	icmp6Unreachable = 1
-	icmp6Echo        = 128
-	icmp6EchoReply   = 129
+	icmp4EchoReply    = 0
+	icmp4Unreachable  = 3
+	icmp4Echo         = 8
+	icmp4ParamProblem = 12
+	icmp6Unreachable  = 1
+	icmp6PacketTooBig = 2
+	icmp6ParamProblem = 4
+	icmp6Echo         = 128
+	icmp6EchoReply    = 129
 
 	icmp4CodeHostUnreachable = 1
 	icmp4CodePortUnreachable = 3
+	icmp4CodeFragNeeded      = 4
 	icmp4CodeAdminProhibited = 13
 	icmp6CodeAdminProhibited = 1
 	icmp6CodeAddrUnreachable = 3
@@ -51,9 +55,17 @@ func echoReply(src, dst netip.Addr, id, seq uint16, payload []byte) []byte {
 // icmpError builds an ICMP error about orig (a packet the client sent),
 // sent back to the client from orig's destination.
 func icmpError(orig []byte, src, dst netip.Addr, typ, code uint8) []byte {
+	return icmpErrorFrom(dst, src, orig, typ, code, 0)
+}
+
+// icmpErrorFrom builds the ICMP error from sends to the client about orig,
+// a packet the client sent; info goes where the type wants it (the MTU of
+// "fragmentation needed" and "packet too big", a parameter problem's
+// pointer).
+func icmpErrorFrom(from, client netip.Addr, orig []byte, typ, code uint8, info uint32) []byte {
 	quote := orig
 	limit := icmp4ErrorQuoteMax
-	if dst.Is6() {
+	if client.Is6() {
 		limit = icmp6ErrorQuoteMax
 	}
 	if len(quote) > limit {
@@ -61,8 +73,16 @@ func icmpError(orig []byte, src, dst netip.Addr, typ, code uint8) []byte {
 	}
 	msg := make([]byte, icmpHeaderLen+len(quote))
 	msg[0], msg[1] = typ, code
+	switch {
+	case client.Is6() && (typ == icmp6PacketTooBig || typ == icmp6ParamProblem):
+		binary.BigEndian.PutUint32(msg[4:], info)
+	case client.Is4() && typ == icmp4Unreachable && code == icmp4CodeFragNeeded:
+		binary.BigEndian.PutUint16(msg[6:], uint16(info))
+	case client.Is4() && typ == icmp4ParamProblem:
+		msg[4] = uint8(info)
+	}
 	copy(msg[icmpHeaderLen:], quote)
-	return ipPacket(dst, src, msg)
+	return ipPacket(from, client, msg)
 }
 
 // portUnreachable builds the ICMP port unreachable that the destination
@@ -75,74 +95,72 @@ func portUnreachable(src, dst netip.AddrPort) []byte {
 	binary.BigEndian.PutUint16(udp[0:], src.Port())
 	binary.BigEndian.PutUint16(udp[2:], dst.Port())
 	binary.BigEndian.PutUint16(udp[4:], udpHeaderLen)
-	var orig []byte
+	s, d := src.Addr(), dst.Addr()
+	sum := pseudoHeader(s.AsSlice(), d.AsSlice(), protoUDP, udpHeaderLen)
+	binary.BigEndian.PutUint16(udp[6:], ^checksum.Checksum(udp, sum))
 	typ, code := uint8(icmp4Unreachable), uint8(icmp4CodePortUnreachable)
-	if s, d := src.Addr(), dst.Addr(); s.Is4() {
-		orig = make([]byte, ipv4HeaderLen, ipv4HeaderLen+udpHeaderLen)
-		orig[0] = 0x45
-		binary.BigEndian.PutUint16(orig[2:], ipv4HeaderLen+udpHeaderLen)
-		orig[8] = 64 // TTL
-		orig[9] = protoUDP
-		s4, d4 := s.As4(), d.As4()
-		copy(orig[12:16], s4[:])
-		copy(orig[16:20], d4[:])
-		binary.BigEndian.PutUint16(orig[10:], ^checksum.Checksum(orig, 0))
-		var ph [12]byte
-		copy(ph[0:4], s4[:])
-		copy(ph[4:8], d4[:])
-		ph[9] = protoUDP
-		binary.BigEndian.PutUint16(ph[10:], udpHeaderLen)
-		binary.BigEndian.PutUint16(udp[6:], ^checksum.Checksum(udp, checksum.Checksum(ph[:], 0)))
-	} else {
+	if s.Is6() {
 		typ, code = icmp6Unreachable, icmp6CodePortUnreachable
-		orig = make([]byte, ipv6HeaderLen, ipv6HeaderLen+udpHeaderLen)
-		orig[0] = 0x60
-		binary.BigEndian.PutUint16(orig[4:], udpHeaderLen)
-		orig[6] = protoUDP
-		orig[7] = 64 // hop limit
-		s16, d16 := s.As16(), d.As16()
-		copy(orig[8:24], s16[:])
-		copy(orig[24:40], d16[:])
-		var ph [40]byte
-		copy(ph[0:16], s16[:])
-		copy(ph[16:32], d16[:])
-		binary.BigEndian.PutUint32(ph[32:], udpHeaderLen)
-		ph[39] = protoUDP
-		binary.BigEndian.PutUint16(udp[6:], ^checksum.Checksum(udp, checksum.Checksum(ph[:], 0)))
 	}
-	return icmpError(append(orig, udp...), src.Addr(), dst.Addr(), typ, code)
+	return icmpError(append(ipHeader(s, d, protoUDP, udpHeaderLen), udp...), s, d, typ, code)
+}
+
+// echoError builds the ICMP error e that from sends to the client about
+// its echo request (identifier id) to dst. The request it quotes carries
+// the client's identifier, and the sequence number and as much of the
+// payload as the upstream error quoted.
+func echoError(client, dst, from netip.Addr, id uint16, e *ICMPError) []byte {
+	echo := make([]byte, icmpHeaderLen+len(e.Payload))
+	echo[0] = icmp4Echo
+	proto := uint8(protoICMPv4)
+	binary.BigEndian.PutUint16(echo[4:], id)
+	binary.BigEndian.PutUint16(echo[6:], e.Seq)
+	copy(echo[icmpHeaderLen:], e.Payload)
+	if client.Is6() {
+		echo[0], proto = icmp6Echo, protoICMPv6
+		binary.BigEndian.PutUint16(echo[2:], ^icmp6Checksum(client.As16(), dst.As16(), echo))
+	} else {
+		binary.BigEndian.PutUint16(echo[2:], ^checksum.Checksum(echo, 0))
+	}
+	orig := append(ipHeader(client, dst, proto, len(echo)), echo...)
+	return icmpErrorFrom(from, client, orig, e.Type, e.Code, e.Info)
+}
+
+// ipHeader returns an IPv4 (with its checksum) or IPv6 header for a packet
+// from src to dst carrying n bytes of protocol proto.
+func ipHeader(src, dst netip.Addr, proto uint8, n int) []byte {
+	if src.Is4() {
+		h := make([]byte, ipv4HeaderLen)
+		h[0] = 0x45
+		binary.BigEndian.PutUint16(h[2:], uint16(ipv4HeaderLen+n))
+		h[8] = 64 // TTL
+		h[9] = proto
+		s4, d4 := src.As4(), dst.As4()
+		copy(h[12:16], s4[:])
+		copy(h[16:20], d4[:])
+		binary.BigEndian.PutUint16(h[10:], ^checksum.Checksum(h, 0))
+		return h
+	}
+	h := make([]byte, ipv6HeaderLen)
+	h[0] = 0x60
+	binary.BigEndian.PutUint16(h[4:], uint16(n))
+	h[6] = proto
+	h[7] = 64 // hop limit
+	s16, d16 := src.As16(), dst.As16()
+	copy(h[8:24], s16[:])
+	copy(h[24:40], d16[:])
+	return h
 }
 
 // ipPacket wraps an ICMP message (checksum field zero) in an IP header from
 // src to dst and fills in both checksums.
 func ipPacket(src, dst netip.Addr, msg []byte) []byte {
 	if src.Is4() {
-		pkt := make([]byte, ipv4HeaderLen+len(msg))
-		h := pkt[:ipv4HeaderLen]
-		h[0] = 0x45
-		binary.BigEndian.PutUint16(h[2:], uint16(len(pkt)))
-		h[8] = 64 // TTL
-		h[9] = protoICMPv4
-		s4, d4 := src.As4(), dst.As4()
-		copy(h[12:16], s4[:])
-		copy(h[16:20], d4[:])
-		binary.BigEndian.PutUint16(h[10:], ^checksum.Checksum(h, 0))
 		binary.BigEndian.PutUint16(msg[2:], ^checksum.Checksum(msg, 0))
-		copy(pkt[ipv4HeaderLen:], msg)
-		return pkt
+		return append(ipHeader(src, dst, protoICMPv4, len(msg)), msg...)
 	}
-	pkt := make([]byte, ipv6HeaderLen+len(msg))
-	h := pkt[:ipv6HeaderLen]
-	h[0] = 0x60
-	binary.BigEndian.PutUint16(h[4:], uint16(len(msg)))
-	h[6] = protoICMPv6
-	h[7] = 64 // hop limit
-	s16, d16 := src.As16(), dst.As16()
-	copy(h[8:24], s16[:])
-	copy(h[24:40], d16[:])
-	binary.BigEndian.PutUint16(msg[2:], ^icmp6Checksum(s16, d16, msg))
-	copy(pkt[ipv6HeaderLen:], msg)
-	return pkt
+	binary.BigEndian.PutUint16(msg[2:], ^icmp6Checksum(src.As16(), dst.As16(), msg))
+	return append(ipHeader(src, dst, protoICMPv6, len(msg)), msg...)
 }
 
 // icmp6Checksum sums the ICMPv6 pseudo-header and message.

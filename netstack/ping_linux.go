@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -8,7 +9,9 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -39,6 +42,17 @@ func hostPinger(mark uint32, iface string) PingFunc {
 		if err := unix.Connect(fd, sockaddr(dst)); err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("icmp connect %s: %w", dst, err)
+		}
+		// Every ICMP error for the flow's requests is queued to be read
+		// and passed on; without this only a few kinds would show, as a
+		// bare errno.
+		level, opt := unix.IPPROTO_IP, unix.IP_RECVERR
+		if dst.Is6() {
+			level, opt = unix.IPPROTO_IPV6, unix.IPV6_RECVERR
+		}
+		if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("icmp socket: receive errors: %w", err)
 		}
 		c := &pingConn{f: os.NewFile(uintptr(fd), "icmp"), v6: dst.Is6(), raw: raw, id: uint16(rand.Uint32())}
 		return c, nil
@@ -76,14 +90,14 @@ func (c *pingConn) WriteEcho(seq uint16, payload []byte) error {
 		binary.BigEndian.PutUint16(msg[2:], ^checksum.Checksum(msg, 0))
 	}
 	_, err := c.f.Write(msg)
-	return err
+	return c.checkQueued(err)
 }
 
 func (c *pingConn) ReadEcho(buf []byte) (uint16, int, error) {
 	for {
 		n, err := c.f.Read(c.buf[:])
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, c.checkQueued(err)
 		}
 		msg := c.buf[:n]
 		if c.raw && !c.v6 && n >= ipv4HeaderLen { // raw IPv4 sockets include the IP header
@@ -101,6 +115,98 @@ func (c *pingConn) ReadEcho(buf []byte) (uint16, int, error) {
 		}
 		return binary.BigEndian.Uint16(msg[6:]), copy(buf, msg[icmpHeaderLen:]), nil
 	}
+}
+
+// checkQueued turns err, if it is the socket reporting an ICMP error, into
+// the *ICMPError waiting in the socket's error queue. Each queued error is
+// reported once, by the read or write that comes next.
+func (c *pingConn) checkQueued(err error) error {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) || errno == syscall.EAGAIN {
+		return err
+	}
+	rc, serr := c.f.SyscallConn()
+	if serr != nil {
+		return err
+	}
+	var ie *ICMPError
+	rc.Control(func(fd uintptr) {
+		var oob [128]byte
+		for {
+			n, oobn, _, _, rerr := unix.Recvmsg(int(fd), c.buf[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+			if rerr != nil {
+				return // the queue is empty: err was something else
+			}
+			if ie = parseQueuedError(c.buf[:n], oob[:oobn]); ie != nil {
+				return
+			}
+		}
+	})
+	if ie != nil {
+		return ie
+	}
+	return err
+}
+
+// sizeofSockExtendedErr is the size of struct sock_extended_err.
+const sizeofSockExtendedErr = int(unsafe.Sizeof(unix.SockExtendedErr{}))
+
+// parseQueuedError reads an entry of an ICMP socket's error queue: the
+// extended error in oob, the request it is about in data (its ICMP header
+// first; raw sockets put the IP header before it). Errors this host raised
+// without an ICMP message (a local MTU, say) give nil.
+func parseQueuedError(data, oob []byte) *ICMPError {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	for _, m := range msgs {
+		v4 := m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_RECVERR
+		v6 := m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_RECVERR
+		if !v4 && !v6 || len(m.Data) < sizeofSockExtendedErr {
+			continue
+		}
+		ee := (*unix.SockExtendedErr)(unsafe.Pointer(&m.Data[0]))
+		if ee.Origin != unix.SO_EE_ORIGIN_ICMP && ee.Origin != unix.SO_EE_ORIGIN_ICMP6 {
+			return nil
+		}
+		if len(data) == 0 {
+			return nil
+		}
+		switch data[0] >> 4 {
+		case 4: // an IPv4 header (echo request types have 0 or 8 here)
+			data = data[min(int(data[0]&0xf)*4, len(data)):]
+		case 6:
+			data = data[min(ipv6HeaderLen, len(data)):]
+		}
+		if len(data) < icmpHeaderLen {
+			return nil
+		}
+		e := &ICMPError{Type: ee.Type, Code: ee.Code, Info: ee.Info, Seq: binary.BigEndian.Uint16(data[6:]),
+			Payload: bytes.Clone(data[icmpHeaderLen:])}
+		e.From = offender(m.Data[sizeofSockExtendedErr:])
+		return e
+	}
+	return nil
+}
+
+// offender reads the address of the sender of a queued ICMP error (the
+// sockaddr after the extended error).
+func offender(sa []byte) netip.Addr {
+	if len(sa) < 2 {
+		return netip.Addr{}
+	}
+	switch binary.NativeEndian.Uint16(sa) {
+	case unix.AF_INET:
+		if len(sa) >= 8 {
+			return netip.AddrFrom4([4]byte(sa[4:8]))
+		}
+	case unix.AF_INET6:
+		if len(sa) >= 24 {
+			return netip.AddrFrom16([16]byte(sa[8:24]))
+		}
+	}
+	return netip.Addr{}
 }
 
 func (c *pingConn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t) }
