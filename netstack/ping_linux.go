@@ -11,7 +11,6 @@ import (
 	"os"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -131,13 +130,15 @@ func (c *pingConn) checkQueued(err error) error {
 	}
 	var ie *ICMPError
 	rc.Control(func(fd uintptr) {
+		// Not c.buf: a write and a read may both get here at once.
+		var data [icmp6ErrorQuoteMax]byte
 		var oob [128]byte
 		for {
-			n, oobn, _, _, rerr := unix.Recvmsg(int(fd), c.buf[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+			n, oobn, _, _, rerr := unix.Recvmsg(int(fd), data[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
 			if rerr != nil {
 				return // the queue is empty: err was something else
 			}
-			if ie = parseQueuedError(c.buf[:n], oob[:oobn]); ie != nil {
+			if ie = parseQueuedError(data[:n], oob[:oobn]); ie != nil {
 				return
 			}
 		}
@@ -148,8 +149,9 @@ func (c *pingConn) checkQueued(err error) error {
 	return err
 }
 
-// sizeofSockExtendedErr is the size of struct sock_extended_err.
-const sizeofSockExtendedErr = int(unsafe.Sizeof(unix.SockExtendedErr{}))
+// sizeofSockExtendedErr is the size of struct sock_extended_err: errno
+// (4 bytes), origin, type, code, a pad byte, info (4), data (4).
+const sizeofSockExtendedErr = 16
 
 // parseQueuedError reads an entry of an ICMP socket's error queue: the
 // extended error in oob, the request it is about in data (its ICMP header
@@ -166,8 +168,8 @@ func parseQueuedError(data, oob []byte) *ICMPError {
 		if !v4 && !v6 || len(m.Data) < sizeofSockExtendedErr {
 			continue
 		}
-		ee := (*unix.SockExtendedErr)(unsafe.Pointer(&m.Data[0]))
-		if ee.Origin != unix.SO_EE_ORIGIN_ICMP && ee.Origin != unix.SO_EE_ORIGIN_ICMP6 {
+		ee := m.Data
+		if origin := ee[4]; origin != unix.SO_EE_ORIGIN_ICMP && origin != unix.SO_EE_ORIGIN_ICMP6 {
 			return nil
 		}
 		if len(data) == 0 {
@@ -182,7 +184,7 @@ func parseQueuedError(data, oob []byte) *ICMPError {
 		if len(data) < icmpHeaderLen {
 			return nil
 		}
-		e := &ICMPError{Type: ee.Type, Code: ee.Code, Info: ee.Info, Seq: binary.BigEndian.Uint16(data[6:]),
+		e := &ICMPError{Type: ee[5], Code: ee[6], Info: binary.NativeEndian.Uint32(ee[8:]), Seq: binary.BigEndian.Uint16(data[6:]),
 			Payload: bytes.Clone(data[icmpHeaderLen:])}
 		e.From = offender(m.Data[sizeofSockExtendedErr:])
 		return e

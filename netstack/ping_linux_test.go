@@ -14,6 +14,9 @@ import (
 func queuedError(t *testing.T, origin, typ, code uint8, info uint32, from netip.Addr) []byte {
 	t.Helper()
 	ee := unix.SockExtendedErr{Errno: uint32(unix.EHOSTUNREACH), Origin: origin, Type: typ, Code: code, Info: info}
+	if unsafe.Sizeof(ee) != sizeofSockExtendedErr {
+		t.Fatalf("struct sock_extended_err is %d bytes, not %d", unsafe.Sizeof(ee), sizeofSockExtendedErr)
+	}
 	data := unsafe.Slice((*byte)(unsafe.Pointer(&ee)), sizeofSockExtendedErr)
 	level, opt := int32(unix.IPPROTO_IP), int32(unix.IP_RECVERR)
 	var sa []byte
