@@ -107,7 +107,7 @@ func demoSteps(l *lab.Lab) []demoStep {
 		{"the same over IPv6", func() string { return httpGet(l, lab.ServerV6) }},
 		{"DNS-sized UDP datagram to port 53: allowed by rule \"dns\"", func() string { return udpTry(l, lab.ServerV4, "53") }},
 		{"ping the server: allowed by rule \"ping\", a real reply", func() string { return pingOnce(l, lab.ServerV4) }},
-		{"ping an address where no host lives: allowed, but nobody answers (tunwall never fakes replies)", func() string { return pingOnce(l, lab.Absent4) }},
+		{"ping an address where no host lives: allowed; no reply is faked, the network's host unreachable comes back", func() string { return pingOnce(l, lab.Absent4) }},
 		{"SMB (port 445): rejected by rule \"block-legacy-file-sharing\"", func() string { return tcpTry(l, lab.ServerV4, "445") }},
 		{"SSH (port 22): no rule allows it, the default rejects it", func() string { return tcpTry(l, lab.ServerV4, "22") }},
 		{"UDP to port 9999: rejected by default, the client sees ICMP port unreachable", func() string { return udpTry(l, lab.ServerV4, "9999") }},
@@ -159,8 +159,11 @@ func udpTry(l *lab.Lab, host, port string) string {
 }
 
 func pingOnce(l *lab.Lab, host string) string {
-	out, err := l.Run(l.Client, "ping", "-n", "-c", "1", "-W", "1", host)
+	out, err := l.Run(l.Client, "ping", "-n", "-c", "1", "-W", "5", host)
 	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "Unreachable") {
+			return strings.TrimSpace(line)
+		}
 		if strings.Contains(line, "bytes from") || strings.Contains(line, "packets transmitted") {
 			if err == nil || !strings.Contains(line, "bytes from") {
 				return strings.TrimSpace(line)
