@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"os"
 	"testing"
@@ -21,7 +22,9 @@ func (e event) num(k string) int64 {
 	return int64(f)
 }
 
-// readEvents parses every JSON line of the log at path.
+// readEvents parses every JSON line of the log at path. The one plain line
+// allowed is the error report "tunwall: ..." that the command writes to
+// stderr (the lab's log file has both) when it exits with an error.
 func readEvents(t *testing.T, path string) []event {
 	t.Helper()
 	f, err := os.Open(path)
@@ -33,6 +36,9 @@ func readEvents(t *testing.T, path string) []event {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
+		if bytes.HasPrefix(sc.Bytes(), []byte("tunwall: ")) {
+			continue
+		}
 		var e event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatalf("log line is not JSON: %q: %v", sc.Text(), err)

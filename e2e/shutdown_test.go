@@ -42,7 +42,15 @@ func TestSIGTERMCleansUp(t *testing.T) {
 	if e.str("reason") != "shutdown" {
 		t.Errorf("held flow closed with reason %q, want shutdown", e.str("reason"))
 	}
-	waitEvent(t, tw.Log, func(e event) bool { return e.str("event") == "stop" })
+	stop := waitEvent(t, tw.Log, func(e event) bool { return e.str("event") == "stop" })
+	if stop.str("level") != "info" || stop.str("error") != "" {
+		t.Errorf("stop event %v, want info without an error", stop)
+	}
+	for _, e := range readEvents(t, tw.Log) {
+		if e.str("event") == "device" {
+			t.Errorf("a clean stop logged %v: removing its own device is no device change", e)
+		}
+	}
 	if got := tw.Notified(); !slices.Equal(got, []string{"READY=1", "STOPPING=1"}) {
 		t.Errorf("told the service manager %q, want READY=1 then STOPPING=1", got)
 	}

@@ -2,6 +2,7 @@ package tun
 
 import (
 	"fmt"
+	"net/netip"
 	"sync"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -16,8 +17,9 @@ import (
 //     device coalesce TCP/UDP segments of one flow before writing them.
 type Device struct {
 	wgtun.Device
-	name string
-	mtu  int
+	name      string
+	mtu       int
+	addresses []netip.Prefix // given at Open; Reconfigure restores them
 
 	closeOnce sync.Once
 	closeErr  error

@@ -3,6 +3,7 @@ package tun
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/tunwall/tunwall/policy"
 	"github.com/vishvananda/netlink"
@@ -20,7 +21,7 @@ func Open(cfg policy.TunConfig) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open tun %s: %w", cfg.Name, err)
 	}
-	d := &Device{Device: wd, name: cfg.Name, mtu: cfg.MTU}
+	d := &Device{Device: wd, name: cfg.Name, mtu: cfg.MTU, addresses: cfg.Addresses}
 	if err := configure(d, cfg); err != nil {
 		return nil, errors.Join(err, d.Close())
 	}
@@ -41,17 +42,25 @@ func configure(d *Device, cfg policy.TunConfig) error {
 	if err != nil {
 		return fmt.Errorf("find tun %s: %w", d.name, err)
 	}
-	for _, p := range cfg.Addresses {
+	if err := addAddresses(link, d.name, cfg.Addresses); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring up %s: %w", d.name, err)
+	}
+	return nil
+}
+
+// addAddresses gives link the addresses; one it has already stays.
+func addAddresses(link netlink.Link, name string, addresses []netip.Prefix) error {
+	for _, p := range addresses {
 		addr := &netlink.Addr{IPNet: ipNet(p)}
 		if p.Addr().Is6() {
 			addr.Flags = unix.IFA_F_NODAD // usable at once, no duplicate detection wait
 		}
-		if err := netlink.AddrAdd(link, addr); err != nil {
-			return fmt.Errorf("add address %s to %s: %w", p, d.name, err)
+		if err := netlink.AddrReplace(link, addr); err != nil {
+			return fmt.Errorf("add address %s to %s: %w", p, name, err)
 		}
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("bring up %s: %w", d.name, err)
 	}
 	return nil
 }

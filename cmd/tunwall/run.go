@@ -159,29 +159,57 @@ func cmdRun(args []string, stderr io.Writer) error {
 			appIdentity: owners != nil, socket: ctl.socket, dashboard: ctl.dashboard})
 	}
 
-	reloadDone, apiDone := make(chan struct{}), make(chan struct{})
+	// The run ends at a signal, or when the device is deleted.
+	runCtx, endRun := context.WithCancel(ctx)
+	defer endRun()
+	var devErr error
+	reloadDone, apiDone, watchDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		err := dev.Watch(runCtx, func(ev tun.LinkEvent) { linkChanged(zl, dev, rt, ev) })
+		switch {
+		case errors.Is(err, tun.ErrDeleted):
+			devErr = fmt.Errorf("tun %s was deleted", dev.Name())
+			endRun()
+		case err != nil:
+			zl.Warn().Err(err).Msg("device changes not followed: a device set down or deleted goes unnoticed")
+		}
+	}()
 	go func() {
 		defer close(reloadDone)
-		rl.run(ctx, hup)
+		rl.run(runCtx, hup)
 	}()
 	go func() {
 		defer close(apiDone)
-		if err := ctl.serve(ctx, &api{gw: gw, rl: rl, ctx: ctx, dashboard: ctl.dashboard}); err != nil {
+		if err := ctl.serve(runCtx, &api{gw: gw, rl: rl, ctx: runCtx, dashboard: ctl.dashboard}); err != nil {
 			zl.Error().Err(err).Msg("control API stopped")
 		}
 	}()
 
-	<-ctx.Done()
+	<-runCtx.Done()
 	<-reloadDone
 	<-apiDone
-	zl.Info().Str("event", "stopping").Int("flows", gw.ActiveFlows()).Msg("signal received, stopping")
+	endRun()
+	<-watchDone
+	reason := "signal received, stopping"
+	if devErr != nil {
+		// Like a crash: a strict backstop stays, so nothing leaks until
+		// tunwall runs again (or "tunwall down").
+		keep = true
+		reason = "device deleted, stopping"
+	}
+	zl.Info().Str("event", "stopping").Int("flows", gw.ActiveFlows()).Msg(reason)
 	notify(zl, sdnotify.Stopping)
 	if os.Getenv("TUNWALL_DUMP_STATS") != "" {
 		gw.DumpStackStats(stderr)
 	}
-	err = shutdown()
+	err = errors.Join(devErr, shutdown())
 	st := gw.Stats()
-	zl.Info().Str("event", "stop").Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).
+	stopped := zl.Info()
+	if err != nil {
+		stopped = zl.Error().Err(err)
+	}
+	stopped.Str("event", "stop").Str("tun", cfg.Tun.Name).Str("mode", cfg.Routing.Mode).
 		Uint64("packets_in", st.PacketsIn.Load()).Uint64("packets_out", st.PacketsOut.Load()).
 		Uint64("malformed", st.Malformed()).Uint64("read_errors", st.ReadErrors.Load()).Uint64("write_errors", st.WriteErrors.Load()).
 		Uint64("owners_found", st.OwnerLookups.Load()).Uint64("owners_missed", st.OwnerMisses.Load()).Uint64("owners_skipped", st.OwnerSkipped.Load()).
@@ -194,5 +222,26 @@ func cmdRun(args []string, stderr io.Writer) error {
 func notify(zl zerolog.Logger, state string) {
 	if _, err := sdnotify.Send(state); err != nil {
 		zl.Warn().Err(err).Str("state", state).Msg("service manager not notified")
+	}
+}
+
+// linkChanged reports a change of the device's link. Set up again after
+// being down, the device gets back its addresses and the routes into it,
+// which the kernel dropped.
+func linkChanged(zl zerolog.Logger, dev *tun.Device, rt *tun.Routing, ev tun.LinkEvent) {
+	e := func(level zerolog.Level) *zerolog.Event {
+		return zl.WithLevel(level).Str("event", "device").Str("tun", dev.Name()).Str("state", ev.String())
+	}
+	switch ev {
+	case tun.LinkDown:
+		e(zerolog.WarnLevel).Msg("device set down: nothing passes, and the kernel dropped the routes through it")
+	case tun.LinkUp:
+		if err := errors.Join(dev.Reconfigure(), rt.Attach(dev)); err != nil {
+			e(zerolog.ErrorLevel).Err(err).Msg("device up again, but its addresses or routes could not be restored")
+			return
+		}
+		e(zerolog.InfoLevel).Msg("device up again: its addresses and tunwall's routes restored")
+	case tun.LinkDeleted:
+		e(zerolog.ErrorLevel).Msg("device deleted")
 	}
 }

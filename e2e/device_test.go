@@ -1,0 +1,89 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDeviceDownUpDeleted: someone sets tunwall's device down, up again,
+// then deletes it. Down, the kernel drops the routes into the TUN and the
+// strict backstop keeps traffic in; up again, tunwall restores the
+// device's addresses and routes and traffic flows; deleted, tunwall stops
+// with exit status 1 and, as after a crash, leaves the backstop in place.
+func TestDeviceDownUpDeleted(t *testing.T) {
+	l := routedLab(t, "twd")
+	tw := launch(t, l, fmt.Sprintf(routeAllConfig, true))
+	v4, v6 := sprayTargets[0], sprayTargets[1]
+	wantOK(t, probe(t, l, l.Gateway, 0, "tcp", v4), "before")
+
+	device := func(state string) func(event) bool {
+		return func(e event) bool { return e.str("event") == "device" && e.str("state") == state }
+	}
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := l.Run(l.Gateway, append([]string{"ip"}, args...)...); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+
+	addrs := func() string {
+		t.Helper()
+		out, err := l.Run(l.Gateway, "ip", "-o", "addr", "show", "dev", "tw0", "scope", "global")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kept []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			kept = append(kept, strings.Fields(line)[3]) // the address/prefix
+		}
+		return strings.Join(kept, " ")
+	}
+	before := addrs()
+	if !strings.Contains(before, ":") || !strings.Contains(before, ".") {
+		t.Fatalf("tw0 has addresses %q, want IPv4 and IPv6 ones", before)
+	}
+
+	ip("link", "set", "tw0", "down")
+	if e := waitEvent(t, tw.Log, device("down")); e.str("level") != "warn" {
+		t.Errorf("device down logged at %q, want warn", e.str("level"))
+	}
+	for _, dst := range []string{v4, v6} {
+		if r := probe(t, l, l.Gateway, 0, "tcp", dst); r.OK || r.Errno != "EHOSTUNREACH" {
+			t.Errorf("tcp to %s with the device down: %+v, want no route to host (the backstop)", dst, r)
+		}
+	}
+
+	ip("link", "set", "tw0", "up")
+	if e := waitEvent(t, tw.Log, device("up")); e.str("level") != "info" {
+		t.Errorf("device up logged at %q (%s), want info", e.str("level"), e.str("error"))
+	}
+	if after := addrs(); after != before {
+		t.Errorf("tw0 has addresses %q after coming up again, want %q as before", after, before)
+	}
+	for _, dst := range []string{v4, v6} {
+		wantOK(t, probe(t, l, l.Gateway, 0, "tcp", dst), "tcp to "+dst+" after the device came up again")
+		wantVerdict(t, tw.Log, "tcp", dst, "allow", "default")
+	}
+
+	ip("link", "del", "tw0")
+	select {
+	case <-tw.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("tunwall still runs 10 s after its device was deleted")
+	}
+	if err := tw.Stop(time.Second); err == nil || !strings.Contains(err.Error(), "exit status 1") {
+		t.Errorf("tunwall ended with %v, want exit status 1", err)
+	}
+	waitEvent(t, tw.Log, device("deleted"))
+	stop := waitEvent(t, tw.Log, func(e event) bool { return e.str("event") == "stop" })
+	if !strings.Contains(stop.str("error"), "tw0 was deleted") || stop["kept_blocked"] != true {
+		t.Errorf("stop event %v, want the deletion as its error and kept_blocked", stop)
+	}
+	if r := probe(t, l, l.Gateway, 0, "tcp", v4); r.OK || r.Errno != "EHOSTUNREACH" {
+		t.Errorf("tcp after the device was deleted: %+v, want no route to host (the backstop kept)", r)
+	}
+	tunwallDown(t, l)
+	wantOK(t, probe(t, l, l.Gateway, 0, "tcp", v4), "after tunwall down")
+}

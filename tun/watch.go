@@ -1,0 +1,27 @@
+package tun
+
+import "errors"
+
+// LinkEvent is a change of the device's link that Watch reports.
+type LinkEvent int
+
+const (
+	LinkDown    LinkEvent = iota + 1 // set down: no traffic passes, and the kernel dropped its routes
+	LinkUp                           // set up again after LinkDown
+	LinkDeleted                      // deleted: the device is gone for good
+)
+
+func (e LinkEvent) String() string {
+	switch e {
+	case LinkDown:
+		return "down"
+	case LinkUp:
+		return "up"
+	case LinkDeleted:
+		return "deleted"
+	}
+	return "unknown"
+}
+
+// ErrDeleted is what Watch returns once the device has been deleted.
+var ErrDeleted = errors.New("the device was deleted")
