@@ -226,3 +226,40 @@ func exitCode(err error) int {
 	}
 	return -1
 }
+
+// TestLogRotation renames the log file as logrotate does and sends
+// SIGHUP: tunwall writes on to a new file at the old path; the renamed one
+// keeps what came before.
+func TestLogRotation(t *testing.T) {
+	need(t)
+	dir := t.TempDir()
+	flows := filepath.Join(dir, "flows.log")
+	tw := launch(t, lb, "tun: {name: tw0}\nlog: {format: json, output: "+flows+"}\npolicy: {default: allow}\n")
+	waitEvent(t, flows, func(e event) bool { return e.str("event") == "ready" })
+	if err := os.Rename(flows, flows+".1"); err != nil {
+		t.Fatal(err)
+	}
+	tw.Cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(flows); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new %s 5 s after SIGHUP", flows)
+		}
+	}
+	reopened := waitEvent(t, flows, func(e event) bool { return e.str("event") == "log" })
+	if reopened.str("file") != flows {
+		t.Errorf("log event %v, want file %s", reopened, flows)
+	}
+	waitEvent(t, flows, func(e event) bool { return e.str("event") == "reload" && e["ok"] == true })
+	for _, e := range readEvents(t, flows+".1") {
+		if ev := e.str("event"); ev == "reload" || ev == "log" {
+			t.Errorf("the rotated file got %v, logged after the rotation", e)
+		}
+	}
+	if err := tw.Stop(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, flows, func(e event) bool { return e.str("event") == "stop" })
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/tunwall/tunwall/internal/control"
+	"github.com/tunwall/tunwall/internal/flowlog"
 	"github.com/tunwall/tunwall/netstack"
 	"github.com/tunwall/tunwall/policy"
 	"github.com/tunwall/tunwall/tun"
@@ -32,19 +33,21 @@ const pollEvery = 200 * time.Millisecond
 // reloader loads the configuration again on SIGHUP, on a change of the
 // file or of one of its lists, or on "tunwall reload" (POST /v1/reload on
 // the control API), and swaps the policy in. Only the policy and its lists change
-// while running; other sections need a restart.
+// while running; other sections need a restart. SIGHUP also reopens the
+// log file, for log rotation.
 type reloader struct {
 	path     string // "" for the embedded default: nothing to watch
 	gw       *netstack.Gateway
 	log      zerolog.Logger
+	logOut   *flowlog.Output               // nil in tests
 	cfg      atomic.Pointer[policy.Config] // the configuration in force
 	loadedAt atomic.Int64                  // unix nanos of the last successful load
 	failed   atomic.Int64                  // reloads that failed since start
 	requests chan chan error               // reloads asked for through the API
 }
 
-func newReloader(path string, cfg *policy.Config, gw *netstack.Gateway, log zerolog.Logger) *reloader {
-	r := &reloader{path: path, gw: gw, log: log, requests: make(chan chan error)}
+func newReloader(path string, cfg *policy.Config, gw *netstack.Gateway, log zerolog.Logger, logOut *flowlog.Output) *reloader {
+	r := &reloader{path: path, gw: gw, log: log, logOut: logOut, requests: make(chan chan error)}
 	r.cfg.Store(cfg)
 	r.loadedAt.Store(time.Now().UnixNano())
 	return r
@@ -104,6 +107,7 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 		case <-ctx.Done():
 			return
 		case <-hup:
+			r.reopenLog()
 			r.reload("signal")
 		case done := <-r.requests:
 			done <- r.reload("api")
@@ -123,6 +127,21 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 		if r.path != "" {
 			last = r.watched()
 		}
+	}
+}
+
+// reopenLog opens the log file again by its path (logrotate renames it,
+// then sends SIGHUP); if that fails the log stays where it was.
+func (r *reloader) reopenLog() {
+	if r.logOut == nil {
+		return
+	}
+	path, err := r.logOut.Reopen()
+	switch {
+	case err != nil:
+		r.log.Error().Str("event", "log").Err(err).Msg("log file not reopened; logging on to the old one")
+	case path != "":
+		r.log.Info().Str("event", "log").Str("file", path).Msg("log file reopened")
 	}
 }
 

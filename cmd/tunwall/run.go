@@ -139,7 +139,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	status := newRunStatus(cfg, path)
 	defer status.remove()
-	rl := newReloader(path, cfg, gw, zl)
+	rl := newReloader(path, cfg, gw, zl, logFile)
 	ctl, err := openControl(cfg)
 	if err != nil {
 		err = errors.Join(err, shutdown())
