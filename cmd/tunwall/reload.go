@@ -39,7 +39,7 @@ type reloader struct {
 	path     string // "" for the embedded default: nothing to watch
 	gw       *netstack.Gateway
 	log      zerolog.Logger
-	logOut   *flowlog.Output               // nil in tests
+	logOut   *flowlog.Output               // the log's, reopened on SIGHUP
 	cfg      atomic.Pointer[policy.Config] // the configuration in force
 	loadedAt atomic.Int64                  // unix nanos of the last successful load
 	failed   atomic.Int64                  // reloads that failed since start
@@ -133,9 +133,6 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 // reopenLog opens the log file again by its path (logrotate renames it,
 // then sends SIGHUP); if that fails the log stays where it was.
 func (r *reloader) reopenLog() {
-	if r.logOut == nil {
-		return
-	}
 	path, err := r.logOut.Reopen()
 	switch {
 	case err != nil:
