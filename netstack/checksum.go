@@ -13,27 +13,15 @@ import (
 // would otherwise leave merged headers unverifiable) that it need not.
 // Fragments are verified up to their IP header; the stack reassembles them.
 func checksumsOK(pkt []byte) bool {
-	var src, dst []byte
-	var proto uint8
-	var payload []byte
-	if pkt[0]>>4 == 4 {
-		ihl := int(pkt[0]&0xf) * 4
-		if checksum.Checksum(pkt[:ihl], 0) != 0xffff {
-			return false
-		}
-		if binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 {
-			return true
-		}
-		src, dst, proto = pkt[12:16], pkt[16:20], pkt[9]
-		payload = pkt[ihl:binary.BigEndian.Uint16(pkt[2:])]
-	} else {
-		next, off, frag := ipv6Upper(pkt)
-		end := ipv6HeaderLen + int(binary.BigEndian.Uint16(pkt[4:]))
-		if frag || off > end {
-			return frag
-		}
-		src, dst, proto = pkt[8:24], pkt[24:40], next
-		payload = pkt[off:end]
+	if pkt[0]>>4 == 4 && checksum.Checksum(pkt[:int(pkt[0]&0xf)*4], 0) != 0xffff {
+		return false
+	}
+	src, dst, proto, payload, frag, ok := upperLayer(pkt)
+	if frag {
+		return true
+	}
+	if !ok {
+		return false
 	}
 	switch proto {
 	case uint8(header.TCPProtocolNumber):
@@ -48,6 +36,27 @@ func checksumsOK(pkt []byte) bool {
 		return true
 	}
 	return checksum.Checksum(payload, pseudoHeader(src, dst, proto, len(payload))) == 0xffff
+}
+
+// upperLayer finds what an IP packet whose lengths check already validated
+// carries: the addresses (for a pseudo-header), the protocol, and the bytes
+// from the transport header to the end of the IP payload. frag reports a
+// fragment, whose transport header may be in another packet; ok is false
+// when IPv6 extension headers run past the payload.
+func upperLayer(pkt []byte) (src, dst []byte, proto uint8, payload []byte, frag, ok bool) {
+	if pkt[0]>>4 == 4 {
+		if binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 {
+			return nil, nil, 0, nil, true, true
+		}
+		ihl := int(pkt[0]&0xf) * 4
+		return pkt[12:16], pkt[16:20], pkt[9], pkt[ihl:binary.BigEndian.Uint16(pkt[2:])], false, true
+	}
+	next, off, frag := ipv6Upper(pkt)
+	end := ipv6HeaderLen + int(binary.BigEndian.Uint16(pkt[4:]))
+	if frag || off > end {
+		return nil, nil, 0, nil, frag, frag
+	}
+	return pkt[8:24], pkt[24:40], next, pkt[off:end], false, true
 }
 
 // pseudoHeader sums the TCP/UDP/ICMPv6 pseudo-header.

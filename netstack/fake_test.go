@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/rs/zerolog"
 	"github.com/tunwall/tunwall/policy"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // fakeDevice is a channel-backed Device: tests inject packets as if read
@@ -302,4 +304,34 @@ func tcpRST(t testing.TB, src, dst string, seq, ack uint32) []byte {
 	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), RST: true, ACK: true, Seq: seq, Ack: ack}
 	tcp.SetNetworkLayerForChecksum(nl)
 	return serialize(t, ip, tcp)
+}
+
+// fixChecksums sets the IPv4 header checksum and the TCP, UDP or ICMP
+// checksum of pkt, as far as its lengths allow, so that a packet a test
+// changed (or the fuzzer mutated) passes the endpoint's verification.
+func fixChecksums(pkt []byte) {
+	var st Stats
+	if _, ok := st.check(pkt); !ok {
+		return
+	}
+	if pkt[0]>>4 == 4 {
+		ihl := int(pkt[0]&0xf) * 4
+		binary.BigEndian.PutUint16(pkt[10:], 0)
+		binary.BigEndian.PutUint16(pkt[10:], ^checksum.Checksum(pkt[:ihl], 0))
+	}
+	src, dst, proto, payload, frag, ok := upperLayer(pkt)
+	if frag || !ok {
+		return // a fragment: the stack checks the reassembled datagram
+	}
+	at := map[uint8]int{6: 16, 17: 6, protoICMPv4: 2, protoICMPv6: 2}
+	i, known := at[proto]
+	if !known || len(payload) < i+2 {
+		return
+	}
+	binary.BigEndian.PutUint16(payload[i:], 0)
+	var sum uint16
+	if proto != protoICMPv4 {
+		sum = pseudoHeader(src, dst, proto, len(payload))
+	}
+	binary.BigEndian.PutUint16(payload[i:], ^checksum.Checksum(payload, sum))
 }

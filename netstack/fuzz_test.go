@@ -3,7 +3,6 @@ package netstack
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -17,7 +16,6 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/rs/zerolog"
 	"github.com/tunwall/tunwall/policy"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // FuzzInspect runs arbitrary bytes through everything the endpoint does to
@@ -72,21 +70,7 @@ func FuzzGateway(f *testing.F) {
 	f.Add(echoRequestPacket(f, "10.0.0.2", "192.0.2.1", 1, 2, []byte("ping")))
 	f.Add(echoRequestPacket(f, "fd00::2", "2001:db8::1", 1, 2, []byte("ping6")))
 	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 44, 64})
-	echo, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { echo.Close() })
-	go func() {
-		b := make([]byte, 65536)
-		for {
-			n, a, err := echo.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			echo.WriteTo(b[:n], a)
-		}
-	}()
+	echo := udpEcho(f, "")
 	cfg, err := policy.Parse("fuzz.yaml", []byte(fuzzPolicy))
 	if err != nil {
 		f.Fatal(err)
@@ -95,11 +79,11 @@ func FuzzGateway(f *testing.F) {
 	gw, err := New(Config{
 		Device: dev, MTU: 1500, Policy: cfg.Policy, Events: &recorder{}, Log: zerolog.Nop(),
 		Limits: policy.Limits{UDPIdle: 100 * time.Millisecond, MaxUDPSessions: 64, MaxFlows: 256, MaxPendingTCP: 64},
-		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if network != "udp" {
 				return nil, errors.New("no TCP upstream in this test")
 			}
-			return net.Dial("udp", echo.LocalAddr().String())
+			return echo(ctx, network, addr)
 		},
 		Ping: func(context.Context, netip.Addr) (EchoConn, error) {
 			return nil, errors.New("no ping upstream in this test")
@@ -136,45 +120,4 @@ func FuzzGateway(f *testing.F) {
 			}
 		}
 	})
-}
-
-// fixChecksums sets the IPv4 header checksum and the TCP, UDP or ICMP
-// checksum of pkt, as far as its lengths allow, so that a mutated packet
-// passes the endpoint's verification.
-func fixChecksums(pkt []byte) {
-	var st Stats
-	if _, ok := st.check(pkt); !ok {
-		return
-	}
-	var src, dst, payload []byte
-	var proto uint8
-	if pkt[0]>>4 == 4 {
-		ihl := int(pkt[0]&0xf) * 4
-		binary.BigEndian.PutUint16(pkt[10:], 0)
-		binary.BigEndian.PutUint16(pkt[10:], ^checksum.Checksum(pkt[:ihl], 0))
-		if binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 {
-			return // a fragment: the stack checks the reassembled datagram
-		}
-		src, dst, proto = pkt[12:16], pkt[16:20], pkt[9]
-		payload = pkt[ihl:binary.BigEndian.Uint16(pkt[2:])]
-	} else {
-		next, off, frag := ipv6Upper(pkt)
-		end := ipv6HeaderLen + int(binary.BigEndian.Uint16(pkt[4:]))
-		if frag || off > end {
-			return
-		}
-		src, dst, proto = pkt[8:24], pkt[24:40], next
-		payload = pkt[off:end]
-	}
-	at := map[uint8]int{6: 16, 17: 6, protoICMPv4: 2, protoICMPv6: 2}
-	i, ok := at[proto]
-	if !ok || len(payload) < i+2 {
-		return
-	}
-	binary.BigEndian.PutUint16(payload[i:], 0)
-	var sum uint16
-	if proto != protoICMPv4 {
-		sum = pseudoHeader(src, dst, proto, len(payload))
-	}
-	binary.BigEndian.PutUint16(payload[i:], ^checksum.Checksum(payload, sum))
 }

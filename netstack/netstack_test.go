@@ -13,7 +13,6 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/tunwall/tunwall/policy"
 	"go.uber.org/goleak"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 func TestMain(m *testing.M) {
@@ -48,7 +47,7 @@ func TestTCPStraySegmentsDropped(t *testing.T) {
 	h := newHarness(t, nil, nil, policy.Limits{})
 	ack := tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80")
 	ack[33] = 0x10 // flags: ACK only (IPv4 header 20 bytes + 13)
-	fixTCPChecksum(ack)
+	fixChecksums(ack)
 	h.send(ack)
 	h.nothingBefore("10.0.0.2")
 	if h.gw.Stats().StrayTCP.Load() != 1 {
@@ -365,18 +364,9 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// fixTCPChecksum recomputes the TCP checksum of an IPv4 packet without
-// options.
-func fixTCPChecksum(pkt []byte) {
-	pkt[36], pkt[37] = 0, 0
-	sum := pseudoHeader(pkt[12:16], pkt[16:20], 6, len(pkt)-20)
-	c := ^checksum.Checksum(pkt[20:], sum)
-	pkt[36], pkt[37] = byte(c>>8), byte(c)
-}
-
 // udpEcho starts a loopback UDP server answering every datagram with
 // prefix+datagram, and returns a dialer that reaches it.
-func udpEcho(t *testing.T, prefix string) DialFunc {
+func udpEcho(t testing.TB, prefix string) DialFunc {
 	t.Helper()
 	echo, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
