@@ -27,11 +27,18 @@ func hostDialer(mark uint32, iface string) DialFunc {
 	}
 }
 
-// socketControl applies the egress mark and interface to a new socket.
+// socketControl applies the egress mark and interface to a new socket, and
+// makes a UDP socket queue the ICMP errors about its datagrams, to be
+// passed on to the client.
 func socketControl(mark uint32, iface string) func(network, address string, c syscall.RawConn) error {
-	return func(_, _ string, c syscall.RawConn) error {
+	return func(network, _ string, c syscall.RawConn) error {
 		var serr error
-		err := c.Control(func(fd uintptr) { serr = setEgress(int(fd), mark, iface) })
+		err := c.Control(func(fd uintptr) {
+			serr = setEgress(int(fd), mark, iface)
+			if serr == nil && (network == "udp4" || network == "udp6") {
+				serr = setRecvErr(int(fd), network == "udp6")
+			}
+		})
 		if err != nil {
 			return err
 		}

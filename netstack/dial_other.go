@@ -22,3 +22,7 @@ func hostPinger(mark uint32, iface string) PingFunc {
 		return nil, errors.New("upstream ICMP echo is not supported on this platform yet")
 	}
 }
+
+// queuedDatagramError reads ICMP errors off a socket's error queue, which
+// is a Linux feature.
+func queuedDatagramError(net.Conn) *ICMPError { return nil }

@@ -29,12 +29,13 @@ type EchoConn interface {
 	Close() error
 }
 
-// ICMPError is an ICMP error that came back for an echo request sent
-// upstream: who sent it (a router on the way, or this host when the
-// destination did not answer its neighbour solicitations), its type and
-// code, Info (the next-hop MTU of "fragmentation needed" and "packet too
-// big", the pointer of a parameter problem), and the request's sequence
-// number and payload as far as the error quoted it.
+// ICMPError is an ICMP error that came back for an echo request (or, inside
+// the gateway, a UDP datagram) sent upstream: who sent it (a router on the
+// way, the destination, or this host when the destination did not answer
+// its neighbour solicitations), its type and code, Info (the next-hop MTU
+// of "fragmentation needed" and "packet too big", the pointer of a
+// parameter problem), and the request's sequence number and payload (the
+// datagram's payload) as far as the error quoted it.
 type ICMPError struct {
 	From       netip.Addr
 	Type, Code uint8
@@ -257,11 +258,16 @@ func (fl *icmpFlow) readLoop() {
 // destination's name: the client's host would drop a packet from the TUN
 // carrying one of its own addresses, which this host's may be.
 func (fl *icmpFlow) passOn(e *ICMPError) {
-	from := e.From
-	if !from.IsValid() || from.Is4() != fl.key.dst.Is4() || isLocalAddr(from) {
-		from = fl.key.dst
+	fl.h.g.ep.WriteRaw(echoError(fl.key.src, fl.key.dst, sender(e.From, fl.key.dst), fl.key.id, e))
+}
+
+// sender is the address an ICMP error from from, about a packet to dst, is
+// passed on from: from itself, or dst when from is this host (or unknown).
+func sender(from, dst netip.Addr) netip.Addr {
+	if !from.IsValid() || from.Is4() != dst.Is4() || isLocalAddr(from) {
+		return dst
 	}
-	fl.h.g.ep.WriteRaw(echoError(fl.key.src, fl.key.dst, from, fl.key.id, e))
+	return from
 }
 
 // isLocalAddr reports whether a is one of this host's addresses. It reads

@@ -86,23 +86,32 @@ func icmpErrorFrom(from, client netip.Addr, orig []byte, typ, code uint8, info u
 }
 
 // portUnreachable builds the ICMP port unreachable that the destination
-// of a UDP flow from src to dst sends back to src. The datagram it quotes is
-// an empty one from src to dst: the relay no longer has the one the
-// destination refused, and a host matches the error to its socket by the
-// quoted addresses and ports alone.
+// of a UDP flow from src to dst sends back to src, for an upstream socket
+// that reported it without the datagram it refused. The datagram it quotes
+// is an empty one from src to dst: a host matches the error to its socket
+// by the quoted addresses and ports alone.
 func portUnreachable(src, dst netip.AddrPort) []byte {
-	udp := make([]byte, udpHeaderLen)
+	e := &ICMPError{Type: icmp4Unreachable, Code: icmp4CodePortUnreachable}
+	if src.Addr().Is6() {
+		e.Type, e.Code = icmp6Unreachable, icmp6CodePortUnreachable
+	}
+	return datagramError(src, dst, dst.Addr(), e)
+}
+
+// datagramError builds the ICMP error e that from sends to src about a UDP
+// datagram from src to dst. The datagram it quotes carries as much of its
+// payload as the upstream error quoted (e.Payload).
+func datagramError(src, dst netip.AddrPort, from netip.Addr, e *ICMPError) []byte {
+	n := udpHeaderLen + len(e.Payload)
+	udp := make([]byte, n)
 	binary.BigEndian.PutUint16(udp[0:], src.Port())
 	binary.BigEndian.PutUint16(udp[2:], dst.Port())
-	binary.BigEndian.PutUint16(udp[4:], udpHeaderLen)
+	binary.BigEndian.PutUint16(udp[4:], uint16(n))
+	copy(udp[udpHeaderLen:], e.Payload)
 	s, d := src.Addr(), dst.Addr()
-	sum := pseudoHeader(s.AsSlice(), d.AsSlice(), protoUDP, udpHeaderLen)
+	sum := pseudoHeader(s.AsSlice(), d.AsSlice(), protoUDP, n)
 	binary.BigEndian.PutUint16(udp[6:], ^checksum.Checksum(udp, sum))
-	typ, code := uint8(icmp4Unreachable), uint8(icmp4CodePortUnreachable)
-	if s.Is6() {
-		typ, code = icmp6Unreachable, icmp6CodePortUnreachable
-	}
-	return icmpError(append(ipHeader(s, d, protoUDP, udpHeaderLen), udp...), s, d, typ, code)
+	return icmpErrorFrom(from, s, append(ipHeader(s, d, protoUDP, n), udp...), e.Type, e.Code, e.Info)
 }
 
 // echoError builds the ICMP error e that from sends to the client about

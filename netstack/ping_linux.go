@@ -45,13 +45,9 @@ func hostPinger(mark uint32, iface string) PingFunc {
 		// Every ICMP error for the flow's requests is queued to be read
 		// and passed on; without this only a few kinds would show, as a
 		// bare errno.
-		level, opt := unix.IPPROTO_IP, unix.IP_RECVERR
-		if dst.Is6() {
-			level, opt = unix.IPPROTO_IPV6, unix.IPV6_RECVERR
-		}
-		if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+		if err := setRecvErr(fd, dst.Is6()); err != nil {
 			unix.Close(fd)
-			return nil, fmt.Errorf("icmp socket: receive errors: %w", err)
+			return nil, fmt.Errorf("icmp socket: %w", err)
 		}
 		c := &pingConn{f: os.NewFile(uintptr(fd), "icmp"), v6: dst.Is6(), raw: raw, id: uint16(rand.Uint32())}
 		return c, nil
@@ -128,87 +124,48 @@ func (c *pingConn) checkQueued(err error) error {
 	if serr != nil {
 		return err
 	}
-	var ie *ICMPError
-	rc.Control(func(fd uintptr) {
-		// Not c.buf: a write and a read may both get here at once.
-		var data [icmp6ErrorQuoteMax]byte
-		var oob [128]byte
-		for {
-			n, oobn, _, _, rerr := unix.Recvmsg(int(fd), data[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-			if rerr != nil {
-				return // the queue is empty: err was something else
-			}
-			if ie = parseQueuedError(data[:n], oob[:oobn]); ie != nil {
-				return
-			}
+	for {
+		e, data := readQueuedError(rc)
+		if e == nil {
+			return err // the queue is empty: err was something else
 		}
-	})
-	if ie != nil {
-		return ie
+		if e = echoErrorOf(e, data); e != nil {
+			return e
+		}
 	}
-	return err
 }
 
-// sizeofSockExtendedErr is the size of struct sock_extended_err: errno
-// (4 bytes), origin, type, code, a pad byte, info (4), data (4).
-const sizeofSockExtendedErr = 16
-
-// parseQueuedError reads an entry of an ICMP socket's error queue: the
-// extended error in oob, the request it is about in data (its ICMP header
-// first; raw sockets put the IP header before it). Errors this host raised
-// without an ICMP message (a local MTU, say) give nil.
-func parseQueuedError(data, oob []byte) *ICMPError {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
+// echoErrorOf completes e, an ICMP error read from an ICMP socket's error
+// queue, from data, the request it is about (its ICMP header first; raw
+// sockets put the IP header before it). A request too short to carry its
+// sequence number gives nil.
+func echoErrorOf(e *ICMPError, data []byte) *ICMPError {
+	if len(data) == 0 {
 		return nil
 	}
-	for _, m := range msgs {
-		v4 := m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_RECVERR
-		v6 := m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_RECVERR
-		if !v4 && !v6 || len(m.Data) < sizeofSockExtendedErr {
-			continue
-		}
-		ee := m.Data
-		if origin := ee[4]; origin != unix.SO_EE_ORIGIN_ICMP && origin != unix.SO_EE_ORIGIN_ICMP6 {
-			return nil
-		}
-		if len(data) == 0 {
-			return nil
-		}
-		switch data[0] >> 4 {
-		case 4: // an IPv4 header (echo request types have 0 or 8 here)
-			data = data[min(int(data[0]&0xf)*4, len(data)):]
-		case 6:
-			data = data[min(ipv6HeaderLen, len(data)):]
-		}
-		if len(data) < icmpHeaderLen {
-			return nil
-		}
-		e := &ICMPError{Type: ee[5], Code: ee[6], Info: binary.NativeEndian.Uint32(ee[8:]), Seq: binary.BigEndian.Uint16(data[6:]),
-			Payload: bytes.Clone(data[icmpHeaderLen:])}
-		e.From = offender(m.Data[sizeofSockExtendedErr:])
-		return e
+	switch data[0] >> 4 {
+	case 4: // an IPv4 header (echo request types have 0 or 8 here)
+		data = data[min(int(data[0]&0xf)*4, len(data)):]
+	case 6:
+		data = data[min(ipv6HeaderLen, len(data)):]
 	}
-	return nil
+	if len(data) < icmpHeaderLen {
+		return nil
+	}
+	e.Seq = binary.BigEndian.Uint16(data[6:])
+	e.Payload = bytes.Clone(data[icmpHeaderLen:])
+	return e
 }
 
-// offender reads the address of the sender of a queued ICMP error (the
-// sockaddr after the extended error).
-func offender(sa []byte) netip.Addr {
-	if len(sa) < 2 {
-		return netip.Addr{}
+// parseQueuedError reads an entry of an ICMP socket's error queue: the
+// extended error in oob, the request it is about in data. Errors this host
+// raised without an ICMP message (a local MTU, say) give nil.
+func parseQueuedError(data, oob []byte) *ICMPError {
+	e := parseExtendedError(oob)
+	if e == nil {
+		return nil
 	}
-	switch binary.NativeEndian.Uint16(sa) {
-	case unix.AF_INET:
-		if len(sa) >= 8 {
-			return netip.AddrFrom4([4]byte(sa[4:8]))
-		}
-	case unix.AF_INET6:
-		if len(sa) >= 24 {
-			return netip.AddrFrom16([16]byte(sa[8:24]))
-		}
-	}
-	return netip.Addr{}
+	return echoErrorOf(e, data)
 }
 
 func (c *pingConn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t) }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -14,6 +13,10 @@ import (
 type side struct {
 	conn  net.Conn
 	abort func() // tear down abruptly (TCP: send RST)
+	// icmpError (an upstream datagram socket) is given each error the
+	// socket reports; if it is an ICMP error about one datagram, it passes
+	// it on to the client and reports true, and the session goes on.
+	icmpError func(error) bool
 }
 
 // closeWriter is a stream whose write half can be closed alone.
@@ -29,9 +32,6 @@ type relay struct {
 	// Filters (DNS): each sees what one direction read and returns what to
 	// pass on, which may be less (or, for a stream, held back for later).
 	outFilter, inFilter func(b []byte) []byte
-	// portUnreachable (datagrams) passes on an ICMP port unreachable that the
-	// upstream socket reported: the destination refused a datagram.
-	portUnreachable func()
 
 	out, in atomic.Int64 // originator->destination, destination->originator
 	last    atomic.Int64 // unix nanos of the last byte moved
@@ -99,8 +99,8 @@ func (r *relay) pipe(dst, src side, n *atomic.Int64, filter func([]byte) []byte)
 		if err == nil {
 			continue
 		}
-		if r.isRefusal(err) {
-			continue // an ICMP error for one datagram; the session goes on
+		if src.isICMPError(err) {
+			continue // an error about one datagram; the session goes on
 		}
 		if errors.Is(err, io.EOF) && !r.datagram {
 			if cw, ok := dst.conn.(closeWriter); ok && cw.CloseWrite() == nil {
@@ -113,33 +113,27 @@ func (r *relay) pipe(dst, src side, n *atomic.Int64, filter func([]byte) []byte)
 }
 
 // write sends b to dst and reports whether it went out. A connected
-// datagram socket reports the port unreachable for an earlier datagram on
+// datagram socket reports the ICMP error about an earlier datagram on
 // whichever call comes next, and a write that gets it sends nothing: the
 // error is passed on and b sent once more (should that meet a newer
-// refusal, b is lost, as the network may lose it).
+// error, b is lost, as the network may lose it).
 func (r *relay) write(dst side, b []byte) (bool, error) {
 	for range 2 {
 		_, err := dst.conn.Write(b)
 		if err == nil {
 			return true, nil
 		}
-		if !r.isRefusal(err) {
+		if !dst.isICMPError(err) {
 			return false, err
 		}
 	}
 	return false, nil
 }
 
-// isRefusal reports whether err is a datagram socket's report of an ICMP
-// port unreachable, and if so passes it on.
-func (r *relay) isRefusal(err error) bool {
-	if !r.datagram || !errors.Is(err, syscall.ECONNREFUSED) {
-		return false
-	}
-	if r.portUnreachable != nil {
-		r.portUnreachable()
-	}
-	return true
+// isICMPError reports whether err is the side's socket reporting an ICMP
+// error about one datagram, passed on to the client.
+func (s side) isICMPError(err error) bool {
+	return s.icmpError != nil && s.icmpError(err)
 }
 
 func (r *relay) touch() { r.last.Store(time.Now().UnixNano()) }

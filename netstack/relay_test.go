@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -16,9 +17,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
-// closedUDPPort dials a loopback UDP port nobody listens on, so that every
-// datagram sent upstream comes back as a port unreachable.
-func closedUDPPort(t *testing.T) DialFunc {
+// closedUDPPort dials, with dial, a loopback UDP port nobody listens on,
+// so that every datagram sent upstream comes back as a port unreachable.
+func closedUDPPort(t *testing.T, dial DialFunc) DialFunc {
 	t.Helper()
 	dials := map[string]string{}
 	for _, a := range []string{"127.0.0.1:0", "[::1]:0"} {
@@ -29,41 +30,57 @@ func closedUDPPort(t *testing.T) DialFunc {
 		dials[a] = pc.LocalAddr().String()
 		pc.Close()
 	}
-	return func(_ context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if netip.MustParseAddrPort(addr).Addr().Is4() {
-			return net.Dial(network, dials["127.0.0.1:0"])
+			return dial(ctx, network, dials["127.0.0.1:0"])
 		}
-		return net.Dial(network, dials["[::1]:0"])
+		return dial(ctx, network, dials["[::1]:0"])
 	}
 }
 
+// A destination's port unreachable reaches the client from the
+// destination, every time, and the session goes on. The host's sockets
+// queue the error with the refused datagram, which the error then quotes;
+// a plain socket reports a bare ECONNREFUSED, and an empty datagram of the
+// session is quoted.
 func TestUDPUpstreamPortUnreachable(t *testing.T) {
-	h := newHarness(t, closedUDPPort(t), nil, policy.Limits{})
-	for _, tc := range []struct{ src, dst string }{
-		{"10.0.0.2:5000", "192.0.2.1:80"},
-		{"[fd00::2]:5000", "[2001:db8::1]:80"},
+	for _, dialer := range []struct {
+		name  string
+		dial  DialFunc
+		quote string
+	}{
+		{"host socket", hostDialer(0, ""), "anyone?"},
+		{"plain socket", (&net.Dialer{}).DialContext, ""},
 	} {
-		src, dst := netip.MustParseAddrPort(tc.src), netip.MustParseAddrPort(tc.dst)
-		for i := range 3 {
-			h.send(udpPacket(t, tc.src, tc.dst, []byte("anyone?")))
-			p := h.next()
-			checkPortUnreachable(t, p, src, dst)
-			if t.Failed() {
-				t.Fatalf("%s datagram %d: %v", tc.src, i, p)
+		t.Run(dialer.name, func(t *testing.T) {
+			h := newHarness(t, closedUDPPort(t, dialer.dial), nil, policy.Limits{})
+			for _, tc := range []struct{ src, dst string }{
+				{"10.0.0.2:5000", "192.0.2.1:80"},
+				{"[fd00::2]:5000", "[2001:db8::1]:80"},
+			} {
+				src, dst := netip.MustParseAddrPort(tc.src), netip.MustParseAddrPort(tc.dst)
+				for i := range 3 {
+					h.send(udpPacket(t, tc.src, tc.dst, []byte("anyone?")))
+					p := h.next()
+					checkPortUnreachable(t, p, src, dst, dialer.quote)
+					if t.Failed() {
+						t.Fatalf("%s datagram %d: %v", tc.src, i, p)
+					}
+				}
 			}
-		}
-	}
-	if n := len(h.ev.verdictList()); n != 2 {
-		t.Errorf("%d verdicts, want one per session: a refused datagram does not end it", n)
-	}
-	if n := len(h.ev.closeList()); n != 0 {
-		t.Errorf("%d sessions closed, want none", n)
+			if n := len(h.ev.verdictList()); n != 2 {
+				t.Errorf("%d verdicts, want one per session: a refused datagram does not end it", n)
+			}
+			if n := len(h.ev.closeList()); n != 0 {
+				t.Errorf("%d sessions closed, want none", n)
+			}
+		})
 	}
 }
 
 // checkPortUnreachable asserts that p is the port unreachable dst sends to
-// src about a datagram of theirs, with valid checksums.
-func checkPortUnreachable(t *testing.T, p gopacket.Packet, src, dst netip.AddrPort) {
+// src about a datagram of theirs carrying payload, with valid checksums.
+func checkPortUnreachable(t *testing.T, p gopacket.Packet, src, dst netip.AddrPort, payload string) {
 	t.Helper()
 	var quote []byte
 	var quoteType gopacket.LayerType
@@ -101,6 +118,14 @@ func checkPortUnreachable(t *testing.T, p gopacket.Packet, src, dst netip.AddrPo
 	if !ok || qf.String() != src.Addr().String() || qt.String() != dst.Addr().String() ||
 		uint16(udp.SrcPort) != src.Port() || uint16(udp.DstPort) != dst.Port() {
 		t.Errorf("quoted datagram %v does not name the flow %v -> %v", q, src, dst)
+		return
+	}
+	if string(udp.Payload) != payload || int(udp.Length) != udpHeaderLen+len(payload) {
+		t.Errorf("quoted datagram carries %q (length %d), want %q", udp.Payload, udp.Length, payload)
+	}
+	seg := append(append([]byte(nil), udp.Contents...), udp.Payload...)
+	if checksum.Checksum(seg, pseudoHeader(src.Addr().AsSlice(), dst.Addr().AsSlice(), protoUDP, len(seg))) != 0xffff {
+		t.Error("bad checksum in the quoted datagram")
 	}
 }
 
@@ -176,17 +201,21 @@ func TestRelayWriteRefused(t *testing.T) {
 		client := &oneDatagram{scriptedConn: scriptedConn{closed: make(chan struct{})}, msg: []byte("query")}
 		var reported int
 		done := make(chan struct{})
+		passOn := func(err error) bool {
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				return false
+			}
+			reported++
+			if reported == tc.fails {
+				close(done)
+			}
+			return true
+		}
 		r := &relay{
 			client:   side{conn: client},
-			upstream: side{conn: up},
+			upstream: side{conn: up, icmpError: passOn},
 			datagram: true,
 			idle:     time.Minute,
-			portUnreachable: func() {
-				reported++
-				if reported == tc.fails {
-					close(done)
-				}
-			},
 		}
 		if tc.fails == 0 {
 			close(done)

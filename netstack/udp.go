@@ -1,7 +1,10 @@
 package netstack
 
 import (
+	"errors"
+	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tunwall/tunwall/policy"
@@ -25,8 +28,8 @@ func newUDPHandler(g *Gateway) *udpHandler {
 }
 
 // handle runs on the packet path. Returning false makes the stack answer
-// with ICMP port unreachable. A port unreachable from the upstream
-// destination of a session is passed back to the client the same way.
+// with ICMP port unreachable. ICMP errors about a session's datagrams
+// upstream are passed back to the client (passOn).
 func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
 	f := flowOf(policy.UDP, id)
 	now := time.Now()
@@ -61,12 +64,9 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	client := gonet.NewUDPConn(&wq, ep)
 	s := &relay{
 		client:   side{conn: client},
-		upstream: side{conn: up},
+		upstream: side{conn: up, icmpError: func(err error) bool { return h.passOn(f, up, err) }},
 		datagram: true,
 		idle:     idle,
-		portUnreachable: func() {
-			h.g.ep.WriteRaw(portUnreachable(f.Src, f.Dst))
-		},
 	}
 	if isDNS(f) {
 		s.outFilter, s.inFilter = (&dnsFilter{g: h.g, id: fid, flow: f}).datagrams(client)
@@ -105,4 +105,26 @@ func (h *udpHandler) run(fid uint64, f policy.Flow, v policy.Verdict, start time
 		Reason:   reason,
 	})
 	h.release(fid) // last: Close waits for this, so the event is out
+}
+
+// passOn sends the client of flow f the ICMP error that its upstream
+// socket up reported as err, as a router between them would pass it on,
+// quoting the datagram as far as the error did, and reports whether err
+// was one. A socket that does not queue its errors (a dialer other than
+// the host's) reports only a port unreachable, as ECONNREFUSED: that one
+// is passed on with an empty datagram quoted.
+func (h *udpHandler) passOn(f policy.Flow, up net.Conn, err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) || errno == syscall.EAGAIN {
+		return false
+	}
+	if e := queuedDatagramError(up); e != nil {
+		h.g.ep.WriteRaw(datagramError(f.Src, f.Dst, sender(e.From, f.Dst.Addr()), e))
+		return true
+	}
+	if errno == syscall.ECONNREFUSED {
+		h.g.ep.WriteRaw(portUnreachable(f.Src, f.Dst))
+		return true
+	}
+	return false
 }
