@@ -1,7 +1,6 @@
 package netstack
 
 import (
-	"bytes"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -63,7 +62,7 @@ func queuedDatagramError(conn net.Conn) *ICMPError {
 	}
 	e, data := readQueuedError(rc)
 	if e != nil {
-		e.Payload = bytes.Clone(data)
+		e.Payload = data // a buffer of its own
 	}
 	return e
 }
