@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -48,12 +49,18 @@ const (
 // Lab is one instance of the topology.
 type Lab struct {
 	Client, Gateway, Server string // namespace names
+	prefix                  string
 }
 
 // New creates the namespaces, links and addresses. prefix makes the
-// namespace names unique (at most 8 characters).
+// namespace names unique (at most 8 characters). Labs left behind by
+// processes that are gone are removed first (Sweep).
 func New(prefix string) (*Lab, error) {
-	l := &Lab{Client: prefix + "-cli", Gateway: prefix + "-gw", Server: prefix + "-srv"}
+	Sweep()
+	l := named(prefix)
+	if err := mark(prefix); err != nil {
+		return nil, fmt.Errorf("lab mark: %w", err)
+	}
 	steps := [][]string{
 		{"ip", "netns", "add", l.Client},
 		{"ip", "netns", "add", l.Gateway},
@@ -214,6 +221,7 @@ func (l *Lab) Close() {
 	for _, ns := range []string{l.Client, l.Gateway, l.Server} {
 		run("ip", "netns", "del", ns)
 	}
+	os.Remove(filepath.Join(MarkDir, l.prefix))
 }
 
 func run(args ...string) (string, error) {
