@@ -331,18 +331,34 @@ func connRate(l *lab.Lab, self string) (map[string]float64, error) {
 	return map[string]float64{"crr": crr.Rate}, nil
 }
 
+// iperf runs one iperf3 test from the client. A server still busy with
+// the previous test (whose end a gateway may pass on a moment late) is
+// asked again until it is free, for up to busyWait.
 func iperf(l *lab.Lab, server string, extra ...string) (bps, bytes float64, err error) {
 	args := append([]string{"iperf3", "-c", server, "-t", iperfSeconds, "-J"}, extra...)
-	out, err := l.Cmd(l.Client, args...).Output()
-	if err != nil {
-		return 0, 0, fmt.Errorf("iperf3 %v: %w: %s", extra, err, out)
+	deadline := time.Now().Add(busyWait)
+	for {
+		out, runErr := l.Cmd(l.Client, args...).Output()
+		bps, bytes, err = parseIperf(out, extra)
+		if errors.Is(err, errServerBusy) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if runErr != nil && err == nil {
+			err = fmt.Errorf("iperf3 %v: %w: %s", extra, runErr, out)
+		}
+		return bps, bytes, err
 	}
-	return parseIperf(out, extra)
 }
+
+const busyWait = 10 * time.Second
 
 // errNothingReceived: iperf3 finished without error but the server
 // received no data.
 var errNothingReceived = errors.New("nothing received")
+
+// errServerBusy: the iperf3 server was still running another test.
+var errServerBusy = errors.New("server busy")
 
 // parseIperf reads the receiver's rate and byte count from iperf3's JSON
 // report; a run that moved no data is an error, not a zero.
@@ -358,6 +374,9 @@ func parseIperf(out []byte, args []string) (bps, bytes float64, err error) {
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
 		return 0, 0, fmt.Errorf("iperf3 %v: %w", args, err)
+	}
+	if strings.Contains(r.Error, "server is busy") {
+		return 0, 0, fmt.Errorf("iperf3 %v: %s: %w", args, r.Error, errServerBusy)
 	}
 	if r.Error != "" {
 		return 0, 0, fmt.Errorf("iperf3 %v: %s", args, r.Error)

@@ -12,18 +12,24 @@ func TestParseIperf(t *testing.T) {
 	if err != nil || bps != 5e9 || bytes != 2.5e9 {
 		t.Errorf("a good report: %v %v %v", bps, bytes, err)
 	}
-	for _, c := range []struct{ name, out, want string }{
-		{"nothing received", `{"end": {"sum_received": {"bytes": 0, "bits_per_second": 0}}}`, "nothing received"},
-		{"no summary", `{"start": {}, "end": {}}`, "nothing received"},
-		{"iperf3's own error", `{"error": "the server is busy running a test. try again later"}`, "server is busy"},
-		{"not JSON", `iperf3: error - unable to connect`, "invalid character"},
+	for _, c := range []struct {
+		name, out, want string
+		is              error // the error it must be, if any
+	}{
+		{"nothing received", `{"end": {"sum_received": {"bytes": 0, "bits_per_second": 0}}}`, "nothing received", errNothingReceived},
+		{"no summary", `{"start": {}, "end": {}}`, "nothing received", errNothingReceived},
+		{"server busy", `{"error": "the server is busy running a test. try again later"}`, "server is busy", errServerBusy},
+		{"iperf3's own error", `{"error": "unable to send control message: Connection reset by peer"}`, "Connection reset", nil},
+		{"not JSON", `iperf3: error - unable to connect`, "invalid character", nil},
 	} {
 		_, _, err := parseIperf([]byte(c.out), []string{"-P", "4"})
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "[-P 4]") {
 			t.Errorf("%s: %v, want an error naming the run and saying %q", c.name, err, c.want)
 		}
-		if want := c.want == "nothing received"; errors.Is(err, errNothingReceived) != want {
-			t.Errorf("%s: errors.Is(errNothingReceived) = %v, want %v", c.name, !want, want)
+		for _, e := range []error{errNothingReceived, errServerBusy} {
+			if want := e == c.is; errors.Is(err, e) != want {
+				t.Errorf("%s: errors.Is(%v) = %v, want %v", c.name, e, !want, want)
+			}
 		}
 	}
 }
