@@ -53,6 +53,9 @@ policy:
 		before = metrics()
 	}
 	before["go_goroutines"] = goroutines
+	if _, ok := before["tunwall_stack_endpoints"]; !ok {
+		t.Fatal("no tunwall_stack_endpoints in the metrics")
+	}
 	fds := openFiles(tw.Cmd.Process.Pid)
 
 	runLeakFlows(t, l, 40)
@@ -69,7 +72,7 @@ policy:
 	}
 	if !quiet(before, after) {
 		t.Logf("tunwall's descriptors before the flows: %v; after: %v", fds, openFiles(tw.Cmd.Process.Pid))
-		for _, k := range []string{"go_goroutines", "process_open_fds", `tunwall_flows_active{proto="tcp"}`, `tunwall_flows_active{proto="udp"}`, `tunwall_flows_active{proto="icmp"}`} {
+		for _, k := range []string{"go_goroutines", "process_open_fds", "tunwall_stack_endpoints", `tunwall_flows_active{proto="tcp"}`, `tunwall_flows_active{proto="udp"}`, `tunwall_flows_active{proto="icmp"}`} {
 			t.Errorf("%s: %v before the flows, %v 40 s after them", k, before[k], after[k])
 		}
 	}
@@ -118,10 +121,11 @@ func runLeakFlows(t *testing.T, l *lab.Lab, n int) {
 	}
 }
 
-// quiet reports whether after holds no flow and no more descriptors and
-// goroutines than before.
+// quiet reports whether after holds no flow, no endpoint in the stack and
+// no more descriptors and goroutines than before.
 func quiet(before, after map[string]float64) bool {
-	return active(after) == 0 && after["process_open_fds"] <= before["process_open_fds"] && after["go_goroutines"] <= before["go_goroutines"]
+	return active(after) == 0 && after["tunwall_stack_endpoints"] == 0 &&
+		after["process_open_fds"] <= before["process_open_fds"] && after["go_goroutines"] <= before["go_goroutines"]
 }
 
 // active is the number of live flows.
@@ -172,6 +176,20 @@ var leakFlows = []leakFlow{
 		}
 		c.(*net.TCPConn).SetLinger(0)
 		return c.Close()
+	}},
+	{"download read to its end", func(l *lab.Lab, server string, i int) error {
+		// The server closes first, and so does tunwall's side to the client.
+		c, err := l.Dial(l.Gateway, "tcp", hostPort(server, "7003"), 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(c, "%d %d\n", 1000, i+1)
+		if n, err := io.Copy(io.Discard, c); err != nil || n != 1000 {
+			return fmt.Errorf("%d bytes, %v; want 1000", n, err)
+		}
+		return nil
 	}},
 	{"download left unread", func(l *lab.Lab, server string, i int) error {
 		c, err := l.Dial(l.Gateway, "tcp", hostPort(server, "7003"), 3*time.Second)

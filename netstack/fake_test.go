@@ -239,9 +239,22 @@ func ipLayer(src, dst netip.Addr, proto layers.IPProtocol) (gopacket.Serializabl
 }
 
 func tcpSyn(t testing.TB, src, dst string) []byte {
+	return tcpSynSeq(t, src, dst, 1000)
+}
+
+func tcpSynSeq(t testing.TB, src, dst string, seq uint32) []byte {
 	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
 	ip, nl := ipLayer(s.Addr(), d.Addr(), layers.IPProtocolTCP)
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), SYN: true, Seq: 1000, Window: 65535}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), SYN: true, Seq: seq, Window: 65535}
+	tcp.SetNetworkLayerForChecksum(nl)
+	return serialize(t, ip, tcp)
+}
+
+// tcpFinAck is the client's FIN, acknowledging everything up to ack.
+func tcpFinAck(t testing.TB, src, dst string, seq, ack uint32) []byte {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	ip, nl := ipLayer(s.Addr(), d.Addr(), layers.IPProtocolTCP)
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), FIN: true, ACK: true, Seq: seq, Ack: ack, Window: 65535}
 	tcp.SetNetworkLayerForChecksum(nl)
 	return serialize(t, ip, tcp)
 }

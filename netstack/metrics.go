@@ -62,6 +62,10 @@ type Metrics struct {
 	Pending int                               // TCP handshakes waiting for their upstream
 	UDP     int                               // live UDP sessions
 
+	// Endpoints is the number of TCP and UDP endpoints the userspace stack
+	// holds, live flows and those closing (TIME_WAIT included).
+	Endpoints int
+
 	// Refusals by reason: the policy (new flows and retries of refused
 	// ones, DNS queries for blocked names), a limit, a malformed packet,
 	// an upstream that could not be reached.
@@ -89,6 +93,7 @@ func (g *Gateway) Metrics() Metrics {
 	m.Pending = len(g.tcp.pending)
 	g.tcp.mu.Unlock()
 	m.UDP = int(g.udp.sessions.Load())
+	m.Endpoints = len(g.stack.RegisteredEndpoints())
 	s := &g.stats
 	m.DropsPolicy = g.denials.total.Load()
 	m.DropsLimit = s.RefusedFlows.Load() + s.RefusedPendingTCP.Load() + s.RefusedUDPSessions.Load()

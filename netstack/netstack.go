@@ -117,7 +117,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.denied = newVerdictCache(cfg.Limits.MaxUDPSessions)
 	g.names = newNameCache(cfg.DNS.CacheSize)
 	g.icmp = newICMPHandler(g)
-	g.ep = newEndpoint(cfg.Device, cfg.MTU, &g.stats, g.icmp.intercept)
+	g.ep = newEndpoint(cfg.Device, cfg.MTU, &g.stats, g.inspect)
 	s, err := newStack(g.ep)
 	if err != nil {
 		g.cancel()
@@ -133,6 +133,16 @@ func New(cfg Config) (*Gateway, error) {
 	go g.janitor()
 	g.ep.start() // packets from now on: everything above is in place
 	return g, nil
+}
+
+// inspect sees each checked packet from the device before the stack does;
+// true means it was consumed.
+func (g *Gateway) inspect(pkt []byte) bool {
+	if g.icmp.intercept(pkt) {
+		return true
+	}
+	g.tcp.freeTimeWait(pkt)
+	return false
 }
 
 // SetPolicy replaces the policy for flows judged from now on. Remembered

@@ -13,6 +13,8 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/tunwall/tunwall/policy"
 	"go.uber.org/goleak"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 func TestMain(m *testing.M) {
@@ -86,6 +88,82 @@ func TestTCPAllowDialsFirst(t *testing.T) {
 		t.Fatalf("upstream got %q, %v", buf[:n], err)
 	}
 	upPeer.Close()
+}
+
+// closingDial returns a dialer whose upstream connections (TCP, on
+// loopback) close at once, as a server does that has nothing (more) to say.
+func closingDial(t *testing.T) DialFunc {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, ln.Addr().String())
+	}
+}
+
+// serverClosesFirst runs a flow from client to 192.0.2.1:80 whose server
+// closes first: the gateway's FIN reaches the client before the client's
+// own, and the gateway acknowledges the client's FIN last.
+func serverClosesFirst(t *testing.T, h *harness, client string) {
+	t.Helper()
+	const server = "192.0.2.1:80"
+	h.send(tcpSyn(t, client, server))
+	synAck := h.nextTCP(t)
+	if !synAck.SYN || !synAck.ACK {
+		t.Fatalf("want SYN-ACK, got %+v", synAck)
+	}
+	h.send(tcpAck(t, client, server, 1001, synAck.Seq+1))
+	if fin := h.nextTCP(t); !fin.FIN || fin.Seq != synAck.Seq+1 {
+		t.Fatalf("want the gateway's FIN once the server closed, got %+v", fin)
+	}
+	h.send(tcpFinAck(t, client, server, 1001, synAck.Seq+2))
+	if ack := h.nextTCP(t); !ack.ACK || ack.FIN || ack.RST || ack.Ack != 1002 {
+		t.Fatalf("want the ACK of the client's FIN, got %+v", ack)
+	}
+}
+
+// TestTCPNoTimeWait: a flow whose server closed first leaves no endpoint
+// behind in the stack once it is over.
+func TestTCPNoTimeWait(t *testing.T) {
+	h := newHarness(t, closingDial(t), nil, policy.Limits{})
+	serverClosesFirst(t, h, "10.0.0.2:5000")
+	waitFor(t, func() bool { return h.gw.Metrics().Endpoints == 0 })
+}
+
+// TestTCPSYNRetiresTimeWait: a SYN for the 4-tuple of a connection in
+// TIME_WAIT opens a new connection. The stack itself would hand it to a
+// listener only, and there is none; the wait is set to a minute here so
+// that it cannot run out during the test.
+func TestTCPSYNRetiresTimeWait(t *testing.T) {
+	h := newHarness(t, closingDial(t), nil, policy.Limits{})
+	minute := tcpip.TCPTimeWaitTimeoutOption(time.Minute)
+	if err := h.gw.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &minute); err != nil {
+		t.Fatal(err)
+	}
+	serverClosesFirst(t, h, "10.0.0.2:5000")
+	if n := h.gw.Metrics().Endpoints; n != 1 {
+		t.Fatalf("%d endpoints after the flow, want the one in TIME_WAIT", n)
+	}
+	h.send(tcpSynSeq(t, "10.0.0.2:5000", "192.0.2.1:80", 90000))
+	seg := h.nextTCP(t)
+	if seg.RST { // the old connection's, ignored by the client's new one
+		seg = h.nextTCP(t)
+	}
+	if !seg.SYN || !seg.ACK || seg.Ack != 90001 {
+		t.Fatalf("want a SYN-ACK for the new connection, got %+v", seg)
+	}
 }
 
 func TestTCPDialFailureRSTs(t *testing.T) {

@@ -27,6 +27,7 @@ const (
 	icmp6CodeAddrUnreachable = 3
 	icmp6CodePortUnreachable = 4
 	protoICMPv4              = 1
+	protoTCP                 = 6
 	protoUDP                 = 17
 	protoICMPv6              = 58
 	ipv4HeaderLen            = 20

@@ -37,6 +37,13 @@ func newStack(ep stack.LinkEndpoint) (*stack.Stack, error) {
 		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
 		&tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax},
 		&tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax},
+		// No TIME_WAIT. A flow whose server closed first is closed first on
+		// the client's side too, and the stack would hold its 4-tuple for a
+		// minute: a client opening its next connection from the same port
+		// (as a router lets it) would get no answer, the stack only hands
+		// such a SYN to a listener, and there is none. Held endpoints would
+		// also take memory that no limit counts.
+		ptr(tcpip.TCPTimeWaitTimeoutOption(0)),
 	}
 	for _, o := range opts {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {

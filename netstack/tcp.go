@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -216,6 +217,55 @@ func (h *tcpHandler) stopHandshakes(timeout time.Duration) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// freeTimeWait lets a new connection use the 4-tuple of one that has just
+// closed. When the client's side closed last, its endpoint passes through
+// TIME_WAIT until a timer fires (newStack sets no wait), and the stack hands
+// a SYN that meets it only to a listener: with none, the SYN is lost and
+// the client sends it again a second later. So such an endpoint is aborted
+// before the SYN goes in. The RST it sends belongs to the old connection;
+// the client's new one, waiting for its SYN-ACK, drops it. pkt is a checked
+// IP packet.
+//
+// The stack acknowledges the client's FIN before it moves the endpoint on,
+// and the client may have its next SYN out before then: an endpoint that
+// has sent its FIN is looked at again once the stack has let go of it.
+func (h *tcpHandler) freeTimeWait(pkt []byte) {
+	src, dst, proto, seg, frag, ok := upperLayer(pkt)
+	if !ok || frag || proto != protoTCP || len(seg) < header.TCPMinimumSize {
+		return
+	}
+	if header.TCPFlags(seg[header.TCPFlagsOffset])&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) != header.TCPFlagSyn {
+		return
+	}
+	netProto := header.IPv4ProtocolNumber
+	if len(src) == header.IPv6AddressSize {
+		netProto = header.IPv6ProtocolNumber
+	}
+	id := stack.TransportEndpointID{
+		LocalPort:     binary.BigEndian.Uint16(seg[2:]),
+		LocalAddress:  tcpip.AddrFromSlice(dst),
+		RemotePort:    binary.BigEndian.Uint16(seg[0:]),
+		RemoteAddress: tcpip.AddrFromSlice(src),
+	}
+	ep, _ := h.g.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint)
+	if ep == nil {
+		return
+	}
+	switch state := ep.EndpointState(); state {
+	case tcp.StateFinWait1, tcp.StateFinWait2, tcp.StateClosing:
+		ep.LockUser()
+		state = ep.EndpointState()
+		ep.UnlockUser()
+		if state != tcp.StateTimeWait {
+			return
+		}
+	case tcp.StateTimeWait:
+	default:
+		return
+	}
+	ep.Abort()
 }
 
 // dialFailed reports the end of a flow whose upstream dial failed.

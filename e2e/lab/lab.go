@@ -197,6 +197,12 @@ func (l *Lab) WaitLink(ctx context.Context, ns, dev string) error {
 // Dial opens a connection from inside namespace ns. The socket stays in
 // that namespace; the returned Conn is used like any other.
 func (l *Lab) Dial(ns, network, addr string, timeout time.Duration) (net.Conn, error) {
+	return l.DialWith(ns, &net.Dialer{Timeout: timeout}, network, addr)
+}
+
+// DialWith is Dial with a dialer of the caller's (a local address, socket
+// options).
+func (l *Lab) DialWith(ns string, d *net.Dialer, network, addr string) (net.Conn, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
@@ -213,7 +219,7 @@ func (l *Lab) Dial(ns, network, addr string, timeout time.Duration) (net.Conn, e
 		return nil, err
 	}
 	defer netns.Set(orig)
-	return net.DialTimeout(network, addr, timeout)
+	return d.Dial(network, addr)
 }
 
 // Close deletes the namespaces, and with them everything inside.

@@ -66,7 +66,7 @@ func (f *fake) Metrics() netstack.Metrics {
 	m.Active[0], m.Judged[0][1], m.Judged[2][2] = 1, 5, 2 // tcp live; tcp allow; icmp reject
 	m.Bytes.Out, m.Bytes.In = 1000, 2000
 	m.DropsPolicy, m.DropsLimit, m.DropsMalformed, m.DropsUpstream = 7, 1, 3, 4
-	m.Pending, m.UDP = 2, 6
+	m.Pending, m.UDP, m.Endpoints = 2, 6, 9
 	m.Decisions[0], m.Decisions[2], m.Decisions[len(m.Decisions)-1] = 3, 1, 1
 	m.DecisionSum = 2500 * time.Microsecond
 	m.PacketsIn, m.PacketsOut = 11, 12
@@ -239,6 +239,7 @@ func TestMetricsText(t *testing.T) {
 		`tunwall_tun_packets_total{direction="out"} 12`,
 		`tunwall_pending_handshakes 2`,
 		`tunwall_udp_sessions 6`,
+		`tunwall_stack_endpoints 9`,
 		`tunwall_policy_info{hash="abc",mode=""} 1`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,

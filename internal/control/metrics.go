@@ -15,8 +15,8 @@ import (
 type collector struct {
 	b Backend
 
-	active, judged, bytes, drops, hits, defHits, decisions *prometheus.Desc
-	packets, pending, udp, reloadsFailed, policyInfo       *prometheus.Desc
+	active, judged, bytes, drops, hits, defHits, decisions      *prometheus.Desc
+	packets, pending, udp, endpoints, reloadsFailed, policyInfo *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -35,6 +35,7 @@ func newCollector(b Backend) *collector {
 		packets:       d("tun_packets_total", "Packets read from (in) and written to (out) the TUN device.", "direction"),
 		pending:       d("pending_handshakes", "TCP handshakes waiting for their upstream connection."),
 		udp:           d("udp_sessions", "Live UDP sessions."),
+		endpoints:     d("stack_endpoints", "TCP and UDP endpoints in the userspace stack, closing ones (TIME_WAIT) included."),
 		reloadsFailed: d("reloads_failed_total", "Reloads refused because the file was bad."),
 		policyInfo:    d("policy_info", "The policy in force (value 1).", "hash", "mode"),
 	}
@@ -66,6 +67,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.packets, m.PacketsOut, "out")
 	gauge(c.pending, m.Pending)
 	gauge(c.udp, m.UDP)
+	gauge(c.endpoints, m.Endpoints)
 
 	buckets := make(map[float64]uint64, len(netstack.DecisionBuckets))
 	var n uint64

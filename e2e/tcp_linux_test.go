@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestTCPPortReusedAfterServerClose opens connections one after another
+// from the same client port to a service that closes first, as a client
+// does that talks to such a server in a loop. The side of tunwall that
+// answered the client closed first too; if it held the 4-tuple (TIME_WAIT),
+// the next SYN would go unanswered. Through a router the port can be used
+// again at once, and so it can through tunwall.
+//
+// Each connection must be up before the client would send a lost SYN
+// again (after a second): the next SYN often comes while tunwall's side is
+// still moving into TIME_WAIT, and a SYN lost there costs that second.
+func TestTCPPortReusedAfterServerClose(t *testing.T) {
+	need(t)
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			d := &net.Dialer{Timeout: 900 * time.Millisecond, Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+				})
+				return errors.Join(err, serr)
+			}}
+			for i := range 20 {
+				c, err := dialAgain(d, net.JoinHostPort(fam.server, "7003"))
+				if err != nil {
+					t.Fatalf("connection %d from %v: %v", i+1, d.LocalAddr, err)
+				}
+				d.LocalAddr = c.LocalAddr() // the next one comes from the same port
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				fmt.Fprintf(c, "%d %d\n", 1000, i+1)
+				n, err := io.Copy(io.Discard, c) // the server sends, then closes
+				c.Close()
+				if err != nil || n != 1000 {
+					t.Fatalf("connection %d: %d bytes, %v; want 1000 and the server's close", i+1, n, err)
+				}
+			}
+		})
+	}
+}
+
+// dialAgain dials from the client namespace. The previous connection from
+// the same port may still wait for the last ACK of its close; while it
+// does, the kernel does not hand out its 4-tuple (EADDRNOTAVAIL), so that
+// is tried again for up to a second.
+func dialAgain(d *net.Dialer, addr string) (net.Conn, error) {
+	deadline := time.Now().Add(time.Second)
+	for {
+		c, err := lb.DialWith(lb.Client, d, "tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRNOTAVAIL) || time.Now().After(deadline) {
+			return c, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
