@@ -31,7 +31,8 @@ func TestTCPPortReusedAfterServerClose(t *testing.T) {
 				})
 				return errors.Join(err, serr)
 			}}
-			for i := range 20 {
+			const n = 20
+			for i := range n {
 				c, err := dialAgain(d, net.JoinHostPort(fam.server, "7003"))
 				if err != nil {
 					t.Fatalf("connection %d from %v: %v", i+1, d.LocalAddr, err)
@@ -39,11 +40,28 @@ func TestTCPPortReusedAfterServerClose(t *testing.T) {
 				d.LocalAddr = c.LocalAddr() // the next one comes from the same port
 				c.SetDeadline(time.Now().Add(5 * time.Second))
 				fmt.Fprintf(c, "%d %d\n", 1000, i+1)
-				n, err := io.Copy(io.Discard, c) // the server sends, then closes
+				got, err := io.Copy(io.Discard, c) // the server sends, then closes
 				c.Close()
-				if err != nil || n != 1000 {
-					t.Fatalf("connection %d: %d bytes, %v; want 1000 and the server's close", i+1, n, err)
+				if err != nil || got != 1000 {
+					t.Fatalf("connection %d: %d bytes, %v; want 1000 and the server's close", i+1, got, err)
 				}
+			}
+			// Each connection ended cleanly, the one before a reuse too.
+			src, dst := d.LocalAddr.String(), net.JoinHostPort(fam.server, "7003")
+			var reasons map[string]int
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				reasons = map[string]int{}
+				for _, e := range readEvents(t, gw.Log) {
+					if flowEvent("close", src, dst)(e) {
+						reasons[e.str("reason")]++
+					}
+				}
+				if reasons["fin"] == n || time.Now().After(deadline) {
+					break
+				}
+			}
+			if reasons["fin"] != n || len(reasons) != 1 {
+				t.Errorf("close events of the %d connections by reason: %v, want all fin", n, reasons)
 			}
 		})
 	}

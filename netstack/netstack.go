@@ -138,11 +138,7 @@ func New(cfg Config) (*Gateway, error) {
 // inspect sees each checked packet from the device before the stack does;
 // true means it was consumed.
 func (g *Gateway) inspect(pkt []byte) bool {
-	if g.icmp.intercept(pkt) {
-		return true
-	}
-	g.tcp.freeTimeWait(pkt)
-	return false
+	return g.icmp.intercept(pkt) || g.tcp.freeTimeWait(pkt)
 }
 
 // SetPolicy replaces the policy for flows judged from now on. Remembered

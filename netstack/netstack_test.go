@@ -164,6 +164,12 @@ func TestTCPSYNRetiresTimeWait(t *testing.T) {
 	if !seg.SYN || !seg.ACK || seg.Ack != 90001 {
 		t.Fatalf("want a SYN-ACK for the new connection, got %+v", seg)
 	}
+	// The old flow ended as it did, whether its relay had read the
+	// client's FIN before the SYN came or not.
+	waitFor(t, func() bool { return len(h.ev.closeList()) >= 1 })
+	if st := h.ev.closeList()[0]; st.Reason != reasonFIN {
+		t.Errorf("the first flow ended with %q, want %q", st.Reason, reasonFIN)
+	}
 }
 
 func TestTCPDialFailureRSTs(t *testing.T) {

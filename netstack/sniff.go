@@ -76,7 +76,7 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 		h.g.flows.remove(tf.id)
 		return
 	}
-	h.run(tf, ep, client, up, first)
+	h.run(tf, id, ep, client, up, first)
 }
 
 // readName reads from c until its bytes hold a TLS ClientHello or an HTTP

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,8 +28,9 @@ type tcpHandler struct {
 	g   *Gateway
 	fwd *tcp.Forwarder
 
-	mu      sync.Mutex // guards pending
-	pending map[stack.TransportEndpointID]*tcpFlow
+	mu       sync.Mutex // guards pending and relaying
+	pending  map[stack.TransportEndpointID]*tcpFlow
+	relaying map[stack.TransportEndpointID]*relayed
 
 	handshakes sync.Mutex // guards the following fields
 	stopping   bool       // stopHandshakes was called: start no more
@@ -45,8 +47,14 @@ type tcpFlow struct {
 	sniff   bool // judged after its first bytes (the verdict may depend on its name)
 }
 
+// relayed is a flow whose relay still has its endpoint.
+type relayed struct {
+	done chan struct{} // closed once the relay has let go of it
+	held bool          // a SYN for the same 4-tuple waits for done
+}
+
 func newTCPHandler(g *Gateway) *tcpHandler {
-	h := &tcpHandler{g: g, pending: make(map[stack.TransportEndpointID]*tcpFlow)}
+	h := &tcpHandler{g: g, pending: make(map[stack.TransportEndpointID]*tcpFlow), relaying: make(map[stack.TransportEndpointID]*relayed)}
 	// The forwarder's own in-flight cap is set above ours so that our
 	// limit (with its RST and its count) is the one that applies.
 	h.fwd = tcp.NewForwarder(g.stack, 0, g.cfg.Limits.MaxPendingTCP+64, func(r *tcp.ForwarderRequest) {
@@ -166,7 +174,7 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.g.flows.remove(tf.id)
 		return
 	}
-	h.run(tf, ep, gonet.NewTCPConn(wq, ep), up, nil)
+	h.run(tf, id, ep, gonet.NewTCPConn(wq, ep), up, nil)
 }
 
 // accept completes the client's handshake (or fails it) and ends the
@@ -220,24 +228,28 @@ func (h *tcpHandler) stopHandshakes(timeout time.Duration) {
 }
 
 // freeTimeWait lets a new connection use the 4-tuple of one that has just
-// closed. When the client's side closed last, its endpoint passes through
-// TIME_WAIT until a timer fires (newStack sets no wait), and the stack hands
-// a SYN that meets it only to a listener: with none, the SYN is lost and
-// the client sends it again a second later. So such an endpoint is aborted
-// before the SYN goes in. The RST it sends belongs to the old connection;
-// the client's new one, waiting for its SYN-ACK, drops it. pkt is a checked
-// IP packet.
+// closed, and reports whether it took pkt to deliver later. When the
+// client's side closed last, its endpoint passes through TIME_WAIT until a
+// timer fires (newStack sets no wait), and the stack hands a SYN that
+// meets it only to a listener: with none, the SYN is lost and the client
+// sends it again a second later. So such an endpoint is aborted before the
+// SYN goes in. The RST it sends belongs to the old connection; the
+// client's new one, waiting for its SYN-ACK, drops it. pkt is a checked IP
+// packet.
 //
 // The stack acknowledges the client's FIN before it moves the endpoint on,
 // and the client may have its next SYN out before then: an endpoint that
-// has sent its FIN is looked at again once the stack has let go of it.
-func (h *tcpHandler) freeTimeWait(pkt []byte) {
+// has sent its FIN is looked at again once the stack has let go of it. The
+// SYN may also come before the flow's relay has read that FIN; aborted
+// then, the flow would end as reset. The SYN then waits (on a worker, up
+// to a second) for the relay to finish.
+func (h *tcpHandler) freeTimeWait(pkt []byte) bool {
 	src, dst, proto, seg, frag, ok := upperLayer(pkt)
 	if !ok || frag || proto != protoTCP || len(seg) < header.TCPMinimumSize {
-		return
+		return false
 	}
 	if header.TCPFlags(seg[header.TCPFlagsOffset])&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) != header.TCPFlagSyn {
-		return
+		return false
 	}
 	netProto := header.IPv4ProtocolNumber
 	if len(src) == header.IPv6AddressSize {
@@ -250,22 +262,68 @@ func (h *tcpHandler) freeTimeWait(pkt []byte) {
 		RemoteAddress: tcpip.AddrFromSlice(src),
 	}
 	ep, _ := h.g.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint)
-	if ep == nil {
-		return
+	if ep == nil || !inTimeWait(ep) {
+		return false
 	}
-	switch state := ep.EndpointState(); state {
-	case tcp.StateFinWait1, tcp.StateFinWait2, tcp.StateClosing:
-		ep.LockUser()
-		state = ep.EndpointState()
-		ep.UnlockUser()
-		if state != tcp.StateTimeWait {
+	h.mu.Lock()
+	r := h.relaying[id]
+	held := r != nil && r.held
+	if r != nil {
+		r.held = true
+	}
+	h.mu.Unlock()
+	switch {
+	case r == nil:
+		ep.Abort()
+		return false
+	case held:
+		return true // one SYN waits already; the client sends it again
+	}
+	syn := slices.Clone(pkt)
+	h.g.workers.run(func() {
+		select {
+		case <-r.done:
+		case <-time.After(time.Second):
+		case <-h.g.ctx.Done():
 			return
 		}
+		if ep.EndpointState() == tcp.StateTimeWait {
+			ep.Abort()
+		}
+		h.g.ep.inject(netProto, syn)
+	})
+	return true
+}
+
+// inTimeWait reports whether ep is in TIME_WAIT, or was about to enter it
+// while the stack held it.
+func inTimeWait(ep *tcp.Endpoint) bool {
+	switch ep.EndpointState() {
 	case tcp.StateTimeWait:
-	default:
-		return
+		return true
+	case tcp.StateFinWait1, tcp.StateFinWait2, tcp.StateClosing:
+		ep.LockUser()
+		defer ep.UnlockUser()
+		return ep.EndpointState() == tcp.StateTimeWait
 	}
-	ep.Abort()
+	return false
+}
+
+// relayStarted notes that the relay of the flow with endpoint id has started,
+// and returns what to call once it has let go of the endpoint.
+func (h *tcpHandler) relayStarted(id stack.TransportEndpointID) (finished func()) {
+	r := &relayed{done: make(chan struct{})}
+	h.mu.Lock()
+	h.relaying[id] = r
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		if h.relaying[id] == r {
+			delete(h.relaying, id)
+		}
+		h.mu.Unlock()
+		close(r.done)
+	}
 }
 
 // dialFailed reports the end of a flow whose upstream dial failed.
@@ -276,7 +334,8 @@ func (h *tcpHandler) dialFailed(tf *tcpFlow, err error) {
 // run relays an established flow and reports its end. first holds bytes
 // already read from the client (while learning the name), to go upstream
 // before the rest.
-func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net.Conn, first []byte) {
+func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, ep tcpip.Endpoint, client net.Conn, up net.Conn, first []byte) {
+	finished := h.relayStarted(id)
 	var dns *dnsStream
 	if isDNS(tf.flow) {
 		lc := &lockedConn{Conn: client}
@@ -303,6 +362,7 @@ func (h *tcpHandler) run(tf *tcpFlow, ep tcpip.Endpoint, client net.Conn, up net
 	} else {
 		tf.relay.stop(reasonRST)
 	}
+	finished()
 	h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{
 		BytesOut: tf.relay.out.Load(),
 		BytesIn:  tf.relay.in.Load(),
