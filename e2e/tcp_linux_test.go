@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunwall/tunwall/e2e/lab"
 )
 
 // TestTCPPortReusedAfterServerClose opens connections one after another
@@ -79,5 +82,55 @@ func dialAgain(d *net.Dialer, addr string) (net.Conn, error) {
 			return c, err
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTCPIdleAndKeepalive: with tcp_idle at 2 s, a flow that moves nothing
+// is reset as idle, while one whose client sends TCP keepalive probes
+// (every second) lives on without moving a byte, as through a router,
+// and still works afterwards.
+func TestTCPIdleAndKeepalive(t *testing.T) {
+	l := routedLab(t, "twi")
+	tw := launch(t, l, routed("info", "limits: {tcp_idle: 2s}\npolicy: {default: allow}\n"))
+	echo := func(d *net.Dialer) (net.Conn, *bufio.Reader) {
+		t.Helper()
+		c, err := l.DialWith(l.Gateway, d, "tcp", hostPort(lab.ServerV4, "7001"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		br := bufio.NewReader(c)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "hello\n"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := br.ReadString('\n'); err != nil || got != "hello\n" {
+			t.Fatalf("echo: %q %v", got, err)
+		}
+		return c, br
+	}
+	kept, keptReader := echo(&net.Dialer{Timeout: 3 * time.Second, KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 5}})
+	plain, _ := echo(&net.Dialer{Timeout: 3 * time.Second, KeepAlive: -1})
+	quiet := time.Now()
+
+	// The quiet flow is reset once idle.
+	plain.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := plain.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("quiet flow: read %v, want a reset", err)
+	}
+	e := waitEvent(t, tw.Log, flowEvent("close", plain.LocalAddr().String(), plain.RemoteAddr().String()))
+	if e.str("reason") != "idle" {
+		t.Errorf("quiet flow closed with reason %q, want idle", e.str("reason"))
+	}
+
+	// Three idle times without a byte: the flow with keepalives still
+	// echoes.
+	time.Sleep(time.Until(quiet.Add(6 * time.Second)))
+	kept.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(kept, "still there\n"); err != nil {
+		t.Fatalf("flow with keepalives: %v", err)
+	}
+	if got, err := keptReader.ReadString('\n'); err != nil || got != "still there\n" {
+		t.Fatalf("flow with keepalives, after %v without a byte: %q %v", time.Since(quiet).Round(time.Second), got, err)
 	}
 }

@@ -13,8 +13,9 @@ import (
 // routing can send them around the TUN) and, if iface is set, bound to it.
 func hostDialer(mark uint32, iface string) DialFunc {
 	// No TCP keepalive: the client's own keepalives end at the gateway's
-	// stack, idle flows are ended by limits.tcp_idle, and the four
-	// setsockopt calls per flow would cost connection rate.
+	// stack (where they keep the flow from idling out), idle flows are
+	// ended by limits.tcp_idle, and the four setsockopt calls per flow
+	// would cost connection rate.
 	d := &net.Dialer{Control: socketControl(mark, iface), KeepAlive: -1}
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		if network == "tcp" {
@@ -58,4 +59,24 @@ func setEgress(fd int, mark uint32, iface string) error {
 		}
 	}
 	return nil
+}
+
+// segmentsIn returns how many TCP segments the host socket behind c has
+// received, keepalive probes included (TCP_INFO), or 0 if it cannot tell.
+func segmentsIn(c net.Conn) uint64 {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			n = uint64(info.Segs_in)
+		}
+	})
+	return n
 }

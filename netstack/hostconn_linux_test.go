@@ -227,3 +227,41 @@ func waitSynSent(t *testing.T, port uint16) {
 	}
 	t.Fatal("the dial never started connecting")
 }
+
+// TestSegmentsIn: the count of segments an upstream socket received grows
+// with what the server sends, for tunwall's own dial and net.Dialer's.
+func TestSegmentsIn(t *testing.T) {
+	for _, dial := range []struct {
+		name string
+		dial func(ap netip.AddrPort) (net.Conn, error)
+	}{
+		{"dialTCP", func(ap netip.AddrPort) (net.Conn, error) { return dialTCP(context.Background(), ap, 0, "") }},
+		{"net.Dialer", func(ap netip.AddrPort) (net.Conn, error) { return net.Dial("tcp", ap.String()) }},
+	} {
+		t.Run(dial.name, func(t *testing.T) {
+			ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
+			send := make(chan struct{})
+			serveOne(t, ln, func(s net.Conn) {
+				<-send
+				s.Write([]byte("x"))
+				io.Copy(io.Discard, s)
+			})
+			c, err := dial.dial(ap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			before := segmentsIn(c)
+			if before == 0 {
+				t.Fatal("no segments counted after the handshake")
+			}
+			close(send)
+			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			if after := segmentsIn(c); after <= before {
+				t.Errorf("%d segments after the server's byte, %d before", after, before)
+			}
+		})
+	}
+}

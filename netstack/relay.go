@@ -29,6 +29,11 @@ type relay struct {
 	client, upstream side
 	datagram         bool // UDP: copy datagrams, no half-close, ends only by idle/close
 	idle             time.Duration
+	// packets (TCP), if set, counts the segments both sides have received
+	// so far, keepalive probes included: a flow that moves no byte but
+	// still carries packets is not idle, as for a router's connection
+	// tracking. It is looked at every quarter of the idle time.
+	packets func() uint64
 	// Filters (DNS): each sees what one direction read and returns what to
 	// pass on, which may be less (or, for a stream, held back for later).
 	outFilter, inFilter func(b []byte) []byte
@@ -40,6 +45,8 @@ type relay struct {
 	reason   string      // first reason to end the flow wins
 	timer    *time.Timer // idle timer
 	finished bool        // run has returned; the timer must not re-arm
+	seen     uint64      // packets() when the idle timer last ran
+	seenAt   time.Time   // when the idle timer first saw that count
 
 	stopOnce sync.Once
 }
@@ -50,7 +57,12 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }
 func (r *relay) run() string {
 	r.touch()
 	r.mu.Lock()
-	r.timer = time.AfterFunc(r.idle, r.checkIdle)
+	first := r.idle
+	if r.packets != nil {
+		r.seen, r.seenAt = r.packets(), time.Now()
+		first = r.idle / 4
+	}
+	r.timer = time.AfterFunc(first, r.checkIdle)
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -143,15 +155,32 @@ func (r *relay) counts() (out, in int64, last time.Time) {
 }
 
 // checkIdle runs on the idle timer: it ends an idle flow or re-arms itself.
+// A flow is active when it moved a byte, or (packets set) when the timer
+// saw its packet count change; it ends once it has not been active for the
+// idle time. A packet is seen a quarter of the idle time late at most, so
+// a flow that only carries packets ends up to 1.25 idle times after its
+// last one.
 func (r *relay) checkIdle() {
-	since := time.Duration(time.Now().UnixNano() - r.last.Load())
+	now := time.Now()
 	r.mu.Lock()
 	if r.finished {
 		r.mu.Unlock()
 		return
 	}
-	if since < r.idle {
-		r.timer.Reset(r.idle - since)
+	active := time.Unix(0, r.last.Load())
+	if r.packets != nil {
+		if n := r.packets(); n != r.seen {
+			r.seen, r.seenAt = n, now
+		}
+		if r.seenAt.After(active) {
+			active = r.seenAt
+		}
+	}
+	if left := r.idle - now.Sub(active); left > 0 {
+		if r.packets != nil {
+			left = min(left, r.idle/4)
+		}
+		r.timer.Reset(left)
 		r.mu.Unlock()
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -231,5 +232,42 @@ func TestRelayWriteRefused(t *testing.T) {
 		if reported != tc.reported || len(up.writes()) != tc.sent || r.out.Load() != int64(5*tc.sent) {
 			t.Errorf("%d refusals: reported %d, sent %d (%d bytes); want %d, %d", tc.fails, reported, len(up.writes()), r.out.Load(), tc.reported, tc.sent)
 		}
+	}
+}
+
+// TestRelayKeepaliveNotIdle: a TCP flow that moves no byte but still
+// carries packets (keepalive probes) is not idle; once they stop, it ends
+// as idle.
+func TestRelayKeepaliveNotIdle(t *testing.T) {
+	const idle = 50 * time.Millisecond
+	a, aPeer := net.Pipe()
+	b, bPeer := net.Pipe()
+	defer aPeer.Close()
+	defer bPeer.Close()
+	var probes atomic.Uint64
+	r := &relay{
+		client:   side{conn: a},
+		upstream: side{conn: b},
+		idle:     idle,
+		packets:  probes.Load,
+	}
+	ended := make(chan string, 1)
+	go func() { ended <- r.run() }()
+	// A probe every fifth of the idle time, for ten idle times.
+	for range 50 {
+		probes.Add(1)
+		select {
+		case reason := <-ended:
+			t.Fatalf("ended (%s) while probes came; %d probes", reason, probes.Load())
+		case <-time.After(idle / 5):
+		}
+	}
+	select {
+	case reason := <-ended:
+		if reason != reasonIdle {
+			t.Errorf("ended by %q, want %q", reason, reasonIdle)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still relaying 5 s after the last probe")
 	}
 }

@@ -345,6 +345,7 @@ func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, ep tcpip.End
 		client:   side{conn: client, abort: ep.Abort},
 		upstream: side{conn: up, abort: func() { abortTCP(up) }},
 		idle:     h.g.cfg.Limits.TCPIdle,
+		packets:  func() uint64 { return ep.Stats().(*tcp.Stats).SegmentsReceived.Value() + segmentsIn(up) },
 	}
 	if dns != nil {
 		tf.relay.outFilter, tf.relay.inFilter = dns.fromClient, dns.fromServer
