@@ -291,8 +291,20 @@ func (h *tcpHandler) freeTimeWait(pkt []byte) bool {
 			ep.Abort()
 		}
 		h.g.ep.inject(netProto, syn)
+		h.mu.Lock()
+		r.held = false
+		h.mu.Unlock()
 	})
 	return true
+}
+
+// segmentsReceived returns how many segments the stack's endpoint ep has
+// received from the client.
+func segmentsReceived(ep tcpip.Endpoint) uint64 {
+	if st, ok := ep.Stats().(*tcp.Stats); ok {
+		return st.SegmentsReceived.Value()
+	}
+	return 0
 }
 
 // inTimeWait reports whether ep is in TIME_WAIT, or was about to enter it
@@ -345,7 +357,7 @@ func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, ep tcpip.End
 		client:   side{conn: client, abort: ep.Abort},
 		upstream: side{conn: up, abort: func() { abortTCP(up) }},
 		idle:     h.g.cfg.Limits.TCPIdle,
-		packets:  func() uint64 { return ep.Stats().(*tcp.Stats).SegmentsReceived.Value() + segmentsIn(up) },
+		packets:  func() uint64 { return segmentsReceived(ep) + segmentsIn(up) },
 	}
 	if dns != nil {
 		tf.relay.outFilter, tf.relay.inFilter = dns.fromClient, dns.fromServer
