@@ -58,7 +58,7 @@ func TestCheckBrokenConfigs(t *testing.T) {
 
 func TestCheckGoodConfig(t *testing.T) {
 	out, stderr, code := tunwallCLI(t, "check", "-c", "testdata/gateway.yaml")
-	if code != 0 || !strings.Contains(out, "ok (7 rules, default deny") {
+	if code != 0 || !strings.Contains(out, "ok (8 rules, default deny") {
 		t.Fatalf("check of the suite's own config: exit %d\n%s%s", code, out, stderr)
 	}
 }

@@ -734,7 +734,7 @@ func TestRouteAllNoLoop(t *testing.T) {
 	l := routedLab(t, "twn")
 	gw := l.Gateway
 	tw := launch(t, l, routed("debug", "policy: {default: allow}\n"))
-	const nowhere = "10.77.3.1:9" // in the lab's range, on no link: main has no route
+	const nowhere = "10.77.4.1:9" // in the lab's range, on no link: main has no route
 	if r := probe(t, l, gw, 0, "udp", nowhere); r.OK || r.Errno != "ECONNREFUSED" {
 		t.Errorf("udp to %s: %+v, want refused (tunwall's upstream is unreachable)", nowhere, r)
 	}

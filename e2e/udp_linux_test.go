@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -61,6 +62,84 @@ func TestUDPErrorsPassedOn(t *testing.T) {
 				t.Errorf("queued error: %+v; want ICMP type %d code %d from %s quoting %q", q, tc.typ, tc.code, tc.addr, "anyone?")
 			}
 			assertVerdict(t, c.LocalAddr().String(), c.RemoteAddr().String(), "allow", "udp-absent")
+		})
+	}
+}
+
+// TestUDPHopsPassedOn: a datagram that reaches tunwall with its TTL (hop
+// limit) nearly spent goes upstream with what is left, as through a
+// router, so the router where it runs out answers with Time Exceeded and
+// the client hears it from that router: traceroute sees the hops behind
+// tunwall. The client sends with 2; the gateway's forwarding into the TUN
+// takes one, and the server, forwarding towards the network behind it,
+// finds none left.
+//
+// The server answers from one of its two addresses on that link (for IPv6
+// the kernel picks one), so either is the router's.
+func TestUDPHopsPassedOn(t *testing.T) {
+	need(t)
+	for _, tc := range []struct {
+		addr       string
+		router     [2]string
+		typ        uint8
+		level, opt int
+		hops       int
+	}{
+		{lab.Far4, [2]string{lab.ServerV4, lab.ServerAlt4}, 11, unix.IPPROTO_IP, unix.IP_RECVERR, unix.IP_TTL},
+		{lab.Far6, [2]string{lab.ServerV6, lab.ServerAlt6}, 3, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, unix.IPV6_UNICAST_HOPS},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			c, err := dialClient(t, "udp", net.JoinHostPort(tc.addr, "7001"), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, err := c.(syscall.Conn).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc.Control(func(fd uintptr) {
+				err = errors.Join(unix.SetsockoptInt(int(fd), tc.level, tc.opt, 1), unix.SetsockoptInt(int(fd), tc.level, tc.hops, 2))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write([]byte("hops?")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Read(make([]byte, 64)); !errors.Is(err, syscall.EHOSTUNREACH) {
+				t.Fatalf("read: %v, want EHOSTUNREACH (time exceeded)", err)
+			}
+			var q queuedError
+			rc.Control(func(fd uintptr) { q, err = readErrQueue(int(fd)) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if from := q.from.String(); q.typ != tc.typ || q.code != 0 || from != tc.router[0] && from != tc.router[1] || string(q.data) != "hops?" {
+				t.Errorf("queued error: type %d code %d from %s quoting %q; want ICMP type %d code 0 from %s quoting %q",
+					q.typ, q.code, q.from, q.data, tc.typ, tc.router, "hops?")
+			}
+		})
+	}
+}
+
+// TestPingHopsPassedOn: the same for echo requests, as traceroute -I and
+// ping -t send them.
+func TestPingHopsPassedOn(t *testing.T) {
+	need(t)
+	for _, tc := range []struct {
+		addr   string
+		router [2]string
+		want   string
+	}{
+		{lab.Far4, [2]string{lab.ServerV4, lab.ServerAlt4}, " icmp_seq=1 Time to live exceeded"},
+		{lab.Far6, [2]string{lab.ServerV6, lab.ServerAlt6}, " icmp_seq=1 Time exceeded: Hop limit"},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			out, _ := lb.Run(lb.Client, "ping", "-n", "-c", "1", "-t", "2", "-W", "5", tc.addr)
+			if !strings.Contains(out, "From "+tc.router[0]+tc.want) && !strings.Contains(out, "From "+tc.router[1]+tc.want) {
+				t.Errorf("ping -t 2 %s: want %q from %s, got:\n%s", tc.addr, tc.want, tc.router, out)
+			}
 		})
 	}
 }

@@ -59,6 +59,21 @@ func upperLayer(pkt []byte) (src, dst []byte, proto uint8, payload []byte, frag,
 	return pkt[8:24], pkt[24:40], next, pkt[off:end], false, true
 }
 
+// reachHops is the initial TTL (hop limit) of Linux, macOS and the BSDs.
+// A packet that reaches tunwall with less asks for less reach: a
+// traceroute probe, or one that took a hop through this host's forwarding
+// already. Its upstream socket sends with what is left, as a router passes
+// a packet on; a packet with more goes with the host's default.
+const reachHops = 64
+
+// hopLimit returns the TTL (IPv4) or hop limit (IPv6) of a checked packet.
+func hopLimit(pkt []byte) uint8 {
+	if pkt[0]>>4 == 4 {
+		return pkt[8]
+	}
+	return pkt[7]
+}
+
 // pseudoHeader sums the TCP/UDP/ICMPv6 pseudo-header.
 func pseudoHeader(src, dst []byte, proto uint8, length int) uint16 {
 	sum := checksum.Checksum(src, 0)

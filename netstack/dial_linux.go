@@ -80,3 +80,25 @@ func segmentsIn(c net.Conn) uint64 {
 	})
 	return n
 }
+
+// setHops sets the TTL (IPv4) or unicast hop limit (IPv6) of the socket
+// fd; -1 is the host's default.
+func setHops(fd int, v6 bool, hops int) error {
+	if v6 {
+		return unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, hops)
+	}
+	return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, hops)
+}
+
+// limitHops has the upstream socket behind c send with the hops a client
+// packet had left, if that is less than reachHops.
+func limitHops(c net.Conn, v6 bool, hops uint8) {
+	if hops >= reachHops {
+		return
+	}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { setHops(int(fd), v6, int(hops)) })
+		}
+	}
+}

@@ -30,3 +30,6 @@ func queuedDatagramError(net.Conn) *ICMPError { return nil }
 // segmentsIn would read the socket's TCP_INFO, a Linux feature: keepalive
 // probes from the server do not keep a flow from being idle here.
 func segmentsIn(net.Conn) uint64 { return 0 }
+
+// limitHops would pass a client's TTL on upstream; not done here yet.
+func limitHops(net.Conn, bool, uint8) {}

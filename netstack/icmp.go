@@ -48,6 +48,10 @@ func (e *ICMPError) Error() string {
 	return fmt.Sprintf("icmp type %d code %d from %s for echo %d", e.Type, e.Code, e.From, e.Seq)
 }
 
+// hopLimiter is an EchoConn that can send its requests with the TTL (hop
+// limit) the client's request had left (see reachHops).
+type hopLimiter interface{ SetHopLimit(hops uint8) error }
+
 // PingFunc opens an EchoConn towards dst.
 type PingFunc func(ctx context.Context, dst netip.Addr) (EchoConn, error)
 
@@ -191,6 +195,9 @@ func (h *icmpHandler) unreachable(req *echoRequest, prohibited bool) {
 // write belongs to an earlier request: it is passed on and the request
 // sent once more.
 func (fl *icmpFlow) send(req *echoRequest) {
+	if hl, ok := fl.conn.(hopLimiter); ok {
+		hl.SetHopLimit(hopLimit(req.raw))
+	}
 	for try := 0; ; try++ {
 		err := fl.conn.WriteEcho(req.seq, req.payload)
 		if err == nil {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,7 +50,7 @@ func hostPinger(mark uint32, iface string) PingFunc {
 			unix.Close(fd)
 			return nil, fmt.Errorf("icmp socket: %w", err)
 		}
-		c := &pingConn{f: os.NewFile(uintptr(fd), "icmp"), v6: dst.Is6(), raw: raw, id: uint16(rand.Uint32())}
+		c := &pingConn{f: os.NewFile(uintptr(fd), "icmp"), v6: dst.Is6(), raw: raw, id: uint16(rand.Uint32()), hops: -1}
 		return c, nil
 	}
 }
@@ -65,11 +66,39 @@ func sockaddr(a netip.Addr) unix.Sockaddr {
 // the kernel and see only their own replies; raw sockets see every ICMP
 // message from the destination and keep those carrying their own id.
 type pingConn struct {
-	f   *os.File
-	v6  bool
-	raw bool
-	id  uint16
-	buf [65536]byte
+	f      *os.File
+	v6     bool
+	raw    bool
+	id     uint16
+	hopsMu sync.Mutex
+	hops   int // the socket's TTL or hop limit; -1: the host's default
+	buf    [65536]byte
+}
+
+// SetHopLimit has the next requests sent with hops, if less than
+// reachHops, else with the host's default. Only a change costs a call.
+func (c *pingConn) SetHopLimit(hops uint8) error {
+	want := int(hops)
+	if hops >= reachHops {
+		want = -1
+	}
+	c.hopsMu.Lock()
+	defer c.hopsMu.Unlock()
+	if want == c.hops {
+		return nil
+	}
+	rc, err := c.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = setHops(int(fd), c.v6, want) }); err != nil {
+		return err
+	}
+	if serr == nil {
+		c.hops = want
+	}
+	return serr
 }
 
 func (c *pingConn) WriteEcho(seq uint16, payload []byte) error {

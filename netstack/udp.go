@@ -53,6 +53,9 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		h.release(fid)
 		return false
 	}
+	if nh := pkt.NetworkHeader().Slice(); len(nh) > 0 {
+		limitHops(up, f.Dst.Addr().Is6(), hopLimit(nh))
+	}
 	var wq waiter.Queue
 	ep, terr := udp.NewForwarderRequest(h.g.stack, id, pkt).CreateEndpoint(&wq)
 	if terr != nil {

@@ -5,6 +5,11 @@
 //	10.77.1.2          10.77.1.1  10.77.2.1  10.77.2.2
 //	fd77:1::2          fd77:1::1  fd77:2::1  fd77:2::2
 //
+// Behind the server lies one more network, 10.77.3.0/24 and fd77:3::/64,
+// that the server forwards to a neighbour that is not there: a packet sent
+// to it with a TTL of 1 from the gateway gets a Time Exceeded from the
+// server, as from a router on the way.
+//
 // The gateway forwards between its veths (the kernel path). Route sends
 // everything arriving from the client into a TUN device instead (the
 // tunwall path): an "ip rule iif g0" points at a table whose default
@@ -41,6 +46,9 @@ const (
 	// Absent4 and Absent6 are on the server's link but belong to no host.
 	Absent4 = "10.77.2.99"
 	Absent6 = "fd77:2::99"
+	// Far4 and Far6 are in the network behind the server.
+	Far4 = "10.77.3.1"
+	Far6 = "fd77:3::1"
 
 	// Table is the gateway's routing table for traffic sent into the TUN.
 	Table = "100"
@@ -91,7 +99,11 @@ func New(prefix string) (*Lab, error) {
 	host(l.Server, "s0", ServerV4, ServerV6, GwServer4, "fd77:2::1")
 	steps = append(steps,
 		l.in(l.Server, "ip", "addr", "add", ServerAlt4+"/24", "dev", "s0"),
-		l.in(l.Server, "ip", "addr", "add", ServerAlt6+"/64", "dev", "s0", "nodad"))
+		l.in(l.Server, "ip", "addr", "add", ServerAlt6+"/64", "dev", "s0", "nodad"),
+		// The network behind the server.
+		l.in(l.Server, "ip", "route", "add", "10.77.3.0/24", "via", Absent4),
+		l.in(l.Server, "ip", "-6", "route", "add", "fd77:3::/64", "via", Absent6),
+		l.in(l.Server, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"))
 	g := l.Gateway
 	steps = append(steps,
 		l.in(g, "ip", "link", "set", "lo", "up"),
@@ -101,6 +113,8 @@ func New(prefix string) (*Lab, error) {
 		l.in(g, "ip", "addr", "add", "fd77:2::1/64", "dev", "g1", "nodad"),
 		l.in(g, "ip", "link", "set", "g0", "up"),
 		l.in(g, "ip", "link", "set", "g1", "up"),
+		l.in(g, "ip", "route", "add", "10.77.3.0/24", "via", ServerV4),
+		l.in(g, "ip", "-6", "route", "add", "fd77:3::/64", "via", ServerV6),
 		// Forwarding on; reverse-path filtering off, because replies come
 		// out of the TUN with the server's address as source.
 		l.in(g, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
