@@ -33,30 +33,9 @@ func TestUDPErrorsPassedOn(t *testing.T) {
 	} {
 		t.Run(tc.addr, func(t *testing.T) {
 			t.Parallel()
-			c, err := dialClient(t, "udp", net.JoinHostPort(tc.addr, "7001"), time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rc, err := c.(syscall.Conn).SyscallConn()
-			if err != nil {
-				t.Fatal(err)
-			}
-			rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), tc.level, tc.opt, 1) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := c.Write([]byte("anyone?")); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c.Read(make([]byte, 64)); !errors.Is(err, syscall.EHOSTUNREACH) {
-				t.Fatalf("read: %v, want EHOSTUNREACH", err)
-			}
-			var q queuedError
-			rc.Control(func(fd uintptr) { q, err = readErrQueue(int(fd)) })
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, q := erroredDatagram(t, net.JoinHostPort(tc.addr, "7001"), "anyone?", func(fd int) error {
+				return unix.SetsockoptInt(fd, tc.level, tc.opt, 1)
+			})
 			if q.origin != unix.SO_EE_ORIGIN_ICMP && q.origin != unix.SO_EE_ORIGIN_ICMP6 || q.typ != tc.typ || q.code != tc.code ||
 				q.from.String() != tc.addr || string(q.data) != "anyone?" {
 				t.Errorf("queued error: %+v; want ICMP type %d code %d from %s quoting %q", q, tc.typ, tc.code, tc.addr, "anyone?")
@@ -89,32 +68,9 @@ func TestUDPHopsPassedOn(t *testing.T) {
 		{lab.Far6, [2]string{lab.ServerV6, lab.ServerAlt6}, 3, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, unix.IPV6_UNICAST_HOPS},
 	} {
 		t.Run(tc.addr, func(t *testing.T) {
-			c, err := dialClient(t, "udp", net.JoinHostPort(tc.addr, "7001"), time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rc, err := c.(syscall.Conn).SyscallConn()
-			if err != nil {
-				t.Fatal(err)
-			}
-			rc.Control(func(fd uintptr) {
-				err = errors.Join(unix.SetsockoptInt(int(fd), tc.level, tc.opt, 1), unix.SetsockoptInt(int(fd), tc.level, tc.hops, 2))
+			_, q := erroredDatagram(t, net.JoinHostPort(tc.addr, "7001"), "hops?", func(fd int) error {
+				return errors.Join(unix.SetsockoptInt(fd, tc.level, tc.opt, 1), unix.SetsockoptInt(fd, tc.level, tc.hops, 2))
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write([]byte("hops?")); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c.Read(make([]byte, 64)); !errors.Is(err, syscall.EHOSTUNREACH) {
-				t.Fatalf("read: %v, want EHOSTUNREACH (time exceeded)", err)
-			}
-			var q queuedError
-			rc.Control(func(fd uintptr) { q, err = readErrQueue(int(fd)) })
-			if err != nil {
-				t.Fatal(err)
-			}
 			if from := q.from.String(); q.typ != tc.typ || q.code != 0 || from != tc.router[0] && from != tc.router[1] || string(q.data) != "hops?" {
 				t.Errorf("queued error: type %d code %d from %s quoting %q; want ICMP type %d code 0 from %s quoting %q",
 					q.typ, q.code, q.from, q.data, tc.typ, tc.router, "hops?")
@@ -142,6 +98,39 @@ func TestPingHopsPassedOn(t *testing.T) {
 			}
 		})
 	}
+}
+
+// erroredDatagram sends msg to addr from a connected client socket,
+// set up by set (which must turn on IP_RECVERR or IPV6_RECVERR), and
+// returns the socket and the entry that the ICMP error coming back leaves
+// in its error queue. The client's read must fail with EHOSTUNREACH.
+func erroredDatagram(t *testing.T, addr, msg string, set func(fd int) error) (net.Conn, queuedError) {
+	t.Helper()
+	c, err := dialClient(t, "udp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) { err = set(int(fd)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 64)); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("read: %v, want EHOSTUNREACH", err)
+	}
+	var q queuedError
+	rc.Control(func(fd uintptr) { q, err = readErrQueue(int(fd)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, q
 }
 
 // queuedError is an entry of a socket's error queue.
