@@ -61,20 +61,26 @@ func setEgress(fd int, mark uint32, iface string) error {
 	return nil
 }
 
-// segmentsIn returns how many TCP segments the host socket behind c has
-// received, keepalive probes included (TCP_INFO), or 0 if it cannot tell.
-func segmentsIn(c net.Conn) uint64 {
+// withFD runs fn with the file descriptor of the host socket behind c (a
+// net.Conn or *os.File of one), and reports whether it could.
+func withFD(c any, fn func(fd int)) bool {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return 0
+		return false
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return 0
+		return false
 	}
+	return rc.Control(func(fd uintptr) { fn(int(fd)) }) == nil
+}
+
+// segmentsIn returns how many TCP segments the host socket behind c has
+// received, keepalive probes included (TCP_INFO), or 0 if it cannot tell.
+func segmentsIn(c net.Conn) uint64 {
 	var n uint64
-	rc.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+	withFD(c, func(fd int) {
+		if info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
 			n = uint64(info.Segs_in)
 		}
 	})
@@ -93,12 +99,7 @@ func setHops(fd int, v6 bool, hops int) error {
 // limitHops has the upstream socket behind c send with the hops a client
 // packet had left, if that is less than reachHops.
 func limitHops(c net.Conn, v6 bool, hops uint8) {
-	if hops >= reachHops {
-		return
-	}
-	if sc, ok := c.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			rc.Control(func(fd uintptr) { setHops(int(fd), v6, int(hops)) })
-		}
+	if hops < reachHops {
+		withFD(c, func(fd int) { setHops(fd, v6, int(hops)) })
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,47 +22,36 @@ func setRecvErr(fd int, v6 bool) error {
 	return nil
 }
 
-// readQueuedError takes entries off a socket's error queue up to the first
-// ICMP error and returns it with the data the kernel hands back with it
-// (the part of the datagram the error quoted). Entries of other origins
+// readQueuedError takes entries off the error queue of socket fd up to the
+// first ICMP error and returns it with the data the kernel hands back with
+// it (the part of the datagram the error quoted). Entries of other origins
 // are dropped. nil when the queue holds no ICMP error.
-func readQueuedError(rc syscall.RawConn) (*ICMPError, []byte) {
-	var e *ICMPError
-	var data []byte
-	rc.Control(func(fd uintptr) {
-		// A buffer per call: a write and a read may both get here at once.
-		buf := make([]byte, icmp6ErrorQuoteMax)
-		var oob [128]byte
-		for {
-			n, oobn, _, _, err := unix.Recvmsg(int(fd), buf, oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-			if err != nil {
-				return // the queue is empty
-			}
-			if e = parseExtendedError(oob[:oobn]); e != nil {
-				data = buf[:n]
-				return
-			}
+func readQueuedError(fd int) (*ICMPError, []byte) {
+	// A buffer per call: a write and a read may both get here at once.
+	buf := make([]byte, icmp6ErrorQuoteMax)
+	var oob [128]byte
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if err != nil {
+			return nil, nil // the queue is empty
 		}
-	})
-	return e, data
+		if e := parseExtendedError(oob[:oobn]); e != nil {
+			return e, buf[:n]
+		}
+	}
 }
 
 // queuedDatagramError returns the ICMP error waiting in the error queue of
 // conn, a UDP socket, its Payload the part of the datagram's payload that
 // the error quoted; nil if there is none or conn has no queue to read.
 func queuedDatagramError(conn net.Conn) *ICMPError {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	e, data := readQueuedError(rc)
-	if e != nil {
-		e.Payload = data // a buffer of its own
-	}
+	var e *ICMPError
+	withFD(conn, func(fd int) {
+		var data []byte
+		if e, data = readQueuedError(fd); e != nil {
+			e.Payload = data // a buffer of its own
+		}
+	})
 	return e
 }
 

@@ -87,18 +87,12 @@ func (c *pingConn) SetHopLimit(hops uint8) error {
 	if want == c.hops {
 		return nil
 	}
-	rc, err := c.f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = setHops(int(fd), c.v6, want) }); err != nil {
-		return err
-	}
-	if serr == nil {
+	err := errors.New("icmp socket closed")
+	withFD(c.f, func(fd int) { err = setHops(fd, c.v6, want) })
+	if err == nil {
 		c.hops = want
 	}
-	return serr
+	return err
 }
 
 func (c *pingConn) WriteEcho(seq uint16, payload []byte) error {
@@ -149,12 +143,10 @@ func (c *pingConn) checkQueued(err error) error {
 	if !errors.As(err, &errno) || errno == syscall.EAGAIN {
 		return err
 	}
-	rc, serr := c.f.SyscallConn()
-	if serr != nil {
-		return err
-	}
 	for {
-		e, data := readQueuedError(rc)
+		var e *ICMPError
+		var data []byte
+		withFD(c.f, func(fd int) { e, data = readQueuedError(fd) })
 		if e == nil {
 			return err // the queue is empty: err was something else
 		}
