@@ -178,17 +178,6 @@ func echoErrorOf(e *ICMPError, data []byte) *ICMPError {
 	return e
 }
 
-// parseQueuedError reads an entry of an ICMP socket's error queue: the
-// extended error in oob, the request it is about in data. Errors this host
-// raised without an ICMP message (a local MTU, say) give nil.
-func parseQueuedError(data, oob []byte) *ICMPError {
-	e := parseExtendedError(oob)
-	if e == nil {
-		return nil
-	}
-	return echoErrorOf(e, data)
-}
-
 func (c *pingConn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t) }
 
 func (c *pingConn) Close() error { return c.f.Close() }

@@ -41,6 +41,17 @@ func queuedError(t *testing.T, origin, typ, code uint8, info uint32, from netip.
 	return b
 }
 
+// parseQueuedError reads an entry of an ICMP socket's error queue the way
+// readQueuedError and checkQueued do: the extended error in oob, the
+// request it is about in data.
+func parseQueuedError(data, oob []byte) *ICMPError {
+	e := parseExtendedError(oob)
+	if e == nil {
+		return nil
+	}
+	return echoErrorOf(e, data)
+}
+
 func TestParseQueuedError(t *testing.T) {
 	echo := []byte{icmp4Echo, 0, 0, 0, 0x12, 0x34, 0, 9, 'h', 'i'} // ping socket: the request from its ICMP header
 	echo6 := append([]byte{icmp6Echo}, echo[1:]...)
