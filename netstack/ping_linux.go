@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -139,8 +138,7 @@ func (c *pingConn) ReadEcho(buf []byte) (uint16, int, error) {
 // the *ICMPError waiting in the socket's error queue. Each queued error is
 // reported once, by the read or write that comes next.
 func (c *pingConn) checkQueued(err error) error {
-	var errno syscall.Errno
-	if !errors.As(err, &errno) || errno == syscall.EAGAIN {
+	if _, ok := socketErrno(err); !ok {
 		return err
 	}
 	for {

@@ -117,8 +117,8 @@ func (h *udpHandler) run(fid uint64, f policy.Flow, v policy.Verdict, start time
 // the host's) reports only a port unreachable, as ECONNREFUSED: that one
 // is passed on with an empty datagram quoted.
 func (h *udpHandler) passOn(f policy.Flow, up net.Conn, err error) bool {
-	var errno syscall.Errno
-	if !errors.As(err, &errno) || errno == syscall.EAGAIN {
+	errno, ok := socketErrno(err)
+	if !ok {
 		return false
 	}
 	if e := queuedDatagramError(up); e != nil {
@@ -130,4 +130,15 @@ func (h *udpHandler) passOn(f policy.Flow, up net.Conn, err error) bool {
 		return true
 	}
 	return false
+}
+
+// socketErrno returns the errno in err, a socket call's error, unless there
+// is none or it is EAGAIN: an ICMP error about an earlier datagram or echo
+// request shows as such an errno.
+func socketErrno(err error) (syscall.Errno, bool) {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) || errno == syscall.EAGAIN {
+		return 0, false
+	}
+	return errno, true
 }
