@@ -243,20 +243,22 @@ func tcpSyn(t testing.TB, src, dst string) []byte {
 }
 
 func tcpSynSeq(t testing.TB, src, dst string, seq uint32) []byte {
-	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
-	ip, nl := ipLayer(s.Addr(), d.Addr(), layers.IPProtocolTCP)
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), SYN: true, Seq: seq, Window: 65535}
-	tcp.SetNetworkLayerForChecksum(nl)
-	return serialize(t, ip, tcp)
+	return tcpSegment(t, src, dst, layers.TCP{SYN: true, Seq: seq, Window: 65535}, nil)
 }
 
 // tcpFinAck is the client's FIN, acknowledging everything up to ack.
 func tcpFinAck(t testing.TB, src, dst string, seq, ack uint32) []byte {
+	return tcpSegment(t, src, dst, layers.TCP{FIN: true, ACK: true, Seq: seq, Ack: ack, Window: 65535}, nil)
+}
+
+// tcpSegment builds the IP packet from src to dst carrying the TCP segment
+// tcp (its ports and checksum filled in) with payload.
+func tcpSegment(t testing.TB, src, dst string, tcp layers.TCP, payload []byte) []byte {
 	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
 	ip, nl := ipLayer(s.Addr(), d.Addr(), layers.IPProtocolTCP)
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), FIN: true, ACK: true, Seq: seq, Ack: ack, Window: 65535}
+	tcp.SrcPort, tcp.DstPort = layers.TCPPort(s.Port()), layers.TCPPort(d.Port())
 	tcp.SetNetworkLayerForChecksum(nl)
-	return serialize(t, ip, tcp)
+	return serialize(t, ip, &tcp, gopacket.Payload(payload))
 }
 
 func udpPacket(t testing.TB, src, dst string, payload []byte) []byte {
@@ -285,11 +287,7 @@ func tcpAck(t testing.TB, src, dst string, seq, ack uint32) []byte {
 }
 
 func tcpData(t testing.TB, src, dst string, seq, ack uint32, payload []byte) []byte {
-	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
-	ip, nl := ipLayer(s.Addr(), d.Addr(), layers.IPProtocolTCP)
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), ACK: true, PSH: len(payload) > 0, Seq: seq, Ack: ack, Window: 65535}
-	tcp.SetNetworkLayerForChecksum(nl)
-	return serialize(t, ip, tcp, gopacket.Payload(payload))
+	return tcpSegment(t, src, dst, layers.TCP{ACK: true, PSH: len(payload) > 0, Seq: seq, Ack: ack, Window: 65535}, payload)
 }
 
 func netipPort(addr string, port int) string {
@@ -312,11 +310,7 @@ func (h *harness) nextTCP(tb testing.TB) *layers.TCP {
 }
 
 func tcpRST(t testing.TB, src, dst string, seq, ack uint32) []byte {
-	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
-	ip, nl := ipLayer(s.Addr(), d.Addr(), layers.IPProtocolTCP)
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.Port()), DstPort: layers.TCPPort(d.Port()), RST: true, ACK: true, Seq: seq, Ack: ack}
-	tcp.SetNetworkLayerForChecksum(nl)
-	return serialize(t, ip, tcp)
+	return tcpSegment(t, src, dst, layers.TCP{RST: true, ACK: true, Seq: seq, Ack: ack}, nil)
 }
 
 // fixChecksums sets the IPv4 header checksum and the TCP, UDP or ICMP
