@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -132,5 +134,83 @@ func TestTCPIdleAndKeepalive(t *testing.T) {
 	}
 	if got, err := keptReader.ReadString('\n'); err != nil || got != "still there\n" {
 		t.Fatalf("flow with keepalives, after %v without a byte: %q %v", time.Since(quiet).Round(time.Second), got, err)
+	}
+}
+
+// TestTCPResetWhileStalled: a reset from one end of a flow reaches the
+// other end while tunwall's relay towards the first end is stuck, as a
+// router passes a reset on whatever else is queued. "client resets": the
+// service reads nothing, the client writes until its writes stall and
+// then resets; the service's connection must go. "server resets": the
+// client reads nothing, the service sends until its writes stall and then
+// resets; the client must get the reset after the data that had arrived.
+// Each flow must end logged as reset.
+func TestTCPResetWhileStalled(t *testing.T) {
+	need(t)
+	for _, fam := range families {
+		addr := net.JoinHostPort(fam.server, "7004")
+		t.Run(fam.name+"/client resets", func(t *testing.T) {
+			c, err := dialClient(t, "tcp", addr, 3*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := c.LocalAddr().String()
+			if _, err := io.WriteString(c, "hold\n"); err != nil {
+				t.Fatal(err)
+			}
+			sent := fillUntilStalled(t, c)
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			if e := waitEvent(t, gw.Log, flowEvent("close", src, addr)); e.str("reason") != "rst" {
+				t.Errorf("close event %v, want reason rst", e)
+			}
+			established := func() string {
+				out, _ := lb.Run(lb.Server, "ss", "-tnH", "state", "established", "( sport = :7004 )")
+				return strings.TrimSpace(out)
+			}
+			for deadline := time.Now().Add(3 * time.Second); established() != ""; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the service still holds its connection after the client's reset (%d bytes sent): %s", sent, established())
+				}
+			}
+		})
+		t.Run(fam.name+"/server resets", func(t *testing.T) {
+			c, err := dialClient(t, "tcp", addr, 3*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := c.LocalAddr().String()
+			if _, err := io.WriteString(c, "reset\n"); err != nil {
+				t.Fatal(err)
+			}
+			if e := waitEvent(t, gw.Log, flowEvent("close", src, addr)); e.str("reason") != "rst" {
+				t.Errorf("close event %v, want reason rst", e)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := io.Copy(io.Discard, c)
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("client read %d bytes, then %v; want the reset", n, err)
+			}
+		})
+	}
+}
+
+// fillUntilStalled writes to c until a write has not gone out for 300 ms,
+// and returns how much went out.
+func fillUntilStalled(t *testing.T, c net.Conn) int64 {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	var sent int64
+	for {
+		c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err := c.Write(buf)
+		sent += int64(n)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.SetWriteDeadline(time.Time{})
+			return sent
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", sent, err)
+		}
 	}
 }

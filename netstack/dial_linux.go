@@ -87,6 +87,18 @@ func segmentsIn(c net.Conn) uint64 {
 	return n
 }
 
+// upstreamReset reports whether the host TCP socket behind c has been
+// reset by its peer or has otherwise failed (a pending socket error;
+// reading it clears it, and the flow ends on it).
+func upstreamReset(c net.Conn) bool {
+	var failed bool
+	withFD(c, func(fd int) {
+		errno, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		failed = err == nil && errno != 0
+	})
+	return failed
+}
+
 // setHops sets the TTL (IPv4) or unicast hop limit (IPv6) of the socket
 // fd; -1 is the host's default.
 func setHops(fd int, v6 bool, hops int) error {

@@ -17,6 +17,9 @@ type side struct {
 	// socket reports; if it is an ICMP error about one datagram, it passes
 	// it on to the client and reports true, and the session goes on.
 	icmpError func(error) bool
+	// reset, if set, reports whether the side's peer has reset the
+	// connection.
+	reset func() bool
 }
 
 // closeWriter is a stream whose write half can be closed alone.
@@ -40,6 +43,10 @@ type relay struct {
 
 	out, in atomic.Int64 // originator->destination, destination->originator
 	last    atomic.Int64 // unix nanos of the last byte moved
+	// outWriting is set while the client's bytes are written upstream:
+	// the relay reads nothing from the client then, and whoever watches
+	// the client's side for a reset must end the flow instead.
+	outWriting atomic.Bool
 
 	mu       sync.Mutex  // guards the following fields
 	reason   string      // first reason to end the flow wins
@@ -74,9 +81,9 @@ func (r *relay) run() string {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.pipe(r.upstream, r.client, &r.out, r.outFilter)
+		r.pipe(r.upstream, r.client, &r.out, &r.outWriting, r.outFilter)
 	}()
-	r.pipe(r.client, r.upstream, &r.in, r.inFilter)
+	r.pipe(r.client, r.upstream, &r.in, nil, r.inFilter)
 	wg.Wait()
 	r.stop("")
 	return r.endReason()
@@ -84,8 +91,10 @@ func (r *relay) run() string {
 
 // pipe copies from src to dst until src ends. A clean end of a TCP stream
 // is passed on as a half-close; anything else ends the whole flow. filter,
-// if set, decides what of each read goes on to dst.
-func (r *relay) pipe(dst, src side, n *atomic.Int64, filter func([]byte) []byte) {
+// if set, decides what of each read goes on to dst. writing, if set, is
+// up during each write to dst; src's reset is then looked for first, as
+// its watcher may have seen it come just before.
+func (r *relay) pipe(dst, src side, n *atomic.Int64, writing *atomic.Bool, filter func([]byte) []byte) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -98,7 +107,18 @@ func (r *relay) pipe(dst, src side, n *atomic.Int64, filter func([]byte) []byte)
 				b = filter(b)
 			}
 			if len(b) > 0 {
+				if writing != nil {
+					writing.Store(true)
+					if src.reset != nil && src.reset() {
+						writing.Store(false)
+						r.close(reasonRST)
+						return
+					}
+				}
 				sent, werr := r.write(dst, b)
+				if writing != nil {
+					writing.Store(false)
+				}
 				if werr != nil {
 					r.close(reasonRST)
 					return

@@ -7,7 +7,6 @@ import (
 
 	"github.com/tunwall/tunwall/internal/names"
 	"github.com/tunwall/tunwall/policy"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
@@ -46,7 +45,7 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 		h.g.flows.remove(tf.id)
 		return
 	}
-	client := gonet.NewTCPConn(wq, ep)
+	client := newClientConn(wq, ep)
 	first, name, source := readName(client)
 	f := tf.flow
 	if d, ok := policy.NormalizeDomain(name); ok {
@@ -76,7 +75,7 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 		h.g.flows.remove(tf.id)
 		return
 	}
-	h.run(tf, id, ep, client, up, first)
+	h.run(tf, id, client, up, first)
 }
 
 // readName reads from c until its bytes hold a TLS ClientHello or an HTTP

@@ -11,7 +11,6 @@ import (
 
 	"github.com/tunwall/tunwall/policy"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -174,7 +173,7 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.g.flows.remove(tf.id)
 		return
 	}
-	h.run(tf, id, ep, gonet.NewTCPConn(wq, ep), up, nil)
+	h.run(tf, id, newClientConn(wq, ep), up, nil)
 }
 
 // accept completes the client's handshake (or fails it) and ends the
@@ -346,19 +345,25 @@ func (h *tcpHandler) dialFailed(tf *tcpFlow, err error) {
 // run relays an established flow and reports its end. first holds bytes
 // already read from the client (while learning the name), to go upstream
 // before the rest.
-func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, ep tcpip.Endpoint, client net.Conn, up net.Conn, first []byte) {
+func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, cc *clientConn, up net.Conn, first []byte) {
 	finished := h.relayStarted(id)
+	ep := cc.ep
+	var client net.Conn = cc
 	var dns *dnsStream
 	if isDNS(tf.flow) {
 		lc := &lockedConn{Conn: client}
 		client, dns = lc, &dnsStream{d: &dnsFilter{g: h.g, id: tf.id, flow: tf.flow}, client: lc}
 	}
 	tf.relay = relay{
-		client:   side{conn: client, abort: ep.Abort},
+		client:   side{conn: client, abort: ep.Abort, reset: func() bool { return clientReset(ep) }},
 		upstream: side{conn: up, abort: func() { abortTCP(up) }},
 		idle:     h.g.cfg.Limits.TCPIdle,
 		packets:  func() uint64 { return segmentsReceived(ep) + segmentsIn(up) },
 	}
+	// A reset from either end must end the flow while the relay is stuck
+	// writing towards the other.
+	cc.gone = func() bool { return upstreamReset(up) }
+	unwatch := watchClientReset(cc.wq, ep, tf.relay.outWriting.Load, func() { tf.relay.close(reasonRST) })
 	if dns != nil {
 		tf.relay.outFilter, tf.relay.inFilter = dns.fromClient, dns.fromServer
 		first = dns.fromClient(first)
@@ -375,6 +380,7 @@ func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, ep tcpip.End
 	} else {
 		tf.relay.stop(reasonRST)
 	}
+	unwatch()
 	finished()
 	h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{
 		BytesOut: tf.relay.out.Load(),

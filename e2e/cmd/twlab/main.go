@@ -2,7 +2,7 @@
 // end-to-end tests and benchmarks run inside the lab namespaces, and the
 // bench and demo drivers themselves.
 //
-//	twlab serve [tcp:PORT|udp:PORT ...]      echo/hash/gen services on 7001-7003 (+ extra)
+//	twlab serve [tcp:PORT|udp:PORT ...]      echo/hash/gen/stall services on 7001-7004 (+ extra)
 //	twlab crr ADDR WORKERS SECONDS           connect-request-response rate (JSON)
 //	twlab rr tcp|udp ADDR N                  1-byte round-trip latency (JSON)
 //	twlab hold ADDR N                        hold N connections open

@@ -20,13 +20,16 @@ const (
 	portEcho = "7001" // TCP and UDP: send back what arrives; TCP half-closes after EOF
 	portHash = "7002" // TCP: read to EOF, answer "<bytes> <sha256>\n"
 	portGen  = "7003" // TCP: read "<n> <seed>\n", send n bytes of Stream(seed)
+	// TCP: read "hold\n" and then nothing more, or "reset\n" and send until
+	// the peer stops reading, then reset.
+	portStall = "7004"
 )
 
 // serve runs the lab services until the process is killed. extra names
 // more ports: "tcp:80" answers like a tiny web server, "udp:53" echoes
 // (and answers DNS queries).
 func serve(extra ...string) error {
-	handlers := map[string]func(net.Conn){portEcho: echoTCP, portHash: hashTCP, portGen: genTCP}
+	handlers := map[string]func(net.Conn){portEcho: echoTCP, portHash: hashTCP, portGen: genTCP, portStall: stallTCP}
 	udpPorts := []string{portEcho}
 	for _, e := range extra {
 		proto, port, _ := strings.Cut(e, ":")
@@ -118,6 +121,28 @@ func genTCP(c net.Conn) {
 	n, _ := strconv.ParseInt(f[0], 10, 64)
 	seed, _ := strconv.ParseUint(f[1], 10, 64)
 	io.CopyN(c, lab.NewStream(seed), n)
+}
+
+// stallTCP serves a peer that stalls, or stalls its peer. "hold": it
+// reads nothing more and keeps the connection for a minute. "reset": it
+// sends until a write has not gone out for 200 ms (the peer does not
+// read), then resets the connection.
+func stallTCP(c net.Conn) {
+	line, err := bufio.NewReaderSize(c, 16).ReadString('\n')
+	switch {
+	case err != nil:
+	case line == "hold\n":
+		time.Sleep(time.Minute)
+	case line == "reset\n":
+		buf := make([]byte, 64<<10)
+		for {
+			c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := c.Write(buf); err != nil {
+				break
+			}
+		}
+		c.(*net.TCPConn).SetLinger(0)
+	}
 }
 
 // helloTCP answers one request line like a minimal web server.
