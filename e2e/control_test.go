@@ -44,12 +44,13 @@ policy:
 		return l.Run(gw, append([]string{tunwall}, args...)...)
 	}
 
-	// A live flow with some bytes each way.
+	// A live flow with some bytes each way, listed once its owner is
+	// known (the lookup runs beside the flow, and may end after the echo).
 	c, br := echoFlow(t, l, gw, "hello\n")
 	src := c.LocalAddr().String()
 	var mine control.Flow
 	deadline := time.Now().Add(5 * time.Second)
-	for mine.ID == 0 {
+	for mine.ID == 0 || mine.UID == nil {
 		out, err := run("flows", "--json", "--socket", sock)
 		var flows []control.Flow
 		if err != nil || json.Unmarshal([]byte(out), &flows) != nil {
@@ -60,8 +61,8 @@ policy:
 				mine = f
 			}
 		}
-		if mine.ID == 0 && time.Now().After(deadline) {
-			t.Fatalf("flow %s with 6 bytes each way not listed: %q", src, out)
+		if (mine.ID == 0 || mine.UID == nil) && time.Now().After(deadline) {
+			t.Fatalf("flow %s with 6 bytes each way and its owner not listed: %q", src, out)
 		}
 	}
 	if mine.Proto != "tcp" || mine.Dst != hostPort(lab.ServerV4, "7001") || mine.Rule != "default" || !mine.Enforced || mine.UID == nil {
