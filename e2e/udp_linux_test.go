@@ -100,6 +100,61 @@ func TestPingHopsPassedOn(t *testing.T) {
 	}
 }
 
+// TestTCPHopsPassedOn: the same for a TCP connect, as traceroute -T and
+// mtr --tcp send their SYNs: the client's connect fails with EHOSTUNREACH
+// and its error queue holds the router's Time Exceeded, quoting the SYN.
+// Through a router that is what comes back; a RST would tell the client
+// that it had reached the destination. It comes back for the first SYN,
+// before the client would send it again (after a second).
+func TestTCPHopsPassedOn(t *testing.T) {
+	need(t)
+	for _, tc := range []struct {
+		addr       string
+		router     [2]string
+		typ        uint8
+		level, opt int
+		hops       int
+	}{
+		{lab.Far4, [2]string{lab.ServerV4, lab.ServerAlt4}, 11, unix.IPPROTO_IP, unix.IP_RECVERR, unix.IP_TTL},
+		{lab.Far6, [2]string{lab.ServerV6, lab.ServerAlt6}, 3, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, unix.IPV6_UNICAST_HOPS},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			// The dialer closes its socket when the connect fails: a
+			// duplicate keeps it, with its error queue.
+			kept := -1
+			d := &net.Dialer{Timeout: 900 * time.Millisecond, Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) {
+					serr = errors.Join(unix.SetsockoptInt(int(fd), tc.level, tc.opt, 1), unix.SetsockoptInt(int(fd), tc.level, tc.hops, 2))
+					if serr == nil {
+						kept, serr = unix.Dup(int(fd))
+					}
+				})
+				return errors.Join(err, serr)
+			}}
+			start := time.Now()
+			c, err := lb.DialWith(lb.Client, d, "tcp", net.JoinHostPort(tc.addr, "7001"))
+			if kept >= 0 {
+				defer unix.Close(kept)
+			}
+			if err == nil {
+				c.Close()
+				t.Fatal("connected, want EHOSTUNREACH")
+			}
+			if !errors.Is(err, syscall.EHOSTUNREACH) {
+				t.Fatalf("connect after %v: %v, want EHOSTUNREACH", time.Since(start).Round(time.Millisecond), err)
+			}
+			q, err := readErrQueue(kept)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if from := q.from.String(); q.typ != tc.typ || q.code != 0 || from != tc.router[0] && from != tc.router[1] {
+				t.Errorf("queued error: type %d code %d from %s; want ICMP type %d code 0 from %s", q.typ, q.code, q.from, tc.typ, tc.router)
+			}
+		})
+	}
+}
+
 // erroredDatagram sends msg to addr from a connected client socket,
 // set up by set (which must turn on IP_RECVERR or IPV6_RECVERR), and
 // returns the socket and the entry that the ICMP error coming back leaves

@@ -5,6 +5,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // checksumsOK verifies the IPv4 header checksum and the TCP, UDP or ICMP
@@ -65,6 +66,19 @@ func upperLayer(pkt []byte) (src, dst []byte, proto uint8, payload []byte, frag,
 // already. Its upstream socket sends with what is left, as a router passes
 // a packet on; a packet with more goes with the host's default.
 const reachHops = 64
+
+// limitedHops returns the TTL (hop limit) the packet in pkt has left if
+// that is below reachHops, else 0.
+func limitedHops(pkt *stack.PacketBuffer) uint8 {
+	nh := pkt.NetworkHeader().Slice()
+	if len(nh) == 0 {
+		return 0
+	}
+	if hops := hopLimit(nh); hops < reachHops {
+		return hops
+	}
+	return 0
+}
 
 // hopLimit returns the TTL (IPv4) or hop limit (IPv6) of a checked packet.
 func hopLimit(pkt []byte) uint8 {

@@ -16,7 +16,7 @@ func hostDialer(mark uint32, iface string) DialFunc {
 	// stack (where they keep the flow from idling out), idle flows are
 	// ended by limits.tcp_idle, and the four setsockopt calls per flow
 	// would cost connection rate.
-	d := &net.Dialer{Control: socketControl(mark, iface), KeepAlive: -1}
+	d := &net.Dialer{ControlContext: socketControl(mark, iface), KeepAlive: -1}
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		if network == "tcp" {
 			// A zoned (link-local) address needs its scope: net.Dialer.
@@ -29,15 +29,19 @@ func hostDialer(mark uint32, iface string) DialFunc {
 }
 
 // socketControl applies the egress mark and interface to a new socket, and
-// makes a UDP socket queue the ICMP errors about its datagrams, to be
-// passed on to the client.
-func socketControl(mark uint32, iface string) func(network, address string, c syscall.RawConn) error {
-	return func(network, _ string, c syscall.RawConn) error {
+// the TTL the dial's context asks for; it makes a UDP socket queue the
+// ICMP errors about its datagrams, to be passed on to the client.
+func socketControl(mark uint32, iface string) func(ctx context.Context, network, address string, c syscall.RawConn) error {
+	return func(ctx context.Context, network, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
+			v6 := network == "udp6" || network == "tcp6"
 			serr = setEgress(int(fd), mark, iface)
+			if hops := dialHops(ctx); serr == nil && hops != 0 {
+				serr = setHops(int(fd), v6, int(hops))
+			}
 			if serr == nil && (network == "udp4" || network == "udp6") {
-				serr = setRecvErr(int(fd), network == "udp6")
+				serr = setRecvErr(int(fd), v6)
 			}
 		})
 		if err != nil {
@@ -106,12 +110,4 @@ func setHops(fd int, v6 bool, hops int) error {
 		return unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, hops)
 	}
 	return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, hops)
-}
-
-// limitHops has the upstream socket behind c send with the hops a client
-// packet had left, if that is less than reachHops.
-func limitHops(c net.Conn, v6 bool, hops uint8) {
-	if hops < reachHops {
-		withFD(c, func(fd int) { setHops(fd, v6, int(hops)) })
-	}
 }

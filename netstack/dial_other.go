@@ -33,6 +33,3 @@ func segmentsIn(net.Conn) uint64 { return 0 }
 
 // upstreamReset would read the socket's pending error; not done here yet.
 func upstreamReset(net.Conn) bool { return false }
-
-// limitHops would pass a client's TTL on upstream; not done here yet.
-func limitHops(net.Conn, bool, uint8) {}

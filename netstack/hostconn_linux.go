@@ -41,6 +41,16 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, mark uint32, iface string) 
 		unix.Close(fd)
 		return nil, fail(err)
 	}
+	// A SYN with few hops left (a traceroute's) goes on with them, and the
+	// error of the router where they run out is kept for the client.
+	hops := dialHops(ctx)
+	if hops != 0 {
+		v6 := family == unix.AF_INET6
+		if err := errors.Join(setHops(fd, v6, int(hops)), setRecvErr(fd, v6)); err != nil {
+			unix.Close(fd)
+			return nil, opErr("setsockopt", err)
+		}
+	}
 	// The relay writes what it reads at once; Nagle would hold small
 	// writes back for an ACK.
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
@@ -55,6 +65,7 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, mark uint32, iface string) 
 		connected, err = connectStep(fd, sa, salen)
 	}
 	if err != nil {
+		err = withQueuedError(fd, hops, err)
 		unix.Close(fd)
 		return nil, opErr("connect", err)
 	}
@@ -68,19 +79,54 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, mark uint32, iface string) 
 	if connected {
 		return c, nil
 	}
-	if err := c.waitConnected(ctx, sa, salen); err != nil {
-		f.Close()
+	if err := c.waitConnected(ctx, sa, salen, hops != 0); err != nil {
 		var errno syscall.Errno
-		if errors.As(err, &errno) {
-			return nil, opErr("connect", errno)
+		var ce *connectError
+		switch {
+		case errors.As(err, &ce):
+		case errors.As(err, &errno):
+			err = errno
+			c.control("recvmsg", func(fd int) error { err = withQueuedError(fd, hops, errno); return nil })
+		default:
+			f.Close()
+			return nil, fail(err)
 		}
-		return nil, fail(err)
+		f.Close()
+		return nil, opErr("connect", err)
 	}
 	return c, nil
 }
 
+// connectError is a connect that failed on an ICMP error, such as a
+// router's Time Exceeded.
+type connectError struct {
+	errno error
+	icmp  *ICMPError
+}
+
+func (e *connectError) Error() string   { return e.errno.Error() + " (" + e.icmp.Error() + ")" }
+func (e *connectError) Unwrap() []error { return []error{e.errno, e.icmp} }
+
+// withQueuedError adds to err, the failed connect of socket fd, the ICMP
+// error queued on fd, if the socket was set to queue them (hops set).
+func withQueuedError(fd int, hops uint8, err error) error {
+	if hops == 0 {
+		return err
+	}
+	if e, _ := readQueuedError(fd); e != nil {
+		return &connectError{errno: err, icmp: e}
+	}
+	return err
+}
+
 // waitConnected waits for a started connect to end, until ctx is done.
-func (c *hostConn) waitConnected(ctx context.Context, sa unsafe.Pointer, salen uintptr) error {
+//
+// With queued set (the socket queues its ICMP errors) a Time Exceeded ends
+// the wait at once. The kernel ends a connect on an ICMP error, but only
+// on one that comes while no call holds the socket: in a connect call it
+// sends the SYN again a second later, where a client's TCP would have
+// given up, as through a router.
+func (c *hostConn) waitConnected(ctx context.Context, sa unsafe.Pointer, salen uintptr, queued bool) error {
 	// When ctx ends (its deadline or the gateway's close), a deadline in
 	// the past wakes the wait, and the dial fails even if the handshake
 	// ended in the meantime, as the socket's deadline is then spent.
@@ -89,6 +135,11 @@ func (c *hostConn) waitConnected(ctx context.Context, sa unsafe.Pointer, salen u
 	err := c.rc.Write(func(fd uintptr) bool {
 		var done bool
 		done, cerr = connectStep(int(fd), sa, salen)
+		if !done && cerr == nil && queued {
+			if e, _ := readQueuedError(int(fd)); e != nil && timeExceeded(e) != nil {
+				cerr = &connectError{errno: syscall.EHOSTUNREACH, icmp: e}
+			}
+		}
 		return done || cerr != nil
 	})
 	if !stop() {

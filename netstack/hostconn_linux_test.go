@@ -265,3 +265,61 @@ func TestSegmentsIn(t *testing.T) {
 		})
 	}
 }
+
+// The host dialer's sockets, TCP and UDP, send with the TTL (hop limit) a
+// dial's context asks for, and with the host's default without one.
+func TestHostDialerHops(t *testing.T) {
+	for _, tc := range []struct {
+		network, listen string
+		level, opt      int
+	}{
+		{"tcp", "127.0.0.1:0", unix.IPPROTO_IP, unix.IP_TTL},
+		{"tcp", "[::1]:0", unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS},
+		{"udp", "127.0.0.1:0", unix.IPPROTO_IP, unix.IP_TTL},
+		{"udp", "[::1]:0", unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS},
+	} {
+		t.Run(tc.network+" "+tc.listen, func(t *testing.T) {
+			var addr string
+			if tc.network == "tcp" {
+				ln, _ := listenLoopback(t, tc.network, tc.listen)
+				go func() {
+					for {
+						c, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						c.Close()
+					}
+				}()
+				addr = ln.Addr().String()
+			} else {
+				pc, err := net.ListenPacket(tc.network, tc.listen)
+				if err != nil {
+					t.Skipf("no loopback here: %v", err)
+				}
+				defer pc.Close()
+				addr = pc.LocalAddr().String()
+			}
+			hopsOf := func(ctx context.Context) int {
+				t.Helper()
+				c, err := hostDialer(0, "")(ctx, tc.network, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				hops := -1
+				withFD(c, func(fd int) { hops, err = unix.GetsockoptInt(fd, tc.level, tc.opt) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				return hops
+			}
+			if got := hopsOf(context.WithValue(context.Background(), hopsKey{}, uint8(7))); got != 7 {
+				t.Errorf("with 7 hops asked: the socket sends with %d", got)
+			}
+			if got := hopsOf(context.Background()); got == 7 {
+				t.Errorf("with no hops asked: the socket sends with %d, want the host's default", got)
+			}
+		})
+	}
+}

@@ -45,7 +45,7 @@ type ICMPError struct {
 }
 
 func (e *ICMPError) Error() string {
-	return fmt.Sprintf("icmp type %d code %d from %s for echo %d", e.Type, e.Code, e.From, e.Seq)
+	return fmt.Sprintf("icmp type %d code %d from %s", e.Type, e.Code, e.From)
 }
 
 // hopLimiter is an EchoConn that can send its requests with the TTL (hop

@@ -278,10 +278,26 @@ func (g *Gateway) judge(f *policy.Flow, k flowKey, now time.Time, ttl time.Durat
 
 // dial opens the upstream connection of an allowed TCP or UDP flow
 // (network "tcp" or "udp"), giving up after the dial timeout or at Close.
-func (g *Gateway) dial(network string, f policy.Flow) (net.Conn, error) {
+// hops, unless 0, is the TTL (hop limit) its packets are to go out with
+// (see reachHops); a Dial other than the host's may not heed it.
+func (g *Gateway) dial(network string, f policy.Flow, hops uint8) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.DialTimeout)
 	defer cancel()
+	if hops != 0 {
+		ctx = context.WithValue(ctx, hopsKey{}, hops)
+	}
 	return g.cfg.Dial(ctx, network, g.upstreamOf(f))
+}
+
+// hopsKey keys the TTL (hop limit) a dial's packets are to go out with, in
+// its context; none: the host's default. The host dialer sets it.
+type hopsKey struct{}
+
+// dialHops returns the TTL (hop limit) the connection dialed with ctx is
+// to send with, or 0 for the host's default.
+func dialHops(ctx context.Context) uint8 {
+	hops, _ := ctx.Value(hopsKey{}).(uint8)
+	return hops
 }
 
 // local reports whether f started on this machine (and so has an owner

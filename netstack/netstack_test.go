@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/tunwall/tunwall/policy"
 	"go.uber.org/goleak"
@@ -185,6 +188,61 @@ func TestTCPDialFailureRSTs(t *testing.T) {
 	}
 	if h.gw.Stats().DialErrors.Load() != 1 {
 		t.Error("dial error not counted")
+	}
+}
+
+// A SYN with few hops left goes upstream with them; when it runs out of
+// them on the way, the client gets the router's Time Exceeded, quoting its
+// SYN, instead of a RST. A SYN with a full TTL meets the same dial error
+// with a RST.
+func TestTCPTimeExceededPassedOn(t *testing.T) {
+	for _, tc := range []struct {
+		client, dst, router string
+		typ                 uint8
+		layer               gopacket.LayerType
+	}{
+		{"10.0.0.2:5000", "192.0.2.1:80", "198.51.100.1", icmp4TimeExceeded, layers.LayerTypeICMPv4},
+		{"[fd00::2]:5000", "[2001:db8::1]:80", "2001:db8:ffff::1", icmp6TimeExceeded, layers.LayerTypeICMPv6},
+	} {
+		t.Run(tc.dst, func(t *testing.T) {
+			hops := make(chan uint8, 2)
+			router := netip.MustParseAddr(tc.router)
+			h := newHarness(t, func(ctx context.Context, _, _ string) (net.Conn, error) {
+				hops <- dialHops(ctx)
+				return nil, fmt.Errorf("connect: %w", &ICMPError{From: router, Type: tc.typ})
+			}, nil, policy.Limits{})
+
+			syn := tcpSyn(t, tc.client, tc.dst)
+			if syn[0]>>4 == 4 {
+				syn[8] = 5
+			} else {
+				syn[7] = 5
+			}
+			fixChecksums(syn)
+			h.send(syn)
+			p := h.next()
+			if got := <-hops; got != 5 {
+				t.Errorf("dialed with %d hops, want 5", got)
+			}
+			if p.Layer(tc.layer) == nil || p.NetworkLayer().NetworkFlow().Src().String() != tc.router {
+				t.Fatalf("got %v, want ICMP from %s", p, tc.router)
+			}
+			msg := p.NetworkLayer().LayerPayload()
+			if msg[0] != tc.typ || msg[1] != 0 || !bytes.Equal(msg[icmpHeaderLen:], syn[:min(len(syn), len(msg)-icmpHeaderLen)]) || len(msg)-icmpHeaderLen < 28 {
+				t.Errorf("ICMP type %d code %d quoting % x; want type %d code 0 quoting the SYN % x", msg[0], msg[1], msg[icmpHeaderLen:], tc.typ, syn)
+			}
+			waitFor(t, func() bool { return len(h.ev.closeList()) == 1 })
+
+			// With a full TTL: the host's default, and a RST.
+			h.send(tcpSyn(t, strings.Replace(tc.client, "5000", "5001", 1), tc.dst))
+			if got := <-hops; got != 0 {
+				t.Errorf("dialed with %d hops for a full TTL, want 0 (the host's default)", got)
+			}
+			// The very next packet: no RST went to the first SYN.
+			if tcp, ok := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP); !ok || !tcp.RST || tcp.DstPort != 5001 {
+				t.Errorf("full TTL: got %+v, want the RST to port 5001", tcp)
+			}
+		})
 	}
 }
 

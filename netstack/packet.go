@@ -12,9 +12,11 @@ const (
 	icmp4EchoReply    = 0
 	icmp4Unreachable  = 3
 	icmp4Echo         = 8
+	icmp4TimeExceeded = 11
 	icmp4ParamProblem = 12
 	icmp6Unreachable  = 1
 	icmp6PacketTooBig = 2
+	icmp6TimeExceeded = 3
 	icmp6ParamProblem = 4
 	icmp6Echo         = 128
 	icmp6EchoReply    = 129

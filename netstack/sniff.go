@@ -67,7 +67,7 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 		h.g.flows.remove(tf.id)
 		return
 	}
-	up, err := h.g.dial("tcp", tf.flow)
+	up, err := h.g.dial("tcp", tf.flow, 0) // the client's handshake is done: no trace
 	if err != nil {
 		ep.Abort()
 		client.Close()

@@ -44,6 +44,11 @@ type tcpFlow struct {
 	start   time.Time
 	relay   relay
 	sniff   bool // judged after its first bytes (the verdict may depend on its name)
+	// hops is the TTL (hop limit) the SYN had left, if below reachHops
+	// (else 0), and syn its IP and TCP headers: the upstream SYN goes out
+	// with hops, and a Time Exceeded for it goes back quoting syn.
+	hops uint8
+	syn  []byte
 }
 
 // relayed is a flow whose relay still has its endpoint.
@@ -103,7 +108,29 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	if !h.admit(fid, f, &v) {
 		return false
 	}
-	return h.forward(id, pkt, &tcpFlow{id: fid, flow: f, verdict: v, start: now})
+	tf := &tcpFlow{id: fid, flow: f, verdict: v, start: now}
+	tf.hops, tf.syn = limitedSYN(pkt)
+	return h.forward(id, pkt, tf)
+}
+
+// timeExceeded returns the Time Exceeded that failed a dial (err), if
+// that is what failed it.
+func timeExceeded(err error) *ICMPError {
+	var e *ICMPError
+	if errors.As(err, &e) && (e.From.Is4() && e.Type == icmp4TimeExceeded || e.From.Is6() && e.Type == icmp6TimeExceeded) {
+		return e
+	}
+	return nil
+}
+
+// limitedSYN returns the TTL (hop limit) a SYN has left and a copy of its
+// IP and TCP headers if that is below reachHops, else nothing.
+func limitedSYN(pkt *stack.PacketBuffer) (uint8, []byte) {
+	hops := limitedHops(pkt)
+	if hops == 0 {
+		return 0, nil
+	}
+	return hops, append(slices.Clip(slices.Clone(pkt.NetworkHeader().Slice())), pkt.TransportHeader().Slice()...)
 }
 
 // forward hands an admitted SYN to gVisor's forwarder, which calls connect.
@@ -155,9 +182,16 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.connectNamed(r, id, tf)
 		return
 	}
-	up, err := h.g.dial("tcp", tf.flow)
+	up, err := h.g.dial("tcp", tf.flow, tf.hops)
 	if err != nil {
-		r.Complete(true) // RST, as if the destination had refused
+		if e := timeExceeded(err); e != nil && tf.syn != nil {
+			// The SYN ran out of hops on the way, as the client asked
+			// (traceroute): the router's error goes back, not a RST.
+			r.Complete(false)
+			h.g.ep.WriteRaw(icmpErrorFrom(sender(e.From, tf.flow.Dst.Addr()), tf.flow.Src.Addr(), tf.syn, e.Type, e.Code, e.Info))
+		} else {
+			r.Complete(true) // RST, as if the destination had refused
+		}
 		h.dialFailed(tf, err)
 		h.finishPending(id, tf)
 		return

@@ -47,14 +47,12 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	}
 	// Dial before answering anything: an unreachable upstream gets the
 	// client an ICMP error rather than a session that goes nowhere.
-	up, err := h.g.dial("udp", f)
+	// The session's datagrams go with the TTL its first one had left.
+	up, err := h.g.dial("udp", f, limitedHops(pkt))
 	if err != nil {
 		h.g.dialFailed(fid, f, v, 0, err)
 		h.release(fid)
 		return false
-	}
-	if nh := pkt.NetworkHeader().Slice(); len(nh) > 0 {
-		limitHops(up, f.Dst.Addr().Is6(), hopLimit(nh))
 	}
 	var wq waiter.Queue
 	ep, terr := udp.NewForwarderRequest(h.g.stack, id, pkt).CreateEndpoint(&wq)
