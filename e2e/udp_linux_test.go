@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -217,4 +219,42 @@ func readErrQueue(fd int) (queuedError, error) {
 		q.from = netip.AddrFrom16([16]byte(sa[8:24]))
 	}
 	return q, nil
+}
+
+// TestRouteAllMulticastDropped: with route-all, multicast and limited
+// broadcast datagrams the gateway sends find no route of their own and go
+// into the TUN. tunwall drops and counts them: there is no one host to
+// relay them to, so no flow is judged and nothing is sent on.
+func TestRouteAllMulticastDropped(t *testing.T) {
+	l := routedLab(t, "twm")
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	tw := launch(t, l, routed("debug", fmt.Sprintf("control: {socket: %s}\npolicy: {default: allow}\n", sock)))
+	metrics := unixMetrics(t, sock)
+	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1) })
+		return errors.Join(err, serr)
+	}}
+	dsts := []string{"224.0.0.251:5353", "239.255.255.250:1900", "255.255.255.255:9"}
+	for _, dst := range dsts {
+		c, err := l.DialWith(l.Gateway, d, "udp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("anyone?")); err != nil {
+			t.Fatalf("send to %s: %v", dst, err)
+		}
+		c.Close()
+	}
+	const dropped = `tunwall_drops_total{reason="not_unicast"}`
+	for deadline := time.Now().Add(5 * time.Second); metrics()[dropped] < float64(len(dsts)); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v after sending %d datagrams, want at least %d", dropped, metrics()[dropped], len(dsts), len(dsts))
+		}
+	}
+	for _, e := range readEvents(t, tw.Log) {
+		if e.str("event") == "verdict" && slices.Contains(dsts, e.str("dst")) {
+			t.Errorf("judged as a flow: %v", e)
+		}
+	}
 }

@@ -70,6 +70,8 @@ type Metrics struct {
 	// ones, DNS queries for blocked names), a limit, a malformed packet,
 	// an upstream that could not be reached.
 	DropsPolicy, DropsLimit, DropsMalformed, DropsUpstream uint64
+	// Packets to a multicast group or the limited broadcast address.
+	DropsNotUnicast uint64
 
 	// Decision-latency histogram: Decisions[i] counts decisions that took
 	// at most DecisionBuckets[i] (not cumulative); the last entry counts
@@ -99,6 +101,7 @@ func (g *Gateway) Metrics() Metrics {
 	m.DropsLimit = s.RefusedFlows.Load() + s.RefusedPendingTCP.Load() + s.RefusedUDPSessions.Load()
 	m.DropsMalformed = s.Malformed()
 	m.DropsUpstream = s.DialErrors.Load()
+	m.DropsNotUnicast = s.NotUnicast.Load()
 	for i := range m.Decisions {
 		m.Decisions[i] = g.counters.decisions.buckets[i].Load()
 	}

@@ -138,7 +138,24 @@ func New(cfg Config) (*Gateway, error) {
 // inspect sees each checked packet from the device before the stack does;
 // true means it was consumed.
 func (g *Gateway) inspect(pkt []byte) bool {
+	if notUnicast(pkt) {
+		g.stats.NotUnicast.Add(1)
+		return true
+	}
 	return g.icmp.intercept(pkt) || g.tcp.freeTimeWait(pkt)
+}
+
+// notUnicast reports whether a checked packet is addressed to a multicast
+// group or to the limited broadcast address. tunwall relays flows from
+// one host to another, and such a packet has no one host to go to: it is
+// dropped (and counted) before anything judges it or sends it on, as a
+// router keeps link-scoped multicast and broadcast on their link.
+func notUnicast(pkt []byte) bool {
+	if pkt[0]>>4 == 4 {
+		d := pkt[16:20]
+		return d[0]>>4 == 0xe || d[0] == 0xff && d[1] == 0xff && d[2] == 0xff && d[3] == 0xff
+	}
+	return pkt[24] == 0xff
 }
 
 // SetPolicy replaces the policy for flows judged from now on. Remembered

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -291,6 +292,38 @@ func TestUDPDenyIsSilent(t *testing.T) {
 	if len(h.ev.verdictList()) != 2 {
 		t.Errorf("three datagrams of one denied flow: want one verdict, got %d (incl. marker)", len(h.ev.verdictList()))
 	}
+}
+
+// Packets to a multicast group or the limited broadcast address are
+// dropped and counted: nothing judges them or sends them upstream, and
+// the client gets no answer.
+func TestNotUnicastDropped(t *testing.T) {
+	var dials atomic.Int32
+	h := newHarness(t, func(context.Context, string, string) (net.Conn, error) {
+		dials.Add(1)
+		return nil, errors.New("no upstream in this test")
+	}, nil, policy.Limits{})
+	pkts := [][]byte{
+		udpPacket(t, "10.0.0.2:5353", "224.0.0.251:80", []byte("mdns")),
+		udpPacket(t, "10.0.0.2:1900", "239.255.255.250:80", []byte("ssdp")),
+		udpPacket(t, "10.0.0.2:68", "255.255.255.255:80", []byte("bcast")),
+		udpPacket(t, "[fd00::2]:5353", "[ff02::fb]:80", []byte("mdns6")),
+		tcpSyn(t, "10.0.0.2:5000", "239.1.2.3:80"),
+		echoRequestPacket(t, "10.0.0.2", "224.0.0.1", 1, 1, []byte("ping")),
+	}
+	for _, p := range pkts {
+		h.send(p)
+	}
+	h.nothingBefore("10.0.0.2")
+	if n := h.gw.Stats().NotUnicast.Load(); n != uint64(len(pkts)) {
+		t.Errorf("counted %d packets as not unicast, want %d", n, len(pkts))
+	}
+	if v := h.ev.verdictList(); len(v) != 1 || dials.Load() != 0 {
+		t.Errorf("%d verdicts (want only the marker's) and %d dials (want none)", len(v), dials.Load())
+	}
+	// The unicast neighbours of those addresses are judged as ever.
+	h.send(udpPacket(t, "10.0.0.2:5353", "223.255.255.255:80", []byte("unicast")))
+	waitFor(t, func() bool { return dials.Load() == 1 })
 }
 
 func TestUDPRelay(t *testing.T) {

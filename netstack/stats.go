@@ -22,7 +22,8 @@ type Stats struct {
 	Fragments   atomic.Uint64 // fragmented ICMP (echo is only handled whole)
 	BadChecksum atomic.Uint64 // IP, TCP, UDP or ICMP checksum wrong
 
-	StrayTCP atomic.Uint64 // non-SYN segments for flows that do not exist
+	StrayTCP   atomic.Uint64 // non-SYN segments for flows that do not exist
+	NotUnicast atomic.Uint64 // to a multicast group or the limited broadcast address
 
 	// Flows refused by limits.
 	RefusedFlows       atomic.Uint64 // limits.max_flows

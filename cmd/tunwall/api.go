@@ -129,6 +129,7 @@ func (a *api) Stats() map[string]uint64 {
 		"packets_out":          st.PacketsOut.Load(),
 		"malformed":            st.Malformed(),
 		"stray_tcp":            st.StrayTCP.Load(),
+		"not_unicast":          st.NotUnicast.Load(),
 		"refused_max_flows":    st.RefusedFlows.Load(),
 		"refused_pending_tcp":  st.RefusedPendingTCP.Load(),
 		"refused_udp_sessions": st.RefusedUDPSessions.Load(),

@@ -65,7 +65,7 @@ func (f *fake) Metrics() netstack.Metrics {
 	var m netstack.Metrics
 	m.Active[0], m.Judged[0][1], m.Judged[2][2] = 1, 5, 2 // tcp live; tcp allow; icmp reject
 	m.Bytes.Out, m.Bytes.In = 1000, 2000
-	m.DropsPolicy, m.DropsLimit, m.DropsMalformed, m.DropsUpstream = 7, 1, 3, 4
+	m.DropsPolicy, m.DropsLimit, m.DropsMalformed, m.DropsUpstream, m.DropsNotUnicast = 7, 1, 3, 4, 6
 	m.Pending, m.UDP, m.Endpoints = 2, 6, 9
 	m.Decisions[0], m.Decisions[2], m.Decisions[len(m.Decisions)-1] = 3, 1, 1
 	m.DecisionSum = 2500 * time.Microsecond
@@ -226,6 +226,7 @@ func TestMetricsText(t *testing.T) {
 		`tunwall_drops_total{reason="limit"} 1`,
 		`tunwall_drops_total{reason="malformed"} 3`,
 		`tunwall_drops_total{reason="upstream_unreachable"} 4`,
+		`tunwall_drops_total{reason="not_unicast"} 6`,
 		`tunwall_rule_hits_total{rule="web"} 9`,
 		`tunwall_default_hits_total 0`,
 		`tunwall_decision_duration_seconds_bucket{le="2.5e-07"} 3`,

@@ -28,7 +28,7 @@ func newCollector(b Backend) *collector {
 		active:        d("flows_active", "Live flows.", "proto"),
 		judged:        d("flows_total", "New flows judged by the policy, by the action of their verdict.", "proto", "action"),
 		bytes:         d("bytes_total", "Payload bytes relayed; out is from the originator to the destination.", "direction"),
-		drops:         d("drops_total", "Refusals: policy (flows, their retries, blocked DNS names), limit, malformed packets, upstream unreachable.", "reason"),
+		drops:         d("drops_total", "Refusals: policy (flows, their retries, blocked DNS names), limit, malformed packets, upstream unreachable, packets to multicast or broadcast addresses.", "reason"),
 		hits:          d("rule_hits_total", "New flows and DNS names each rule decided since the policy was loaded.", "rule"),
 		defHits:       d("default_hits_total", "New flows and DNS names no rule matched since the policy was loaded."),
 		decisions:     d("decision_duration_seconds", "Time to judge a new flow."),
@@ -63,6 +63,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.drops, m.DropsLimit, "limit")
 	counter(c.drops, m.DropsMalformed, "malformed")
 	counter(c.drops, m.DropsUpstream, "upstream_unreachable")
+	counter(c.drops, m.DropsNotUnicast, "not_unicast")
 	counter(c.packets, m.PacketsIn, "in")
 	counter(c.packets, m.PacketsOut, "out")
 	gauge(c.pending, m.Pending)
