@@ -18,19 +18,24 @@ func waitIdle(t *testing.T, w *workers, n int32) {
 	}
 }
 
+// Tasks one after another run on the worker that ran the one before. A
+// worker counts as idle from just before it waits, so a task given in
+// that instant starts a goroutine of its own (seen once in a loaded run):
+// a few more than one may start, never one per task.
 func TestWorkersReuseAnIdleWorker(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	w := newWorkers(ctx, &wg)
 	defer func() { cancel(); wg.Wait() }()
-	for i := 0; i < 5; i++ {
+	const tasks = 20
+	for i := 0; i < tasks; i++ {
 		done := make(chan struct{})
 		w.run(func() { close(done) })
 		<-done
-		waitIdle(t, w, 1)
+		waitIdle(t, w, int32(w.started.Load()))
 	}
-	if n := w.started.Load(); n != 1 {
-		t.Fatalf("five tasks in a row started %d goroutines, want 1", n)
+	if n := w.started.Load(); n > 3 {
+		t.Fatalf("%d tasks in a row started %d goroutines, want at most 3", tasks, n)
 	}
 }
 
