@@ -11,12 +11,19 @@ import (
 // setRecvErr makes a socket queue every ICMP error about what it sent,
 // with the sender's address and the quoted datagram (IP_RECVERR,
 // IPV6_RECVERR). Without it a socket sees few kinds, as a bare errno.
-func setRecvErr(fd int, v6 bool) error {
+func setRecvErr(fd int, v6 bool) error { return recvErr(fd, v6, 1) }
+
+// stopRecvErr turns the queueing off again, dropping what is queued. A
+// connected TCP socket that queues its ICMP errors takes each one as
+// fatal, where TCP itself rides out a passing unreachable.
+func stopRecvErr(fd int, v6 bool) error { return recvErr(fd, v6, 0) }
+
+func recvErr(fd int, v6 bool, on int) error {
 	level, opt := unix.IPPROTO_IP, unix.IP_RECVERR
 	if v6 {
 		level, opt = unix.IPPROTO_IPV6, unix.IPV6_RECVERR
 	}
-	if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+	if err := unix.SetsockoptInt(fd, level, opt, on); err != nil {
 		return &net.OpError{Op: "setsockopt RECVERR", Err: err}
 	}
 	return nil

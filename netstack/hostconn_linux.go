@@ -43,9 +43,8 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, mark uint32, iface string) 
 	}
 	// A SYN with few hops left (a traceroute's) goes on with them, and the
 	// error of the router where they run out is kept for the client.
-	hops := dialHops(ctx)
+	hops, v6 := dialHops(ctx), family == unix.AF_INET6
 	if hops != 0 {
-		v6 := family == unix.AF_INET6
 		if err := errors.Join(setHops(fd, v6, int(hops)), setRecvErr(fd, v6)); err != nil {
 			unix.Close(fd)
 			return nil, opErr("setsockopt", err)
@@ -76,8 +75,26 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, mark uint32, iface string) 
 		return nil, opErr("connect", err)
 	}
 	c := &hostConn{File: f, rc: rc, remote: ap}
-	if connected {
-		return c, nil
+	if !connected {
+		if err := c.waitFailed(ctx, sa, salen, hops); err != nil {
+			return nil, err
+		}
+	}
+	if hops != 0 {
+		if err := c.control("setsockopt", func(fd int) error { return stopRecvErr(fd, v6) }); err != nil {
+			f.Close()
+			return nil, fail(err)
+		}
+	}
+	return c, nil
+}
+
+// waitFailed waits for the connect dialTCP started to end, and returns
+// the dial's error if it failed (the socket closed), else nil.
+func (c *hostConn) waitFailed(ctx context.Context, sa unsafe.Pointer, salen uintptr, hops uint8) error {
+	fail := func(err error) error {
+		c.File.Close()
+		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(c.remote), Err: err}
 	}
 	if err := c.waitConnected(ctx, sa, salen, hops != 0); err != nil {
 		var errno syscall.Errno
@@ -88,13 +105,11 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, mark uint32, iface string) 
 			err = errno
 			c.control("recvmsg", func(fd int) error { err = withQueuedError(fd, hops, errno); return nil })
 		default:
-			f.Close()
-			return nil, fail(err)
+			return fail(err)
 		}
-		f.Close()
-		return nil, opErr("connect", err)
+		return fail(os.NewSyscallError("connect", err))
 	}
-	return c, nil
+	return nil
 }
 
 // connectError is a connect that failed on an ICMP error, such as a

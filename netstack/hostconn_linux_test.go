@@ -267,16 +267,19 @@ func TestSegmentsIn(t *testing.T) {
 }
 
 // The host dialer's sockets, TCP and UDP, send with the TTL (hop limit) a
-// dial's context asks for, and with the host's default without one.
+// dial's context asks for, and with the host's default without one. A
+// connected TCP socket no longer queues its ICMP errors (it did while it
+// connected); a UDP socket always does.
 func TestHostDialerHops(t *testing.T) {
 	for _, tc := range []struct {
-		network, listen string
-		level, opt      int
+		network, listen     string
+		level, opt, recvErr int
+		queues              int
 	}{
-		{"tcp", "127.0.0.1:0", unix.IPPROTO_IP, unix.IP_TTL},
-		{"tcp", "[::1]:0", unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS},
-		{"udp", "127.0.0.1:0", unix.IPPROTO_IP, unix.IP_TTL},
-		{"udp", "[::1]:0", unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS},
+		{"tcp", "127.0.0.1:0", unix.IPPROTO_IP, unix.IP_TTL, unix.IP_RECVERR, 0},
+		{"tcp", "[::1]:0", unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, unix.IPV6_RECVERR, 0},
+		{"udp", "127.0.0.1:0", unix.IPPROTO_IP, unix.IP_TTL, unix.IP_RECVERR, 1},
+		{"udp", "[::1]:0", unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, unix.IPV6_RECVERR, 1},
 	} {
 		t.Run(tc.network+" "+tc.listen, func(t *testing.T) {
 			var addr string
@@ -307,10 +310,18 @@ func TestHostDialerHops(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer c.Close()
-				hops := -1
-				withFD(c, func(fd int) { hops, err = unix.GetsockoptInt(fd, tc.level, tc.opt) })
+				hops, queues := -1, -1
+				withFD(c, func(fd int) {
+					hops, err = unix.GetsockoptInt(fd, tc.level, tc.opt)
+					if err == nil {
+						queues, err = unix.GetsockoptInt(fd, tc.level, tc.recvErr)
+					}
+				})
 				if err != nil {
 					t.Fatal(err)
+				}
+				if queues != tc.queues {
+					t.Errorf("connected socket: RECVERR %d, want %d", queues, tc.queues)
 				}
 				return hops
 			}
