@@ -47,6 +47,21 @@ func TestUDPErrorsPassedOn(t *testing.T) {
 	}
 }
 
+// farHops are the far network's addresses (behind the server), each with
+// the addresses the server answers from when a packet's hops run out
+// there, the ICMP type of that answer (Time Exceeded), and the socket
+// options that ask for the error queue and set the hops.
+var farHops = []struct {
+	addr       string
+	router     [2]string
+	typ        uint8
+	level, opt int
+	hops       int
+}{
+	{lab.Far4, [2]string{lab.ServerV4, lab.ServerAlt4}, 11, unix.IPPROTO_IP, unix.IP_RECVERR, unix.IP_TTL},
+	{lab.Far6, [2]string{lab.ServerV6, lab.ServerAlt6}, 3, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, unix.IPV6_UNICAST_HOPS},
+}
+
 // TestUDPHopsPassedOn: a datagram that reaches tunwall with its TTL (hop
 // limit) nearly spent goes upstream with what is left, as through a
 // router, so the router where it runs out answers with Time Exceeded and
@@ -59,16 +74,7 @@ func TestUDPErrorsPassedOn(t *testing.T) {
 // the kernel picks one), so either is the router's.
 func TestUDPHopsPassedOn(t *testing.T) {
 	need(t)
-	for _, tc := range []struct {
-		addr       string
-		router     [2]string
-		typ        uint8
-		level, opt int
-		hops       int
-	}{
-		{lab.Far4, [2]string{lab.ServerV4, lab.ServerAlt4}, 11, unix.IPPROTO_IP, unix.IP_RECVERR, unix.IP_TTL},
-		{lab.Far6, [2]string{lab.ServerV6, lab.ServerAlt6}, 3, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, unix.IPV6_UNICAST_HOPS},
-	} {
+	for _, tc := range farHops {
 		t.Run(tc.addr, func(t *testing.T) {
 			_, q := erroredDatagram(t, net.JoinHostPort(tc.addr, "7001"), "hops?", func(fd int) error {
 				return errors.Join(unix.SetsockoptInt(fd, tc.level, tc.opt, 1), unix.SetsockoptInt(fd, tc.level, tc.hops, 2))
@@ -110,16 +116,7 @@ func TestPingHopsPassedOn(t *testing.T) {
 // before the client would send it again (after a second).
 func TestTCPHopsPassedOn(t *testing.T) {
 	need(t)
-	for _, tc := range []struct {
-		addr       string
-		router     [2]string
-		typ        uint8
-		level, opt int
-		hops       int
-	}{
-		{lab.Far4, [2]string{lab.ServerV4, lab.ServerAlt4}, 11, unix.IPPROTO_IP, unix.IP_RECVERR, unix.IP_TTL},
-		{lab.Far6, [2]string{lab.ServerV6, lab.ServerAlt6}, 3, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, unix.IPV6_UNICAST_HOPS},
-	} {
+	for _, tc := range farHops {
 		t.Run(tc.addr, func(t *testing.T) {
 			// The dialer closes its socket when the connect fails: a
 			// duplicate keeps it, with its error queue.

@@ -285,15 +285,7 @@ func TestHostDialerHops(t *testing.T) {
 			var addr string
 			if tc.network == "tcp" {
 				ln, _ := listenLoopback(t, tc.network, tc.listen)
-				go func() {
-					for {
-						c, err := ln.Accept()
-						if err != nil {
-							return
-						}
-						c.Close()
-					}
-				}()
+				go closeEach(ln)
 				addr = ln.Addr().String()
 			} else {
 				pc, err := net.ListenPacket(tc.network, tc.listen)
