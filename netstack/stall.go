@@ -64,7 +64,7 @@ func (c *clientConn) Write(b []byte) (int, error) {
 			continue
 		case *tcpip.ErrWouldBlock:
 		default:
-			return n, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errors.New(err.String())}
+			return n, c.writeError(errors.New(err.String()))
 		}
 		if ch == nil {
 			// Registered, try again at once: room may have come
@@ -79,10 +79,14 @@ func (c *clientConn) Write(b []byte) (int, error) {
 			defer look.Stop()
 		}
 		if !c.wait(ch, look, &between) {
-			return n, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errPeerGone}
+			return n, c.writeError(errPeerGone)
 		}
 	}
 	return n, nil
+}
+
+func (c *clientConn) writeError(err error) error {
+	return &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
 // wait waits until ch fires, looking at gone each time look fires; it
