@@ -5,7 +5,6 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // checksumsOK verifies the IPv4 header checksum and the TCP, UDP or ICMP
@@ -67,10 +66,10 @@ func upperLayer(pkt []byte) (src, dst []byte, proto uint8, payload []byte, frag,
 // a packet on; a packet with more goes with the host's default.
 const reachHops = 64
 
-// limitedHops returns the TTL (hop limit) the packet in pkt has left if
-// that is below reachHops, else 0.
-func limitedHops(pkt *stack.PacketBuffer) uint8 {
-	nh := pkt.NetworkHeader().Slice()
+// limitedHops returns the TTL (hop limit) left to the packet whose IP
+// header starts nh, if that is below reachHops, else 0: the host's
+// default.
+func limitedHops(nh []byte) uint8 {
 	if len(nh) == 0 {
 		return 0
 	}

@@ -49,7 +49,8 @@ func (e *ICMPError) Error() string {
 }
 
 // hopLimiter is an EchoConn that can send its requests with the TTL (hop
-// limit) the client's request had left (see reachHops).
+// limit) the client's request had left (see limitedHops; 0: the host's
+// default).
 type hopLimiter interface{ SetHopLimit(hops uint8) error }
 
 // PingFunc opens an EchoConn towards dst.
@@ -196,7 +197,7 @@ func (h *icmpHandler) unreachable(req *echoRequest, prohibited bool) {
 // sent once more.
 func (fl *icmpFlow) send(req *echoRequest) {
 	if hl, ok := fl.conn.(hopLimiter); ok {
-		hl.SetHopLimit(hopLimit(req.raw))
+		hl.SetHopLimit(limitedHops(req.raw))
 	}
 	for try := 0; ; try++ {
 		err := fl.conn.WriteEcho(req.seq, req.payload)

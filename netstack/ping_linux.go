@@ -74,11 +74,11 @@ type pingConn struct {
 	buf    [65536]byte
 }
 
-// SetHopLimit has the next requests sent with hops, if less than
-// reachHops, else with the host's default. Only a change costs a call.
+// SetHopLimit has the next requests sent with hops, or with the host's
+// default for 0. Only a change costs a call.
 func (c *pingConn) SetHopLimit(hops uint8) error {
 	want := int(hops)
-	if hops >= reachHops {
+	if hops == 0 {
 		want = -1
 	}
 	c.hopsMu.Lock()

@@ -126,11 +126,12 @@ func timeExceeded(err error) *ICMPError {
 // limitedSYN returns the TTL (hop limit) a SYN has left and a copy of its
 // IP and TCP headers if that is below reachHops, else nothing.
 func limitedSYN(pkt *stack.PacketBuffer) (uint8, []byte) {
-	hops := limitedHops(pkt)
+	nh := pkt.NetworkHeader().Slice()
+	hops := limitedHops(nh)
 	if hops == 0 {
 		return 0, nil
 	}
-	return hops, append(slices.Clip(slices.Clone(pkt.NetworkHeader().Slice())), pkt.TransportHeader().Slice()...)
+	return hops, append(slices.Clip(slices.Clone(nh)), pkt.TransportHeader().Slice()...)
 }
 
 // forward hands an admitted SYN to gVisor's forwarder, which calls connect.

@@ -48,7 +48,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	// Dial before answering anything: an unreachable upstream gets the
 	// client an ICMP error rather than a session that goes nowhere.
 	// The session's datagrams go with the TTL its first one had left.
-	up, err := h.g.dial("udp", f, limitedHops(pkt))
+	up, err := h.g.dial("udp", f, limitedHops(pkt.NetworkHeader().Slice()))
 	if err != nil {
 		h.g.dialFailed(fid, f, v, 0, err)
 		h.release(fid)
