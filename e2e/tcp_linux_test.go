@@ -214,3 +214,64 @@ func fillUntilStalled(t *testing.T, c net.Conn) int64 {
 		}
 	}
 }
+
+// TestTCPNarrowPathToClient gives the gateway a route to one client
+// address with a smaller MTU (1400) than the TUN's (1500), or its link to
+// the clients that MTU, as when that link is a tunnel. The kernel refuses
+// to forward the
+// stack's full-size segments on that path and sends "fragmentation
+// needed" to the server's address, which tunwall's packets carry: no one
+// who could act on it hears of it. tunwall must fit its segments to the
+// route (by the MSS of the client's SYN), so that a download arrives
+// whole, and log the narrow path once.
+func TestTCPNarrowPathToClient(t *testing.T) {
+	need(t)
+	for _, tc := range []struct {
+		name, client, server, prefix, route string // route "": the link is narrow
+	}{
+		{"ipv4 route", "10.77.1.5", lab.ServerV4, "/24", "/32"},
+		{"ipv6 route", "fd77:1::5", lab.ServerV6, "/64", "/128"},
+		{"ipv4 link", "10.77.1.6", lab.ServerV4, "/24", ""},
+		{"ipv6 link", "fd77:1::6", lab.ServerV6, "/64", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := []string{"ip", "addr", "add", tc.client + tc.prefix, "dev", "c0"}
+			if strings.Contains(tc.client, ":") {
+				addr = append(addr, "nodad")
+			}
+			if out, err := lb.Run(lb.Client, addr...); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			t.Cleanup(func() { lb.Run(lb.Client, "ip", "addr", "del", tc.client+tc.prefix, "dev", "c0") })
+			narrow, widen := []string{"ip", "link", "set", "g0", "mtu", "1400"}, []string{"ip", "link", "set", "g0", "mtu", "1500"}
+			if tc.route != "" {
+				narrow = []string{"ip", "route", "add", tc.client + tc.route, "dev", "g0", "mtu", "1400"}
+				widen = []string{"ip", "route", "del", tc.client + tc.route}
+			}
+			if out, err := lb.Run(lb.Gateway, narrow...); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			t.Cleanup(func() { lb.Run(lb.Gateway, widen...) })
+
+			d := &net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.client)}}
+			c, err := lb.DialWith(lb.Client, d, "tcp", net.JoinHostPort(tc.server, "7003"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			const size = 1 << 20
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := fmt.Fprintf(c, "%d 1\n", size); err != nil {
+				t.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, c)
+			if n != size {
+				t.Fatalf("received %d of %d bytes (%v)", n, size, err)
+			}
+			e := waitEvent(t, gw.Log, func(e event) bool { return e.str("client") == tc.client })
+			if e.num("path_mtu") != 1400 || e.num("tun_mtu") != 1500 {
+				t.Errorf("log line %v, want path_mtu 1400 and tun_mtu 1500", e)
+			}
+		})
+	}
+}

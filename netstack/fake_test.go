@@ -156,8 +156,8 @@ func newHarness(t *testing.T, dial DialFunc, ping PingFunc, lim policy.Limits) *
 }
 
 // newHarnessWith starts a gateway with its own policy file and owner
-// source (nil: none).
-func newHarnessWith(t *testing.T, policyYAML string, owners Owners, dial DialFunc, ping PingFunc, lim policy.Limits) *harness {
+// source (nil: none); opts change its Config further.
+func newHarnessWith(t *testing.T, policyYAML string, owners Owners, dial DialFunc, ping PingFunc, lim policy.Limits, opts ...func(*Config)) *harness {
 	t.Helper()
 	cfg, err := policy.Parse("test.yaml", []byte(policyYAML))
 	if err != nil {
@@ -174,7 +174,11 @@ func newHarnessWith(t *testing.T, policyYAML string, owners Owners, dial DialFun
 		}
 	}
 	h := &harness{t: t, dev: newFakeDevice(), ev: &recorder{}}
-	h.gw, err = New(Config{Device: h.dev, MTU: 1500, Policy: cfg.Policy, Limits: lim, Dial: dial, Ping: ping, Events: h.ev, Owners: owners, Log: zerolog.Nop()})
+	c := Config{Device: h.dev, MTU: 1500, Policy: cfg.Policy, Limits: lim, Dial: dial, Ping: ping, Events: h.ev, Owners: owners, Log: zerolog.Nop()}
+	for _, o := range opts {
+		o(&c)
+	}
+	h.gw, err = New(c)
 	if err != nil {
 		t.Fatal(err)
 	}

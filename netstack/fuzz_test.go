@@ -25,6 +25,8 @@ func FuzzInspect(f *testing.F) {
 	f.Add(echoRequestPacket(f, "10.0.0.2", "192.0.2.1", 1, 2, []byte("ping")))
 	f.Add(echoRequestPacket(f, "fd00::2", "2001:db8::1", 1, 2, []byte("ping6")))
 	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 44, 64})
+	f.Add(tcpSegment(f, "10.0.0.2:5000", "192.0.2.1:80", layers.TCP{SYN: true, Seq: 1, Window: 65535,
+		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}, nil))
 	var st Stats
 	dec := newEchoDecoder()
 	f.Fuzz(func(t *testing.T, pkt []byte) {
@@ -62,6 +64,8 @@ func FuzzGateway(f *testing.F) {
 	f.Add(echoRequestPacket(f, "10.0.0.2", "192.0.2.1", 1, 2, []byte("ping")))
 	f.Add(echoRequestPacket(f, "fd00::2", "2001:db8::1", 1, 2, []byte("ping6")))
 	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 44, 64})
+	f.Add(tcpSegment(f, "10.0.0.2:5000", "192.0.2.1:80", layers.TCP{SYN: true, Seq: 1, Window: 65535,
+		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}, nil))
 	echo := udpEcho(f, "")
 	cfg, err := policy.Parse("fuzz.yaml", []byte(fuzzPolicy))
 	if err != nil {
@@ -80,6 +84,7 @@ func FuzzGateway(f *testing.F) {
 		Ping: func(context.Context, netip.Addr) (EchoConn, error) {
 			return nil, errors.New("no ping upstream in this test")
 		},
+		PathMTU: func(netip.Addr, netip.Addr) int { return 1400 }, // every SYN's MSS is clamped
 	})
 	if err != nil {
 		f.Fatal(err)

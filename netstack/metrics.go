@@ -72,6 +72,9 @@ type Metrics struct {
 	DropsPolicy, DropsLimit, DropsMalformed, DropsUpstream uint64
 	// Packets to a multicast group or the limited broadcast address.
 	DropsNotUnicast uint64
+	// Client SYNs whose MSS option was lowered to the path towards the
+	// client.
+	MSSClamped uint64
 
 	// Decision-latency histogram: Decisions[i] counts decisions that took
 	// at most DecisionBuckets[i] (not cumulative); the last entry counts
@@ -102,6 +105,7 @@ func (g *Gateway) Metrics() Metrics {
 	m.DropsMalformed = s.Malformed()
 	m.DropsUpstream = s.DialErrors.Load()
 	m.DropsNotUnicast = s.NotUnicast.Load()
+	m.MSSClamped = s.MSSClamped.Load()
 	for i := range m.Decisions {
 		m.Decisions[i] = g.counters.decisions.buckets[i].Load()
 	}

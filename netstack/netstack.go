@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,10 @@ type Config struct {
 	DNS    policy.DNSConfig // DNS handling (UDP port 53)
 	Log    zerolog.Logger   // component diagnostics
 
+	// PathMTU, when set, tells the MTU of this host's path back to a
+	// client; SYNs are clamped to it (see mssClamp).
+	PathMTU PathMTUFunc
+
 	Mark        uint32 // SO_MARK for the default dialer and pinger
 	Interface   string // SO_BINDTODEVICE for the default dialer and pinger
 	DialTimeout time.Duration
@@ -72,6 +77,7 @@ type Gateway struct {
 	udp      *udpHandler
 	icmp     *icmpHandler
 	owners   *ownership // nil without Config.Owners
+	mss      *mssClamp  // nil without Config.PathMTU
 	names    *nameCache
 	denials  deniedRing
 	hits     atomic.Pointer[ruleHits]
@@ -117,6 +123,12 @@ func New(cfg Config) (*Gateway, error) {
 	g.denied = newVerdictCache(cfg.Limits.MaxUDPSessions)
 	g.names = newNameCache(cfg.DNS.CacheSize)
 	g.icmp = newICMPHandler(g)
+	if cfg.PathMTU != nil {
+		g.mss = newMSSClamp(cfg.PathMTU, cfg.MTU, &g.stats, func(client netip.Addr, mtu int) {
+			g.log.Info().Str("client", client.String()).Int("path_mtu", mtu).Int("tun_mtu", cfg.MTU).
+				Msg("the path to this client is narrower than the TUN: its TCP segments are clamped to fit")
+		})
+	}
 	g.ep = newEndpoint(cfg.Device, cfg.MTU, &g.stats, g.inspect)
 	s, err := newStack(g.ep)
 	if err != nil {
@@ -136,13 +148,24 @@ func New(cfg Config) (*Gateway, error) {
 }
 
 // inspect sees each checked packet from the device before the stack does;
-// true means it was consumed.
+// true means it was consumed. It may lower the MSS option of a SYN
+// (mssClamp).
 func (g *Gateway) inspect(pkt []byte) bool {
 	if notUnicast(pkt) {
 		g.stats.NotUnicast.Add(1)
 		return true
 	}
-	return g.icmp.intercept(pkt) || g.tcp.freeTimeWait(pkt)
+	if g.icmp.intercept(pkt) {
+		return true
+	}
+	src, dst, seg, ok := tcpSYN(pkt)
+	if !ok {
+		return false
+	}
+	if g.mss != nil {
+		g.mss.clamp(src, dst, seg)
+	}
+	return g.tcp.freeTimeWait(pkt, src, dst, seg)
 }
 
 // notUnicast reports whether a checked packet is addressed to a multicast

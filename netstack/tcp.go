@@ -261,6 +261,19 @@ func (h *tcpHandler) stopHandshakes(timeout time.Duration) {
 	}
 }
 
+// tcpSYN returns the addresses and the segment of a checked packet that
+// opens a TCP connection (SYN, no ACK, no RST).
+func tcpSYN(pkt []byte) (src, dst, seg []byte, ok bool) {
+	src, dst, proto, seg, frag, ok := upperLayer(pkt)
+	if !ok || frag || proto != protoTCP || len(seg) < header.TCPMinimumSize {
+		return nil, nil, nil, false
+	}
+	if header.TCPFlags(seg[header.TCPFlagsOffset])&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) != header.TCPFlagSyn {
+		return nil, nil, nil, false
+	}
+	return src, dst, seg, true
+}
+
 // freeTimeWait lets a new connection use the 4-tuple of one that has just
 // closed, and reports whether it took pkt to deliver later. When the
 // client's side closed last, its endpoint passes through TIME_WAIT until a
@@ -276,15 +289,9 @@ func (h *tcpHandler) stopHandshakes(timeout time.Duration) {
 // has sent its FIN is looked at again once the stack has let go of it. The
 // SYN may also come before the flow's relay has read that FIN; aborted
 // then, the flow would end as reset. The SYN then waits (on a worker, up
-// to a second) for the relay to finish.
-func (h *tcpHandler) freeTimeWait(pkt []byte) bool {
-	src, dst, proto, seg, frag, ok := upperLayer(pkt)
-	if !ok || frag || proto != protoTCP || len(seg) < header.TCPMinimumSize {
-		return false
-	}
-	if header.TCPFlags(seg[header.TCPFlagsOffset])&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) != header.TCPFlagSyn {
-		return false
-	}
+// to a second) for the relay to finish. src, dst and seg are pkt's
+// addresses and SYN segment.
+func (h *tcpHandler) freeTimeWait(pkt, src, dst, seg []byte) bool {
 	netProto := header.IPv4ProtocolNumber
 	if len(src) == header.IPv6AddressSize {
 		netProto = header.IPv6ProtocolNumber

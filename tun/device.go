@@ -18,12 +18,14 @@ import (
 type Device struct {
 	wgtun.Device
 	name      string
+	index     int // interface index, for route lookups
 	mtu       int
 	addresses []netip.Prefix // given at Open; Reconfigure restores them
 
 	closeOnce sync.Once
 	closeErr  error
 	offload   offloadWriter // nil where the platform has no TSO writes
+	routes    routeLookup   // PathMTU's
 }
 
 // Offset is the headroom Read and Write callers must leave at the start of
@@ -42,6 +44,7 @@ func (d *Device) Close() error {
 		if d.offload != nil {
 			d.offload.close() // no raw write may race the descriptor's reuse
 		}
+		d.routes.close()
 		if err := d.Device.Close(); err != nil {
 			d.closeErr = fmt.Errorf("close tun %s: %w", d.name, err)
 		}

@@ -42,6 +42,7 @@ func configure(d *Device, cfg policy.TunConfig) error {
 	if err != nil {
 		return fmt.Errorf("find tun %s: %w", d.name, err)
 	}
+	d.index = link.Attrs().Index
 	if err := addAddresses(link, d.name, cfg.Addresses); err != nil {
 		return err
 	}

@@ -121,6 +121,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		Log:       zl,
 		Mark:      cfg.Egress.Mark,
 		Interface: cfg.Egress.Interface,
+		PathMTU:   dev.PathMTU,
 	})
 	if err != nil {
 		err = errors.Join(err, dev.Close(), rt.Remove(keep))

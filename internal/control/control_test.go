@@ -70,6 +70,7 @@ func (f *fake) Metrics() netstack.Metrics {
 	m.Decisions[0], m.Decisions[2], m.Decisions[len(m.Decisions)-1] = 3, 1, 1
 	m.DecisionSum = 2500 * time.Microsecond
 	m.PacketsIn, m.PacketsOut = 11, 12
+	m.MSSClamped = 13
 	return m
 }
 
@@ -241,6 +242,7 @@ func TestMetricsText(t *testing.T) {
 		`tunwall_pending_handshakes 2`,
 		`tunwall_udp_sessions 6`,
 		`tunwall_stack_endpoints 9`,
+		`tunwall_tcp_mss_clamped_total 13`,
 		`tunwall_policy_info{hash="abc",mode=""} 1`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,

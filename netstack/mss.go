@@ -1,0 +1,156 @@
+package netstack
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// PathMTUFunc returns the MTU of the first hop this host forwards a packet
+// from the device to client on (the packet coming from server), or 0 when
+// it does not know.
+type PathMTUFunc func(client, server netip.Addr) int
+
+// Limits of the path-MTU cache: how long an answer holds, how many
+// clients it remembers, and how many lookups a second it makes (a flood
+// of SYNs from ever new addresses must not stall the device's reader).
+const (
+	pathMTUTTL        = 10 * time.Second
+	pathMTUEntries    = 4096
+	pathMTULookupsPer = 200 // per second
+)
+
+// mssClamp lowers the MSS option of a client's SYN to what this host's
+// own path back to the client carries. The stack sizes its segments by
+// the device's MTU and the client's MSS; when the host's interface (or
+// route) towards the client is narrower than the device, the kernel
+// refuses the larger packets with "fragmentation needed" addressed to
+// the server, whose address the stack's packets carry, and no one who
+// could act on it hears of it. Clamping the MSS, as routers do for such
+// links, keeps every segment small enough. It is used by the device's
+// reader goroutine only.
+type mssClamp struct {
+	lookup PathMTUFunc
+	mtu    int // the device's
+	stats  *Stats
+	logf   func(client netip.Addr, mtu int)
+
+	paths   map[netip.Addr]pathMTU
+	window  time.Time // start of the second lookups are counted in
+	lookups int
+}
+
+type pathMTU struct {
+	mtu     int
+	expires time.Time
+}
+
+func newMSSClamp(lookup PathMTUFunc, mtu int, stats *Stats, logf func(netip.Addr, int)) *mssClamp {
+	return &mssClamp{lookup: lookup, mtu: mtu, stats: stats, logf: logf, paths: make(map[netip.Addr]pathMTU)}
+}
+
+// clamp lowers the MSS option of seg, a SYN from client to server, when
+// the path to the client needs it, and reports whether it did.
+func (c *mssClamp) clamp(client, server []byte, seg []byte) bool {
+	mtu := c.pathMTU(client, server)
+	if mtu <= 0 || mtu >= c.mtu {
+		return false
+	}
+	hdr := header.IPv4MinimumSize
+	if len(client) == header.IPv6AddressSize {
+		hdr = header.IPv6MinimumSize
+	}
+	if !clampMSSOption(seg, uint16(mtu-hdr-header.TCPMinimumSize)) {
+		return false
+	}
+	binary.BigEndian.PutUint16(seg[16:], 0)
+	binary.BigEndian.PutUint16(seg[16:], ^checksum.Checksum(seg, pseudoHeader(client, server, protoTCP, len(seg))))
+	c.stats.MSSClamped.Add(1)
+	return true
+}
+
+// pathMTU returns the path MTU towards client, from the cache or a new
+// lookup; 0 when unknown or over the lookup budget.
+func (c *mssClamp) pathMTU(clientIP, serverIP []byte) int {
+	client, _ := netip.AddrFromSlice(clientIP)
+	now := time.Now()
+	if p, ok := c.paths[client]; ok && now.Before(p.expires) {
+		return p.mtu
+	}
+	if now.Sub(c.window) >= time.Second {
+		c.window, c.lookups = now, 0
+	}
+	if c.lookups >= pathMTULookupsPer {
+		return 0
+	}
+	c.lookups++
+	server, _ := netip.AddrFromSlice(serverIP)
+	mtu := c.lookup(client, server)
+	if !validPathMTU(mtu, len(clientIP) == header.IPv6AddressSize) {
+		mtu = 0
+	}
+	if old, ok := c.paths[client]; mtu > 0 && mtu < c.mtu && (!ok || old.mtu != mtu) {
+		c.logf(client, mtu)
+	}
+	if len(c.paths) >= pathMTUEntries {
+		for a, p := range c.paths {
+			if !now.Before(p.expires) {
+				delete(c.paths, a)
+			}
+		}
+	}
+	if len(c.paths) < pathMTUEntries {
+		c.paths[client] = pathMTU{mtu: mtu, expires: now.Add(pathMTUTTL)}
+	}
+	return mtu
+}
+
+// validPathMTU reports whether mtu is one an IPv4 (at least 68) or IPv6
+// (at least 1280) path can have.
+func validPathMTU(mtu int, v6 bool) bool {
+	if v6 {
+		return mtu >= header.IPv6MinimumMTU
+	}
+	return mtu >= 68
+}
+
+// clampMSSOption lowers the MSS option of the TCP segment seg to mss if it
+// is larger, and reports whether it changed it. The checksum is the
+// caller's. A SYN without the option already implies a small MSS (536 or
+// 1220 bytes), and options that do not parse are left alone.
+func clampMSSOption(seg []byte, mss uint16) bool {
+	if len(seg) < header.TCPMinimumSize {
+		return false
+	}
+	end := int(seg[12]>>4) * 4
+	if end < header.TCPMinimumSize || end > len(seg) {
+		return false
+	}
+	for i := header.TCPMinimumSize; i < end; {
+		switch kind := seg[i]; kind {
+		case header.TCPOptionEOL:
+			return false
+		case header.TCPOptionNOP:
+			i++
+			continue
+		}
+		if i+1 >= end || seg[i+1] < 2 || i+int(seg[i+1]) > end {
+			return false
+		}
+		if seg[i] == header.TCPOptionMSS {
+			if seg[i+1] != header.TCPOptionMSSLength {
+				return false
+			}
+			if binary.BigEndian.Uint16(seg[i+2:]) <= mss {
+				return false
+			}
+			binary.BigEndian.PutUint16(seg[i+2:], mss)
+			return true
+		}
+		i += int(seg[i+1])
+	}
+	return false
+}
