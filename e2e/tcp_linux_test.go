@@ -137,6 +137,48 @@ func TestTCPIdleAndKeepalive(t *testing.T) {
 	}
 }
 
+// TestTCPKeepaliveFindsServerGone: a client that sends TCP keepalive
+// probes learns, through tunwall as through a router, that its server has
+// gone without a word. tunwall's stack answers the client's probes, so
+// tunwall probes the server itself while they come; when the server stops
+// answering (a blackhole route in its namespace drops everything it sends
+// to the gateway), the flow ends as idle and the client is reset.
+func TestTCPKeepaliveFindsServerGone(t *testing.T) {
+	l := routedLab(t, "twk")
+	tw := launch(t, l, routed("info", "limits: {tcp_idle: 2s}\npolicy: {default: allow}\n"))
+	d := &net.Dialer{Timeout: 3 * time.Second, KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 30}}
+	c, err := l.DialWith(l.Gateway, d, "tcp", hostPort(lab.ServerV4, "7001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := br.ReadString('\n'); err != nil || got != "hello\n" {
+		t.Fatalf("echo: %q %v", got, err)
+	}
+	// Two idle times of probes only, then the server goes.
+	time.Sleep(4 * time.Second)
+	if out, err := l.Run(l.Server, "ip", "route", "add", "blackhole", lab.GwServer4+"/32"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	gone := time.Now()
+	// The client's own probes (30 a second apart) would take half a
+	// minute; tunwall's give up on the server within a few seconds.
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read %v %v after the server went, want a reset", err, time.Since(gone).Round(time.Second))
+	}
+	t.Logf("reset %v after the server went", time.Since(gone).Round(100*time.Millisecond))
+	e := waitEvent(t, tw.Log, flowEvent("close", c.LocalAddr().String(), c.RemoteAddr().String()))
+	if e.str("reason") != "idle" {
+		t.Errorf("closed with reason %q, want idle", e.str("reason"))
+	}
+}
+
 // TestTCPResetWhileStalled: a reset from one end of a flow reaches the
 // other end while tunwall's relay towards the first end is stuck, as a
 // router passes a reset on whatever else is queued. "client resets": the

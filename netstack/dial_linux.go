@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,10 +13,10 @@ import (
 // hostDialer dials upstream from host sockets carrying SO_MARK (so policy
 // routing can send them around the TUN) and, if iface is set, bound to it.
 func hostDialer(mark uint32, iface string) DialFunc {
-	// No TCP keepalive: the client's own keepalives end at the gateway's
-	// stack (where they keep the flow from idling out), idle flows are
-	// ended by limits.tcp_idle, and the four setsockopt calls per flow
-	// would cost connection rate.
+	// No TCP keepalive from the start: idle flows are ended by
+	// limits.tcp_idle, and the four setsockopt calls per flow would cost
+	// connection rate. A flow whose client probes gets them then
+	// (relay.steerProbes).
 	d := &net.Dialer{ControlContext: socketControl(mark, iface), KeepAlive: -1}
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		if network == "tcp" {
@@ -110,4 +111,25 @@ func setHops(fd int, v6 bool, hops int) error {
 		return unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, hops)
 	}
 	return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, hops)
+}
+
+// keepaliveUpstream turns the host's keepalive probes on the upstream
+// socket behind c on or off (keepaliveTiming).
+func keepaliveUpstream(c net.Conn, on bool, idle time.Duration) {
+	withFD(c, func(fd int) {
+		if on {
+			first, interval, count := keepaliveTiming(idle)
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(first/time.Second))
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(interval/time.Second))
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, count)
+		}
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, boolInt(on))
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // hostDialer dials plain host sockets: marks and interface binding are
@@ -33,3 +34,14 @@ func segmentsIn(net.Conn) uint64 { return 0 }
 
 // upstreamReset would read the socket's pending error; not done here yet.
 func upstreamReset(net.Conn) bool { return false }
+
+// keepaliveUpstream turns keepalive probes on the upstream TCP connection
+// c on or off (keepaliveTiming).
+func keepaliveUpstream(c net.Conn, on bool, idle time.Duration) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	first, interval, count := keepaliveTiming(idle)
+	tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: on, Idle: first, Interval: interval, Count: count})
+}

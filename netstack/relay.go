@@ -4,9 +4,13 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
 // side is one end of a relayed flow.
@@ -32,11 +36,15 @@ type relay struct {
 	client, upstream side
 	datagram         bool // UDP: copy datagrams, no half-close, ends only by idle/close
 	idle             time.Duration
-	// packets (TCP), if set, counts the segments both sides have received
-	// so far, keepalive probes included: a flow that moves no byte but
-	// still carries packets is not idle, as for a router's connection
-	// tracking. It is looked at every quarter of the idle time.
-	packets func() uint64
+	// packets (TCP), if set, counts the segments each side has received
+	// so far (the client's endpoint from the client, the upstream socket
+	// from the server), keepalive probes included: a flow that moves no
+	// byte but still carries packets is not idle, as for a router's
+	// connection tracking. It is looked at every quarter of the idle time.
+	packets func() (client, upstream uint64)
+	// probe (TCP), if set, turns tunwall's own keepalive probes towards
+	// the upstream side or the client on or off (see steerProbes).
+	probe func(upstream, on bool)
 	// Filters (DNS): each sees what one direction read and returns what to
 	// pass on, which may be less (or, for a stream, held back for later).
 	outFilter, inFilter func(b []byte) []byte
@@ -48,12 +56,15 @@ type relay struct {
 	// the client's side for a reset must end the flow instead.
 	outWriting atomic.Bool
 
-	mu       sync.Mutex  // guards the following fields
-	reason   string      // first reason to end the flow wins
-	timer    *time.Timer // idle timer
-	finished bool        // run has returned; the timer must not re-arm
-	seen     uint64      // packets() when the idle timer last ran
-	seenAt   time.Time   // when the idle timer first saw that count
+	mu       sync.Mutex   // guards the following fields
+	reason   string       // first reason to end the flow wins
+	timer    *time.Timer  // idle timer
+	finished bool         // run has returned; the timer must not re-arm
+	seen     [2]uint64    // packets() when the idle timer last ran
+	seenAt   time.Time    // when the idle timer last saw packets from a peer
+	heard    [2]time.Time // the same for the client and the server alone
+	checked  time.Time    // when the idle timer last ran
+	probing  probing      // which side tunwall probes
 
 	stopOnce sync.Once
 }
@@ -66,7 +77,9 @@ func (r *relay) run() string {
 	r.mu.Lock()
 	first := r.idle
 	if r.packets != nil {
-		r.seen, r.seenAt = r.packets(), time.Now()
+		c, u := r.packets()
+		now := time.Now()
+		r.seen, r.seenAt, r.heard, r.checked = [2]uint64{c, u}, now, [2]time.Time{now, now}, now
 		first = r.idle / 4
 	}
 	r.timer = time.AfterFunc(first, r.checkIdle)
@@ -139,6 +152,10 @@ func (r *relay) pipe(dst, src side, n *atomic.Int64, writing *atomic.Bool, filte
 				return // half-close: the other direction goes on
 			}
 		}
+		if r.probeTimedOut(err) {
+			r.close(reasonIdle)
+			return
+		}
 		r.close(reasonRST)
 		return
 	}
@@ -188,10 +205,31 @@ func (r *relay) checkIdle() {
 		return
 	}
 	active := time.Unix(0, r.last.Load())
+	var steer func()
 	if r.packets != nil {
-		if n := r.packets(); n != r.seen {
-			r.seen, r.seenAt = n, now
+		c, u := r.packets()
+		fromClient, fromServer := c != r.seen[0], u != r.seen[1]
+		r.seen = [2]uint64{c, u}
+		// The answers to tunwall's own probes tell nothing of the peers.
+		switch r.probing {
+		case probingUpstream:
+			fromServer = false
+		case probingClient:
+			fromClient = false
 		}
+		if fromClient {
+			r.heard[0] = now
+		}
+		if fromServer {
+			r.heard[1] = now
+		}
+		if fromClient || fromServer {
+			r.seenAt = now
+		}
+		if r.probe != nil {
+			steer = r.steerProbes(now, fromClient, fromServer, active.Before(r.checked))
+		}
+		r.checked = now
 		if r.seenAt.After(active) {
 			active = r.seenAt
 		}
@@ -202,10 +240,66 @@ func (r *relay) checkIdle() {
 		}
 		r.timer.Reset(left)
 		r.mu.Unlock()
+		if steer != nil {
+			steer()
+		}
 		return
 	}
 	r.mu.Unlock()
 	r.close(reasonIdle)
+}
+
+// probing is the side of a TCP flow tunwall sends keepalive probes to.
+type probing uint8
+
+const (
+	probingNone probing = iota
+	probingUpstream
+	probingClient
+)
+
+// steerProbes decides, from what the last quarter of the idle time
+// carried, whether tunwall should probe one side of the flow, and returns
+// the change to make (nil: none). r.mu is held.
+//
+// tunwall's stack answers the client's keepalive probes and the host
+// answers the server's, so neither prober learns whether the other end is
+// still there, as it would through a router, and their probes would keep
+// the flow from ever being idle. So when one end probes while the flow
+// moves no byte, tunwall probes the other end itself, for as long as the
+// first goes on: should that end stop answering, its socket fails and
+// the flow ends (reason idle), both ends reset. tunwall probes one side
+// at a time, the upstream side first: the answers to its probes cannot
+// be told from that side's own packets, so they are not counted as
+// activity, and a prober on that side is heard again once tunwall stops.
+// It stops once the first end has been silent for three quarters of the
+// idle time (a prober's probes come further apart than a check's quarter).
+func (r *relay) steerProbes(now time.Time, fromClient, fromServer, quiet bool) func() {
+	silent := func(i int) bool { return now.Sub(r.heard[i]) >= r.idle*3/4 }
+	switch {
+	case r.probing == probingNone && quiet && fromClient:
+		r.probing = probingUpstream
+		return func() { r.probe(true, true) }
+	case r.probing == probingNone && quiet && fromServer:
+		r.probing = probingClient
+		return func() { r.probe(false, true) }
+	case r.probing == probingUpstream && silent(0):
+		r.probing = probingNone
+		return func() { r.probe(true, false) }
+	case r.probing == probingClient && silent(1):
+		r.probing = probingNone
+		return func() { r.probe(false, false) }
+	}
+	return nil
+}
+
+// probeTimedOut reports whether err is a side's socket giving up on the
+// keepalive probes tunwall had it send.
+func (r *relay) probeTimedOut(err error) bool {
+	r.mu.Lock()
+	on := r.probing != probingNone
+	r.mu.Unlock()
+	return on && (errors.Is(err, syscall.ETIMEDOUT) || strings.HasSuffix(err.Error(), (&tcpip.ErrTimeout{}).String()))
 }
 
 // close ends the flow for reason (rst, idle, limit, shutdown): both sides

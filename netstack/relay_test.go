@@ -249,7 +249,7 @@ func TestRelayKeepaliveNotIdle(t *testing.T) {
 		client:   side{conn: a},
 		upstream: side{conn: b},
 		idle:     idle,
-		packets:  probes.Load,
+		packets:  func() (uint64, uint64) { return probes.Load(), 0 },
 	}
 	ended := make(chan string, 1)
 	go func() { ended <- r.run() }()
@@ -269,5 +269,200 @@ func TestRelayKeepaliveNotIdle(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("still relaying 5 s after the last probe")
+	}
+}
+
+// probeEvent is a call of relay.probe.
+type probeEvent struct{ upstream, on bool }
+
+// prober plays the two peers of a relayed TCP flow for the keepalive
+// tests: each counts the segments its side has received. A peer that
+// probes sends one every fifth of the idle time; a side tunwall probes
+// answers each of tunwall's probes, as a live peer does.
+type prober struct {
+	segs   [2]atomic.Uint64 // client, upstream
+	probes [2]atomic.Bool   // the peer on that side probes
+	probed [2]atomic.Bool   // tunwall probes that side
+	events chan probeEvent
+}
+
+func newProber() *prober { return &prober{events: make(chan probeEvent, 16)} }
+
+func (p *prober) packets() (uint64, uint64) { return p.segs[0].Load(), p.segs[1].Load() }
+
+func (p *prober) probe(upstream, on bool) {
+	i := 0
+	if upstream {
+		i = 1
+	}
+	p.probed[i].Store(on)
+	p.events <- probeEvent{upstream, on}
+}
+
+// run ticks every period until stop is closed.
+func (p *prober) run(period time.Duration, stop chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(period):
+		}
+		for i := range p.segs {
+			if p.probes[i].Load() || p.probed[i].Load() {
+				p.segs[i].Add(1)
+			}
+		}
+	}
+}
+
+func (p *prober) want(t *testing.T, want probeEvent) {
+	t.Helper()
+	select {
+	case got := <-p.events:
+		if got != want {
+			t.Fatalf("probe %+v, want %+v", got, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no probe %+v in 5 s", want)
+	}
+}
+
+// TestRelayProbesTheOtherEnd: while one end of a flow that moves no byte
+// sends keepalive probes, tunwall probes the other end (whose answers do
+// not count as activity); once the prober stops, tunwall stops too and
+// the flow ends as idle. Both ways round.
+func TestRelayProbesTheOtherEnd(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		prober   int // 0: the client probes, 1: the server
+		upstream bool
+		period   time.Duration // between probes
+	}{
+		{"client probes", 0, true, idle / 5},
+		{"server probes", 1, false, idle / 5},
+		// Probes further apart than the checks: tunwall keeps probing
+		// between them.
+		{"client probes seldom", 0, true, idle / 2},
+		{"server probes seldom", 1, false, idle / 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, aPeer := net.Pipe()
+			b, bPeer := net.Pipe()
+			defer aPeer.Close()
+			defer bPeer.Close()
+			p := newProber()
+			r := &relay{client: side{conn: a}, upstream: side{conn: b}, idle: idle, packets: p.packets, probe: p.probe}
+			stop := make(chan struct{})
+			defer close(stop)
+			p.probes[tc.prober].Store(true)
+			go p.run(tc.period, stop)
+			ended := make(chan string, 1)
+			go func() { ended <- r.run() }()
+			p.want(t, probeEvent{tc.upstream, true})
+			select {
+			case reason := <-ended:
+				t.Fatalf("ended (%s) while a peer probed", reason)
+			case e := <-p.events:
+				t.Fatalf("probe change %+v while a peer probed", e)
+			case <-time.After(3 * idle):
+			}
+			p.probes[tc.prober].Store(false)
+			p.want(t, probeEvent{tc.upstream, false})
+			select {
+			case reason := <-ended:
+				if reason != reasonIdle {
+					t.Errorf("ended by %q, want %q", reason, reasonIdle)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("still relaying 5 s after the prober stopped")
+			}
+			select {
+			case e := <-p.events:
+				t.Errorf("another probe change: %+v", e)
+			default:
+			}
+		})
+	}
+}
+
+// TestRelayTrailingPacketsProbeNoOne: a packet that comes once, a while
+// after the last byte (a late ACK), may start tunwall's probes for one
+// check, but does not leave them on; the flow still ends as idle.
+func TestRelayTrailingPacketsProbeNoOne(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	a, aPeer := net.Pipe()
+	b, bPeer := net.Pipe()
+	defer aPeer.Close()
+	defer bPeer.Close()
+	p := newProber()
+	r := &relay{client: side{conn: a}, upstream: side{conn: b}, idle: idle, packets: p.packets, probe: p.probe}
+	ended := make(chan string, 1)
+	go func() { ended <- r.run() }()
+	time.Sleep(idle / 3) // past the first check
+	p.segs[0].Add(1)
+	select {
+	case reason := <-ended:
+		if reason != reasonIdle {
+			t.Errorf("ended by %q, want %q", reason, reasonIdle)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still relaying 5 s after the last packet")
+	}
+	if p.probed[0].Load() || p.probed[1].Load() {
+		t.Errorf("left probing: client %v, upstream %v", p.probed[0].Load(), p.probed[1].Load())
+	}
+}
+
+// timedOutConn is a connection whose reads wait for, then fail with, the
+// error sent on fail.
+type timedOutConn struct {
+	net.Conn
+	fail chan error
+}
+
+func (c *timedOutConn) Read([]byte) (int, error) { return 0, <-c.fail }
+
+// TestRelayProbeTimeoutIsIdle: a side that stops answering tunwall's
+// probes ends the flow as idle, from the host's socket (ETIMEDOUT) or the
+// stack's; the same error without probes is a reset.
+func TestRelayProbeTimeoutIsIdle(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	for _, tc := range []struct {
+		name   string
+		err    error
+		probes bool
+		want   string
+	}{
+		{"host socket", &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}, true, reasonIdle},
+		{"stack", &net.OpError{Op: "read", Err: errors.New("operation timed out")}, true, reasonIdle},
+		{"no probes", &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}, false, reasonRST},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, aPeer := net.Pipe()
+			defer aPeer.Close()
+			b, _ := net.Pipe()
+			up := &timedOutConn{Conn: b, fail: make(chan error, 1)}
+			p := newProber()
+			r := &relay{client: side{conn: a}, upstream: side{conn: up}, idle: idle, packets: p.packets, probe: p.probe}
+			stop := make(chan struct{})
+			defer close(stop)
+			p.probes[0].Store(tc.probes)
+			go p.run(idle/5, stop)
+			ended := make(chan string, 1)
+			go func() { ended <- r.run() }()
+			if tc.probes {
+				p.want(t, probeEvent{true, true})
+			}
+			up.fail <- tc.err
+			select {
+			case reason := <-ended:
+				if reason != tc.want {
+					t.Errorf("ended by %q, want %q", reason, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("still relaying 5 s after the upstream failed")
+			}
+		})
 	}
 }

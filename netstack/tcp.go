@@ -348,6 +348,28 @@ func segmentsReceived(ep tcpip.Endpoint) uint64 {
 	return 0
 }
 
+// keepaliveTiming is how tunwall probes a side of a flow whose other end
+// probes (relay.steerProbes): first after a quarter of the idle time
+// without a packet from that side, then four probes a sixteenth of it
+// apart (never under a second), so a side that stops answering is given
+// up about half the idle time after its last packet.
+func keepaliveTiming(idle time.Duration) (first, interval time.Duration, count int) {
+	return max(idle/4, time.Second), max(idle/16, time.Second), 4
+}
+
+// keepaliveClient turns the stack's keepalive probes towards the client
+// on or off.
+func keepaliveClient(ep tcpip.Endpoint, on bool, idle time.Duration) {
+	if on {
+		first, interval, count := keepaliveTiming(idle)
+		fo, io := tcpip.KeepaliveIdleOption(first), tcpip.KeepaliveIntervalOption(interval)
+		ep.SetSockOpt(&fo)
+		ep.SetSockOpt(&io)
+		ep.SetSockOptInt(tcpip.KeepaliveCountOption, count)
+	}
+	ep.SocketOptions().SetKeepAlive(on)
+}
+
 // inTimeWait reports whether ep is in TIME_WAIT, or was about to enter it
 // while the stack held it.
 func inTimeWait(ep *tcp.Endpoint) bool {
@@ -400,7 +422,14 @@ func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, cc *clientCo
 		client:   side{conn: client, abort: ep.Abort, reset: func() bool { return clientReset(ep) }},
 		upstream: side{conn: up, abort: func() { abortTCP(up) }},
 		idle:     h.g.cfg.Limits.TCPIdle,
-		packets:  func() uint64 { return segmentsReceived(ep) + segmentsIn(up) },
+		packets:  func() (uint64, uint64) { return segmentsReceived(ep), segmentsIn(up) },
+		probe: func(upstream, on bool) {
+			if upstream {
+				keepaliveUpstream(up, on, h.g.cfg.Limits.TCPIdle)
+			} else {
+				keepaliveClient(ep, on, h.g.cfg.Limits.TCPIdle)
+			}
+		},
 	}
 	// A reset from either end must end the flow while the relay is stuck
 	// writing towards the other.
