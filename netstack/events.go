@@ -10,7 +10,7 @@ import (
 const (
 	reasonFIN      = "fin"      // both sides finished normally
 	reasonRST      = "rst"      // a side reset, or upstream could not be reached
-	reasonIdle     = "idle"     // no traffic for the idle timeout
+	reasonIdle     = "idle"     // no traffic for the idle timeout, or an end stopped answering probes
 	reasonLimit    = "limit"    // closed to respect a limit
 	reasonShutdown = "shutdown" // the gateway is stopping
 	reasonPolicy   = "policy"   // a reloaded policy refuses the flow
