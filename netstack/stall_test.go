@@ -193,3 +193,36 @@ func TestWatchClientReset(t *testing.T) {
 		t.Error("clientReset is false after the reset")
 	}
 }
+
+// TestKeepaliveClient: turned on, the stack probes the client's side
+// once it has been silent for the first probe time (a second here), and
+// the probes are answered; turned off, the option is off again.
+func TestKeepaliveClient(t *testing.T) {
+	a, _, b, _ := endpointPair(t)
+	first, _, _ := keepaliveTiming(4 * time.Second)
+	before, answers := segmentsReceived(b), segmentsReceived(a)
+	start := time.Now()
+	keepaliveClient(a, true, 4*time.Second)
+	for segmentsReceived(b) == before {
+		if time.Since(start) > first+2*time.Second {
+			t.Fatalf("no probe %v after turning keepalive on", time.Since(start))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took := time.Since(start); took < first-100*time.Millisecond {
+		t.Errorf("first probe after %v, want %v", took, first)
+	}
+	if !a.SocketOptions().GetKeepAlive() {
+		t.Error("keepalive option off while on")
+	}
+	for segmentsReceived(a) == answers {
+		if time.Since(start) > first+3*time.Second {
+			t.Fatal("the probe was not answered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	keepaliveClient(a, false, 4*time.Second)
+	if a.SocketOptions().GetKeepAlive() {
+		t.Error("keepalive option still on after turning it off")
+	}
+}
