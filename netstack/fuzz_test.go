@@ -18,7 +18,8 @@ import (
 
 // FuzzInspect runs arbitrary bytes through everything the endpoint does to
 // a packet from the device before gVisor sees it: length checks, checksum
-// verification and the ICMP echo classifier. None of it may panic.
+// verification, the MSS clamp and the ICMP echo classifier. None of it
+// may panic.
 func FuzzInspect(f *testing.F) {
 	f.Add(tcpSyn(f, "10.0.0.2:5000", "192.0.2.1:80"))
 	f.Add(udpPacket(f, "[fd00::2]:5000", "[2001:db8::1]:53", []byte("q")))
@@ -29,11 +30,15 @@ func FuzzInspect(f *testing.F) {
 		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}, nil))
 	var st Stats
 	dec := newEchoDecoder()
+	clamp := newMSSClamp(func(netip.Addr, netip.Addr) int { return 1400 }, 1500, &st, func(netip.Addr, int) {})
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		if _, ok := st.check(pkt); !ok {
 			return
 		}
 		_ = checksumsOK(pkt)
+		if src, dst, seg, ok := tcpSYN(pkt); ok {
+			clamp.clamp(src, dst, seg)
+		}
 		var req echoRequest
 		if dec.classify(pkt, &req) == isEcho {
 			_ = echoReply(req.src, req.dst, req.id, req.seq, req.payload)
@@ -64,6 +69,8 @@ func FuzzGateway(f *testing.F) {
 	f.Add(echoRequestPacket(f, "10.0.0.2", "192.0.2.1", 1, 2, []byte("ping")))
 	f.Add(echoRequestPacket(f, "fd00::2", "2001:db8::1", 1, 2, []byte("ping6")))
 	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 44, 64})
+	f.Add(tcpSegment(f, "10.0.0.2:5000", "192.0.2.1:80", layers.TCP{SYN: true, Seq: 1, Window: 65535,
+		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}, nil))
 	f.Add(tcpSegment(f, "10.0.0.2:5000", "192.0.2.1:80", layers.TCP{SYN: true, Seq: 1, Window: 65535,
 		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}, nil))
 	echo := udpEcho(f, "")
