@@ -94,25 +94,8 @@ func dialAgain(d *net.Dialer, addr string) (net.Conn, error) {
 func TestTCPIdleAndKeepalive(t *testing.T) {
 	l := routedLab(t, "twi")
 	tw := launch(t, l, routed("info", "limits: {tcp_idle: 2s}\npolicy: {default: allow}\n"))
-	echo := func(d *net.Dialer) (net.Conn, *bufio.Reader) {
-		t.Helper()
-		c, err := l.DialWith(l.Gateway, d, "tcp", hostPort(lab.ServerV4, "7001"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		br := bufio.NewReader(c)
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "hello\n"); err != nil {
-			t.Fatal(err)
-		}
-		if got, err := br.ReadString('\n'); err != nil || got != "hello\n" {
-			t.Fatalf("echo: %q %v", got, err)
-		}
-		return c, br
-	}
-	kept, keptReader := echo(&net.Dialer{Timeout: 3 * time.Second, KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 5}})
-	plain, _ := echo(&net.Dialer{Timeout: 3 * time.Second, KeepAlive: -1})
+	kept, keptReader := echoHello(t, l, &net.Dialer{Timeout: 3 * time.Second, KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 5}})
+	plain, _ := echoHello(t, l, &net.Dialer{Timeout: 3 * time.Second, KeepAlive: -1})
 	quiet := time.Now()
 
 	// The quiet flow is reset once idle.
@@ -137,6 +120,27 @@ func TestTCPIdleAndKeepalive(t *testing.T) {
 	}
 }
 
+// echoHello connects from l's gateway namespace (the route-all labs'
+// client) to the echo service with d, and has "hello" echoed. The
+// connection is closed when the test ends.
+func echoHello(t *testing.T, l *lab.Lab, d *net.Dialer) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := l.DialWith(l.Gateway, d, "tcp", hostPort(lab.ServerV4, "7001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	br := bufio.NewReader(c)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := br.ReadString('\n'); err != nil || got != "hello\n" {
+		t.Fatalf("echo: %q %v", got, err)
+	}
+	return c, br
+}
+
 // TestTCPKeepaliveFindsServerGone: a client that sends TCP keepalive
 // probes learns, through tunwall as through a router, that its server has
 // gone without a word. tunwall's stack answers the client's probes, so
@@ -147,19 +151,7 @@ func TestTCPKeepaliveFindsServerGone(t *testing.T) {
 	l := routedLab(t, "twk")
 	tw := launch(t, l, routed("info", "limits: {tcp_idle: 2s}\npolicy: {default: allow}\n"))
 	d := &net.Dialer{Timeout: 3 * time.Second, KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 30}}
-	c, err := l.DialWith(l.Gateway, d, "tcp", hostPort(lab.ServerV4, "7001"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, "hello\n"); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := br.ReadString('\n'); err != nil || got != "hello\n" {
-		t.Fatalf("echo: %q %v", got, err)
-	}
+	c, _ := echoHello(t, l, d)
 	// Two idle times of probes only, then the server goes.
 	time.Sleep(4 * time.Second)
 	if out, err := l.Run(l.Server, "ip", "route", "add", "blackhole", lab.GwServer4+"/32"); err != nil {

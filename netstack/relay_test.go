@@ -262,14 +262,7 @@ func TestRelayKeepaliveNotIdle(t *testing.T) {
 		case <-time.After(idle / 5):
 		}
 	}
-	select {
-	case reason := <-ended:
-		if reason != reasonIdle {
-			t.Errorf("ended by %q, want %q", reason, reasonIdle)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("still relaying 5 s after the last probe")
-	}
+	wantEnd(t, ended, reasonIdle, "the last probe")
 }
 
 // probeEvent is a call of relay.probe.
@@ -327,6 +320,25 @@ func (p *prober) want(t *testing.T, want probeEvent) {
 	}
 }
 
+// startProbed starts a relay between two pipes (upstream, if set, in
+// place of the second) whose packets and probes are those of a new
+// prober, and returns the prober and the channel the relay's end reason
+// comes on.
+func startProbed(t *testing.T, idle time.Duration, upstream net.Conn) (*prober, chan string) {
+	a, aPeer := net.Pipe()
+	t.Cleanup(func() { aPeer.Close() })
+	if upstream == nil {
+		b, bPeer := net.Pipe()
+		t.Cleanup(func() { bPeer.Close() })
+		upstream = b
+	}
+	p := newProber()
+	r := &relay{client: side{conn: a}, upstream: side{conn: upstream}, idle: idle, packets: p.packets, probe: p.probe}
+	ended := make(chan string, 1)
+	go func() { ended <- r.run() }()
+	return p, ended
+}
+
 // TestRelayProbesTheOtherEnd: while one end of a flow that moves no byte
 // sends keepalive probes, tunwall probes the other end (whose answers do
 // not count as activity); once the prober stops, tunwall stops too and
@@ -347,18 +359,11 @@ func TestRelayProbesTheOtherEnd(t *testing.T) {
 		{"server probes seldom", 1, false, idle / 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, aPeer := net.Pipe()
-			b, bPeer := net.Pipe()
-			defer aPeer.Close()
-			defer bPeer.Close()
-			p := newProber()
-			r := &relay{client: side{conn: a}, upstream: side{conn: b}, idle: idle, packets: p.packets, probe: p.probe}
+			p, ended := startProbed(t, idle, nil)
 			stop := make(chan struct{})
 			defer close(stop)
 			p.probes[tc.prober].Store(true)
 			go p.run(tc.period, stop)
-			ended := make(chan string, 1)
-			go func() { ended <- r.run() }()
 			p.want(t, probeEvent{tc.upstream, true})
 			select {
 			case reason := <-ended:
@@ -369,14 +374,7 @@ func TestRelayProbesTheOtherEnd(t *testing.T) {
 			}
 			p.probes[tc.prober].Store(false)
 			p.want(t, probeEvent{tc.upstream, false})
-			select {
-			case reason := <-ended:
-				if reason != reasonIdle {
-					t.Errorf("ended by %q, want %q", reason, reasonIdle)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("still relaying 5 s after the prober stopped")
-			}
+			wantEnd(t, ended, reasonIdle, "the prober stopped")
 			select {
 			case e := <-p.events:
 				t.Errorf("another probe change: %+v", e)
@@ -391,24 +389,10 @@ func TestRelayProbesTheOtherEnd(t *testing.T) {
 // check, but does not leave them on; the flow still ends as idle.
 func TestRelayTrailingPacketsProbeNoOne(t *testing.T) {
 	const idle = 100 * time.Millisecond
-	a, aPeer := net.Pipe()
-	b, bPeer := net.Pipe()
-	defer aPeer.Close()
-	defer bPeer.Close()
-	p := newProber()
-	r := &relay{client: side{conn: a}, upstream: side{conn: b}, idle: idle, packets: p.packets, probe: p.probe}
-	ended := make(chan string, 1)
-	go func() { ended <- r.run() }()
+	p, ended := startProbed(t, idle, nil)
 	time.Sleep(idle / 3) // past the first check
 	p.segs[0].Add(1)
-	select {
-	case reason := <-ended:
-		if reason != reasonIdle {
-			t.Errorf("ended by %q, want %q", reason, reasonIdle)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("still relaying 5 s after the last packet")
-	}
+	wantEnd(t, ended, reasonIdle, "the last packet")
 	if p.probed[0].Load() || p.probed[1].Load() {
 		t.Errorf("left probing: client %v, upstream %v", p.probed[0].Load(), p.probed[1].Load())
 	}
@@ -439,30 +423,31 @@ func TestRelayProbeTimeoutIsIdle(t *testing.T) {
 		{"no probes", &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}, false, reasonRST},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, aPeer := net.Pipe()
-			defer aPeer.Close()
 			b, _ := net.Pipe()
 			up := &timedOutConn{Conn: b, fail: make(chan error, 1)}
-			p := newProber()
-			r := &relay{client: side{conn: a}, upstream: side{conn: up}, idle: idle, packets: p.packets, probe: p.probe}
+			p, ended := startProbed(t, idle, up)
 			stop := make(chan struct{})
 			defer close(stop)
 			p.probes[0].Store(tc.probes)
 			go p.run(idle/5, stop)
-			ended := make(chan string, 1)
-			go func() { ended <- r.run() }()
 			if tc.probes {
 				p.want(t, probeEvent{true, true})
 			}
 			up.fail <- tc.err
-			select {
-			case reason := <-ended:
-				if reason != tc.want {
-					t.Errorf("ended by %q, want %q", reason, tc.want)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("still relaying 5 s after the upstream failed")
-			}
+			wantEnd(t, ended, tc.want, "the upstream failed")
 		})
+	}
+}
+
+// wantEnd waits up to 5 s for a relay to end, and checks its reason.
+func wantEnd(t *testing.T, ended <-chan string, want, after string) {
+	t.Helper()
+	select {
+	case reason := <-ended:
+		if reason != want {
+			t.Errorf("ended by %q, want %q", reason, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("still relaying 5 s after %s", after)
 	}
 }
