@@ -273,7 +273,8 @@ const (
 // be told from that side's own packets, so they are not counted as
 // activity, and a prober on that side is heard again once tunwall stops.
 // It stops once the first end has been silent for three quarters of the
-// idle time (a prober's probes come further apart than a check's quarter).
+// idle time, not at the first check without a probe: probes often come
+// further apart than the checks.
 func (r *relay) steerProbes(now time.Time, fromClient, fromServer, quiet bool) func() {
 	silent := func(i int) bool { return now.Sub(r.heard[i]) >= r.idle*3/4 }
 	switch {
