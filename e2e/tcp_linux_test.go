@@ -171,6 +171,54 @@ func TestTCPKeepaliveFindsServerGone(t *testing.T) {
 	}
 }
 
+// TestTCPKeepaliveFindsClientGone is the other way round: a server that
+// sends keepalive probes (the lab service on 7004, every second) learns
+// that its client has gone. While the client is there the flow lives on
+// without a byte; once the client answers nothing more (a blackhole route
+// in its namespace drops all it sends), tunwall's probes towards it go
+// unanswered, the flow ends as idle and the server is reset.
+func TestTCPKeepaliveFindsClientGone(t *testing.T) {
+	l := routedLab(t, "twkc")
+	tw := startGateway(t, l, "twka", "tun: {name: twka}\nlog: {format: json}\nlimits: {tcp_idle: 2s}\npolicy: {default: allow}\n")
+	addr := net.JoinHostPort(lab.ServerV4, "7004")
+	c, err := l.DialWith(l.Client, &net.Dialer{Timeout: 3 * time.Second, KeepAlive: -1}, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "probe\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := bufio.NewReader(c).ReadString('\n'); err != nil || got != "probing\n" {
+		t.Fatalf("probe service: %q %v", got, err)
+	}
+	held := func() bool {
+		out, _ := l.Run(l.Server, "ss", "-tnH", "state", "established", "( sport = :7004 )")
+		return strings.TrimSpace(out) != ""
+	}
+	// Two idle times without a byte, the server probing: the flow lives.
+	time.Sleep(4 * time.Second)
+	if !held() {
+		t.Fatal("the server lost its connection while the client was there")
+	}
+	if out, err := l.Run(l.Client, "ip", "route", "add", "blackhole", lab.ServerV4+"/32"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	gone := time.Now()
+	for held() {
+		if time.Since(gone) > 20*time.Second {
+			t.Fatal("the server still holds its connection 20 s after the client went")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the server was reset %v after the client went", time.Since(gone).Round(100*time.Millisecond))
+	e := waitEvent(t, tw.Log, flowEvent("close", c.LocalAddr().String(), addr))
+	if e.str("reason") != "idle" {
+		t.Errorf("closed with reason %q, want idle", e.str("reason"))
+	}
+}
+
 // TestTCPResetWhileStalled: a reset from one end of a flow reaches the
 // other end while tunwall's relay towards the first end is stuck, as a
 // router passes a reset on whatever else is queued. "client resets": the

@@ -21,7 +21,8 @@ const (
 	portHash = "7002" // TCP: read to EOF, answer "<bytes> <sha256>\n"
 	portGen  = "7003" // TCP: read "<n> <seed>\n", send n bytes of Stream(seed)
 	// TCP: read "hold\n" and then nothing more, or "reset\n" and send until
-	// the peer stops reading, then reset.
+	// the peer stops reading, then reset, or "probe\n", answer "probing\n"
+	// and hold the connection with keepalive probes every second.
 	portStall = "7004"
 )
 
@@ -142,6 +143,10 @@ func stallTCP(c net.Conn) {
 			}
 		}
 		c.(*net.TCPConn).SetLinger(0)
+	case line == "probe\n":
+		c.(*net.TCPConn).SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 60})
+		io.WriteString(c, "probing\n")
+		io.Copy(io.Discard, c)
 	}
 }
 
