@@ -65,6 +65,7 @@ type relay struct {
 	heard    [2]time.Time // the same for the client and the server alone
 	checked  time.Time    // when the idle timer last ran
 	probing  probing      // which side tunwall probes
+	probed   probing      // which side it probed in the quarter before the last
 
 	stopOnce sync.Once
 }
@@ -210,13 +211,17 @@ func (r *relay) checkIdle() {
 		c, u := r.packets()
 		fromClient, fromServer := c != r.seen[0], u != r.seen[1]
 		r.seen = [2]uint64{c, u}
-		// The answers to tunwall's own probes tell nothing of the peers.
-		switch r.probing {
-		case probingUpstream:
-			fromServer = false
-		case probingClient:
-			fromClient = false
+		// The answers to tunwall's own probes tell nothing of the peers;
+		// the last may come in the quarter after tunwall stopped.
+		for _, p := range [2]probing{r.probing, r.probed} {
+			switch p {
+			case probingUpstream:
+				fromServer = false
+			case probingClient:
+				fromClient = false
+			}
 		}
+		r.probed = r.probing
 		if fromClient {
 			r.heard[0] = now
 		}

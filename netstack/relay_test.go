@@ -344,7 +344,9 @@ func startProbed(t *testing.T, idle time.Duration, upstream net.Conn) (*prober, 
 // not count as activity); once the prober stops, tunwall stops too and
 // the flow ends as idle. Both ways round.
 func TestRelayProbesTheOtherEnd(t *testing.T) {
-	const idle = 100 * time.Millisecond
+	// Long enough that a late tick of a loaded machine's timers does not
+	// pass for silence.
+	const idle = 300 * time.Millisecond
 	for _, tc := range []struct {
 		name     string
 		prober   int // 0: the client probes, 1: the server
@@ -370,7 +372,7 @@ func TestRelayProbesTheOtherEnd(t *testing.T) {
 				t.Fatalf("ended (%s) while a peer probed", reason)
 			case e := <-p.events:
 				t.Fatalf("probe change %+v while a peer probed", e)
-			case <-time.After(3 * idle):
+			case <-time.After(2 * idle):
 			}
 			p.probes[tc.prober].Store(false)
 			p.want(t, probeEvent{tc.upstream, false})
@@ -385,17 +387,17 @@ func TestRelayProbesTheOtherEnd(t *testing.T) {
 }
 
 // TestRelayTrailingPacketsProbeNoOne: a packet that comes once, a while
-// after the last byte (a late ACK), may start tunwall's probes for one
-// check, but does not leave them on; the flow still ends as idle.
+// after the last byte (a late ACK), may start tunwall's probes of the
+// other side, whose answers then come; the flow still ends as idle.
 func TestRelayTrailingPacketsProbeNoOne(t *testing.T) {
 	const idle = 100 * time.Millisecond
 	p, ended := startProbed(t, idle, nil)
-	time.Sleep(idle / 3) // past the first check
+	stop := make(chan struct{})
+	defer close(stop)
+	go p.run(idle/5, stop) // answers tunwall's probes
+	time.Sleep(idle / 3)   // past the first check
 	p.segs[0].Add(1)
 	wantEnd(t, ended, reasonIdle, "the last packet")
-	if p.probed[0].Load() || p.probed[1].Load() {
-		t.Errorf("left probing: client %v, upstream %v", p.probed[0].Load(), p.probed[1].Load())
-	}
 }
 
 // timedOutConn is a connection whose reads wait for, then fail with, the
@@ -449,5 +451,44 @@ func wantEnd(t *testing.T, ended <-chan string, want, after string) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatalf("still relaying 5 s after %s", after)
+	}
+}
+
+// TestRelayLateAnswerProbesNoOne: the answer to tunwall's last probe of
+// a side can come after tunwall stopped probing it; it must not read as
+// that side's peer probing (which would start probes the other way).
+func TestRelayLateAnswerProbesNoOne(t *testing.T) {
+	const idle = time.Hour // the flow never ends here; checkIdle is called by hand
+	for _, tc := range []struct {
+		name     string
+		probing  probing
+		answerer int // the side whose answer comes late: 0 client, 1 server
+	}{
+		{"client answers late", probingClient, 0},
+		{"server answers late", probingUpstream, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var segs [2]uint64
+			var events []probeEvent
+			r := &relay{idle: idle, packets: func() (uint64, uint64) { return segs[0], segs[1] },
+				probe: func(upstream, on bool) { events = append(events, probeEvent{upstream, on}) }}
+			r.timer = time.AfterFunc(idle, func() {})
+			defer r.timer.Stop()
+			now := time.Now()
+			r.last.Store(now.Add(-idle / 2).UnixNano()) // no byte for half an hour
+			r.checked = now.Add(-time.Minute)
+			r.probing, r.probed = tc.probing, tc.probing
+			r.heard = [2]time.Time{now.Add(-idle), now.Add(-idle)} // the prober long silent
+			r.checkIdle()
+			if len(events) != 1 || events[0].on {
+				t.Fatalf("probe changes %+v, want probing turned off", events)
+			}
+			segs[tc.answerer]++ // the answer to the last probe
+			r.checkIdle()
+			r.checkIdle()
+			if len(events) != 1 {
+				t.Errorf("probe changes %+v after the late answer, want none", events[1:])
+			}
+		})
 	}
 }
