@@ -297,15 +297,40 @@ func fillUntilStalled(t *testing.T, c net.Conn) int64 {
 	}
 }
 
+// narrowPath gives the lab client one more address, client (with its
+// network's prefix), and narrows the gateway's path to it to an MTU of
+// 1400: a route of its own (route, "/32" or "/128") with that mtu, or,
+// with route "", the gateway's whole link to the clients. All is undone
+// when the test ends.
+func narrowPath(t *testing.T, client, prefix, route string) {
+	t.Helper()
+	addr := []string{"ip", "addr", "add", client + prefix, "dev", "c0"}
+	if strings.Contains(client, ":") {
+		addr = append(addr, "nodad")
+	}
+	if out, err := lb.Run(lb.Client, addr...); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { lb.Run(lb.Client, "ip", "addr", "del", client+prefix, "dev", "c0") })
+	narrow, widen := []string{"ip", "link", "set", "g0", "mtu", "1400"}, []string{"ip", "link", "set", "g0", "mtu", "1500"}
+	if route != "" {
+		narrow = []string{"ip", "route", "add", client + route, "dev", "g0", "mtu", "1400"}
+		widen = []string{"ip", "route", "del", client + route}
+	}
+	if out, err := lb.Run(lb.Gateway, narrow...); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { lb.Run(lb.Gateway, widen...) })
+}
+
 // TestTCPNarrowPathToClient gives the gateway a route to one client
 // address with a smaller MTU (1400) than the TUN's (1500), or its link to
 // the clients that MTU, as when that link is a tunnel. The kernel refuses
-// to forward the
-// stack's full-size segments on that path and sends "fragmentation
-// needed" to the server's address, which tunwall's packets carry: no one
-// who could act on it hears of it. tunwall must fit its segments to the
-// route (by the MSS of the client's SYN), so that a download arrives
-// whole, and log the narrow path once.
+// to forward the stack's full-size segments on that path and sends
+// "fragmentation needed" to the server's address, which tunwall's packets
+// carry: no one who could act on it hears of it. tunwall must fit its
+// segments to the route (by the MSS of the client's SYN), so that a
+// download arrives whole, and log the narrow path once.
 func TestTCPNarrowPathToClient(t *testing.T) {
 	need(t)
 	for _, tc := range []struct {
@@ -317,24 +342,7 @@ func TestTCPNarrowPathToClient(t *testing.T) {
 		{"ipv6 link", "fd77:1::6", lab.ServerV6, "/64", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := []string{"ip", "addr", "add", tc.client + tc.prefix, "dev", "c0"}
-			if strings.Contains(tc.client, ":") {
-				addr = append(addr, "nodad")
-			}
-			if out, err := lb.Run(lb.Client, addr...); err != nil {
-				t.Fatalf("%v: %s", err, out)
-			}
-			t.Cleanup(func() { lb.Run(lb.Client, "ip", "addr", "del", tc.client+tc.prefix, "dev", "c0") })
-			narrow, widen := []string{"ip", "link", "set", "g0", "mtu", "1400"}, []string{"ip", "link", "set", "g0", "mtu", "1500"}
-			if tc.route != "" {
-				narrow = []string{"ip", "route", "add", tc.client + tc.route, "dev", "g0", "mtu", "1400"}
-				widen = []string{"ip", "route", "del", tc.client + tc.route}
-			}
-			if out, err := lb.Run(lb.Gateway, narrow...); err != nil {
-				t.Fatalf("%v: %s", err, out)
-			}
-			t.Cleanup(func() { lb.Run(lb.Gateway, widen...) })
-
+			narrowPath(t, tc.client, tc.prefix, tc.route)
 			d := &net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.client)}}
 			c, err := lb.DialWith(lb.Client, d, "tcp", net.JoinHostPort(tc.server, "7003"))
 			if err != nil {

@@ -3,6 +3,7 @@ package netstack
 import (
 	"encoding/binary"
 	"net/netip"
+	"sync"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -30,14 +31,15 @@ const (
 // refuses the larger packets with "fragmentation needed" addressed to
 // the server, whose address the stack's packets carry, and no one who
 // could act on it hears of it. Clamping the MSS, as routers do for such
-// links, keeps every segment small enough. It is used by the device's
-// reader goroutine only.
+// links, keeps every segment small enough. The same answers let UDP
+// sessions to such a client send IPv4 datagrams without DF (narrower).
 type mssClamp struct {
 	lookup PathMTUFunc
 	mtu    int // the device's
 	stats  *Stats
 	logf   func(client netip.Addr, mtu int)
 
+	mu      sync.Mutex // guards the following; held across a lookup
 	paths   map[netip.Addr]pathMTU
 	window  time.Time // start of the second lookups are counted in
 	lookups int
@@ -72,9 +74,18 @@ func (c *mssClamp) clamp(client, server []byte, seg []byte) bool {
 	return true
 }
 
+// narrower reports whether the path towards client is known to be
+// narrower than the device.
+func (c *mssClamp) narrower(client, server []byte) bool {
+	mtu := c.pathMTU(client, server)
+	return mtu > 0 && mtu < c.mtu
+}
+
 // pathMTU returns the path MTU towards client, from the cache or a new
 // lookup; 0 when unknown or over the lookup budget.
 func (c *mssClamp) pathMTU(clientIP, serverIP []byte) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	client, _ := netip.AddrFromSlice(clientIP)
 	now := time.Now()
 	if p, ok := c.paths[client]; ok && now.Before(p.expires) {
