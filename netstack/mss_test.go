@@ -225,3 +225,27 @@ func TestMSSClampedToPathMTU(t *testing.T) {
 		})
 	}
 }
+
+// TestUDPNoDFOnNarrowPath: a UDP session to an IPv4 client whose path is
+// narrower than the device sends its datagrams without DF (the host can
+// fragment them); to a client on a path as wide as the device, with DF
+// as before.
+func TestUDPNoDFOnNarrowPath(t *testing.T) {
+	for _, tc := range []struct {
+		path int
+		df   bool
+	}{{1400, false}, {1500, true}} {
+		h := newHarnessWith(t, testPolicy, nil, udpEcho(t, "re: "), nil, policy.Limits{}, func(c *Config) {
+			c.PathMTU = func(netip.Addr, netip.Addr) int { return tc.path }
+		})
+		h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:80", []byte("ping")))
+		p := h.next()
+		ip, ok := p.NetworkLayer().(*layers.IPv4)
+		if !ok || p.Layer(layers.LayerTypeUDP) == nil {
+			t.Fatalf("path %d: want a UDP reply, got %v", tc.path, p)
+		}
+		if df := ip.Flags&layers.IPv4DontFragment != 0; df != tc.df {
+			t.Errorf("path %d: DF %v, want %v", tc.path, df, tc.df)
+		}
+	}
+}
