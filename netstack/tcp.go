@@ -349,10 +349,11 @@ func segmentsReceived(ep tcpip.Endpoint) uint64 {
 }
 
 // keepaliveTiming is how tunwall probes a side of a flow whose other end
-// probes (relay.steerProbes): first after a quarter of the idle time
-// without a packet from that side, then four probes a sixteenth of it
-// apart (never under a second), so a side that stops answering is given
-// up about half the idle time after its last packet.
+// probes (relay.steerProbes): the first after a quarter of the idle time
+// without a packet from that side, four in all, a sixteenth of it apart
+// (never under a second); a side that answers none is given up a
+// sixteenth after the last, about half the idle time after its last
+// packet.
 func keepaliveTiming(idle time.Duration) (first, interval time.Duration, count int) {
 	return max(idle/4, time.Second), max(idle/16, time.Second), 4
 }
