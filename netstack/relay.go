@@ -61,8 +61,7 @@ type relay struct {
 	timer    *time.Timer  // idle timer
 	finished bool         // run has returned; the timer must not re-arm
 	seen     [2]uint64    // packets() when the idle timer last ran
-	seenAt   time.Time    // when the idle timer last saw packets from a peer
-	heard    [2]time.Time // the same for the client and the server alone
+	heard    [2]time.Time // when the idle timer last saw packets from the client, the server
 	checked  time.Time    // when the idle timer last ran
 	probing  probing      // which side tunwall probes
 	probed   probing      // which side it probed in the quarter before the last
@@ -80,7 +79,7 @@ func (r *relay) run() string {
 	if r.packets != nil {
 		c, u := r.packets()
 		now := time.Now()
-		r.seen, r.seenAt, r.heard, r.checked = [2]uint64{c, u}, now, [2]time.Time{now, now}, now
+		r.seen, r.heard, r.checked = [2]uint64{c, u}, [2]time.Time{now, now}, now
 		first = r.idle / 4
 	}
 	r.timer = time.AfterFunc(first, r.checkIdle)
@@ -228,15 +227,14 @@ func (r *relay) checkIdle() {
 		if fromServer {
 			r.heard[1] = now
 		}
-		if fromClient || fromServer {
-			r.seenAt = now
-		}
 		if r.probe != nil {
 			steer = r.steerProbes(now, fromClient, fromServer, active.Before(r.checked))
 		}
 		r.checked = now
-		if r.seenAt.After(active) {
-			active = r.seenAt
+		for _, h := range r.heard {
+			if h.After(active) {
+				active = h
+			}
 		}
 	}
 	if left := r.idle - now.Sub(active); left > 0 {
