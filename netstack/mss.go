@@ -58,7 +58,7 @@ func newMSSClamp(lookup PathMTUFunc, mtu int, stats *Stats, logf func(netip.Addr
 // the path to the client needs it, and reports whether it did.
 func (c *mssClamp) clamp(client, server []byte, seg []byte) bool {
 	mtu := c.pathMTU(client, server)
-	if mtu <= 0 || mtu >= c.mtu {
+	if !c.narrows(mtu) {
 		return false
 	}
 	hdr := header.IPv4MinimumSize
@@ -77,9 +77,12 @@ func (c *mssClamp) clamp(client, server []byte, seg []byte) bool {
 // narrower reports whether the path towards client is known to be
 // narrower than the device.
 func (c *mssClamp) narrower(client, server []byte) bool {
-	mtu := c.pathMTU(client, server)
-	return mtu > 0 && mtu < c.mtu
+	return c.narrows(c.pathMTU(client, server))
 }
+
+// narrows reports whether mtu, a path MTU pathMTU returned, is a known
+// one smaller than the device's.
+func (c *mssClamp) narrows(mtu int) bool { return mtu > 0 && mtu < c.mtu }
 
 // pathMTU returns the path MTU towards client, from the cache or a new
 // lookup; 0 when unknown or over the lookup budget.
@@ -103,7 +106,7 @@ func (c *mssClamp) pathMTU(clientIP, serverIP []byte) int {
 	if !validPathMTU(mtu, len(clientIP) == header.IPv6AddressSize) {
 		mtu = 0
 	}
-	if old, ok := c.paths[client]; mtu > 0 && mtu < c.mtu && (!ok || old.mtu != mtu) {
+	if old, ok := c.paths[client]; c.narrows(mtu) && (!ok || old.mtu != mtu) {
 		c.logf(client, mtu)
 	}
 	if len(c.paths) >= pathMTUEntries {
