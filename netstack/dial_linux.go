@@ -117,19 +117,14 @@ func setHops(fd int, v6 bool, hops int) error {
 // socket behind c on or off (keepaliveTiming).
 func keepaliveUpstream(c net.Conn, on bool, idle time.Duration) {
 	withFD(c, func(fd int) {
+		enable := 0
 		if on {
 			first, interval, count := keepaliveTiming(idle)
 			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(first/time.Second))
 			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(interval/time.Second))
 			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, count)
+			enable = 1
 		}
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, boolInt(on))
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, enable)
 	})
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -13,10 +13,9 @@ import (
 // halves the cost of a lookup (to about 25 us) against a socket per
 // request.
 type routeLookup struct {
-	mu     sync.Mutex
-	h      *netlink.Handle
-	err    error
-	opened bool
+	mu  sync.Mutex
+	h   *netlink.Handle // opened by the first lookup
+	err error           // why it could not be opened, or net.ErrClosed
 }
 
 // PathMTU returns the MTU of the first hop this host forwards a packet
@@ -31,9 +30,8 @@ func (d *Device) PathMTU(to, from netip.Addr) int {
 	l := &d.routes
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.opened {
+	if l.h == nil && l.err == nil {
 		l.h, l.err = netlink.NewHandle(unix.NETLINK_ROUTE)
-		l.opened = true
 	}
 	if l.err != nil {
 		return 0
@@ -67,5 +65,4 @@ func (l *routeLookup) close() {
 		l.h = nil
 	}
 	l.err = net.ErrClosed
-	l.opened = true
 }
