@@ -193,20 +193,16 @@ func TestTCPKeepaliveFindsClientGone(t *testing.T) {
 	if got, err := bufio.NewReader(c).ReadString('\n'); err != nil || got != "probing\n" {
 		t.Fatalf("probe service: %q %v", got, err)
 	}
-	held := func() bool {
-		out, _ := l.Run(l.Server, "ss", "-tnH", "state", "established", "( sport = :7004 )")
-		return strings.TrimSpace(out) != ""
-	}
 	// Two idle times without a byte, the server probing: the flow lives.
 	time.Sleep(4 * time.Second)
-	if !held() {
+	if stallConns(l) == "" {
 		t.Fatal("the server lost its connection while the client was there")
 	}
 	if out, err := l.Run(l.Client, "ip", "route", "add", "blackhole", lab.ServerV4+"/32"); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	gone := time.Now()
-	for held() {
+	for stallConns(l) != "" {
 		if time.Since(gone) > 20*time.Second {
 			t.Fatal("the server still holds its connection 20 s after the client went")
 		}
@@ -246,13 +242,9 @@ func TestTCPResetWhileStalled(t *testing.T) {
 			if e := waitEvent(t, gw.Log, flowEvent("close", src, addr)); e.str("reason") != "rst" {
 				t.Errorf("close event %v, want reason rst", e)
 			}
-			established := func() string {
-				out, _ := lb.Run(lb.Server, "ss", "-tnH", "state", "established", "( sport = :7004 )")
-				return strings.TrimSpace(out)
-			}
-			for deadline := time.Now().Add(3 * time.Second); established() != ""; time.Sleep(20 * time.Millisecond) {
+			for deadline := time.Now().Add(3 * time.Second); stallConns(lb) != ""; time.Sleep(20 * time.Millisecond) {
 				if time.Now().After(deadline) {
-					t.Fatalf("the service still holds its connection after the client's reset (%d bytes sent): %s", sent, established())
+					t.Fatalf("the service still holds its connection after the client's reset (%d bytes sent): %s", sent, stallConns(lb))
 				}
 			}
 		})
@@ -275,6 +267,13 @@ func TestTCPResetWhileStalled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stallConns lists the connections the lab service on port 7004 holds
+// in l's server namespace ("" when none).
+func stallConns(l *lab.Lab) string {
+	out, _ := l.Run(l.Server, "ss", "-tnH", "state", "established", "( sport = :7004 )")
+	return strings.TrimSpace(out)
 }
 
 // fillUntilStalled writes to c until a write has not gone out for 300 ms,
