@@ -237,6 +237,12 @@ func (c *hostConn) LocalAddr() net.Addr {
 // RemoteAddr is the address dialed.
 func (c *hostConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.remote) }
 
+// readLazy reads as Read does, taking buf's buffer only once the socket
+// has something to return.
+func (c *hostConn) readLazy(buf *relayBuf) (int, error) {
+	return readSocket(c, "tcp", c.rc, buf)
+}
+
 // CloseWrite sends FIN; reading goes on.
 func (c *hostConn) CloseWrite() error {
 	return c.control("shutdown", func(fd int) error { return unix.Shutdown(fd, unix.SHUT_WR) })

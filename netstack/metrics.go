@@ -65,6 +65,10 @@ type Metrics struct {
 	// Endpoints is the number of TCP and UDP endpoints the userspace stack
 	// holds, live flows and those closing (TIME_WAIT included).
 	Endpoints int
+	// RelayBuffers is the number of 64 KiB relay buffers flows hold now:
+	// a flow only holds one while its receiver has not taken what was
+	// read for it.
+	RelayBuffers int
 
 	// Refusals by reason: the policy (new flows and retries of refused
 	// ones, DNS queries for blocked names), a limit, a malformed packet,
@@ -99,6 +103,7 @@ func (g *Gateway) Metrics() Metrics {
 	g.tcp.mu.Unlock()
 	m.UDP = int(g.udp.sessions.Load())
 	m.Endpoints = len(g.stack.RegisteredEndpoints())
+	m.RelayBuffers = int(g.relayBuffers.Load())
 	s := &g.stats
 	m.DropsPolicy = g.denials.total.Load()
 	m.DropsLimit = s.RefusedFlows.Load() + s.RefusedPendingTCP.Load() + s.RefusedUDPSessions.Load()

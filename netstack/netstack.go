@@ -82,7 +82,10 @@ type Gateway struct {
 	denials  deniedRing
 	hits     atomic.Pointer[ruleHits]
 	counters counters
-	capMu    sync.Mutex // serialises changes to the set of captures
+	// relayBuffers counts the relay buffers flows hold: those of relay
+	// directions whose receiver has not yet taken what was read.
+	relayBuffers atomic.Int64
+	capMu        sync.Mutex // serialises changes to the set of captures
 
 	ctx     context.Context // cancelled by Close: stops dials and janitors
 	cancel  context.CancelFunc

@@ -48,6 +48,8 @@ type relay struct {
 	// Filters (DNS): each sees what one direction read and returns what to
 	// pass on, which may be less (or, for a stream, held back for later).
 	outFilter, inFilter func(b []byte) []byte
+	// buffers, if set, counts the relay buffers held.
+	buffers *atomic.Int64
 
 	out, in atomic.Int64 // originator->destination, destination->originator
 	last    atomic.Int64 // unix nanos of the last byte moved
@@ -68,8 +70,6 @@ type relay struct {
 
 	stopOnce sync.Once
 }
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // run relays until the flow ends and returns the reason it ended.
 func (r *relay) run() string {
@@ -108,14 +108,13 @@ func (r *relay) run() string {
 // up during each write to dst; src's reset is then looked for first, as
 // its watcher may have seen it come just before.
 func (r *relay) pipe(dst, src side, n *atomic.Int64, writing *atomic.Bool, filter func([]byte) []byte) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	buf := relayBuf{held: r.buffers}
+	defer buf.put()
 	for {
-		k, err := src.conn.Read(buf)
+		k, err := readInto(src.conn, &buf)
 		if k > 0 {
 			r.touch()
-			b := buf[:k]
+			b := buf.get()[:k]
 			if filter != nil {
 				b = filter(b)
 			}
@@ -141,6 +140,7 @@ func (r *relay) pipe(dst, src side, n *atomic.Int64, writing *atomic.Bool, filte
 				}
 			}
 		}
+		buf.put()
 		if err == nil {
 			continue
 		}

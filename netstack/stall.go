@@ -85,8 +85,16 @@ func (c *clientConn) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-func (c *clientConn) writeError(err error) error {
-	return &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+// readLazy reads as gonet's Read does, taking buf's buffer only once the
+// stack has something to return.
+func (c *clientConn) readLazy(buf *relayBuf) (int, error) {
+	return readEndpoint(c, "tcp", c.ep, c.wq, buf)
+}
+
+func (c *clientConn) writeError(err error) error { return c.opError("write", err) }
+
+func (c *clientConn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
 // wait waits until ch fires, looking at gone each time look fires; it

@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -20,20 +21,7 @@ import (
 // dialed and b accepted, with their queues.
 func endpointPair(t *testing.T) (a tcpip.Endpoint, aq *waiter.Queue, b tcpip.Endpoint, bq *waiter.Queue) {
 	t.Helper()
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
-	})
-	t.Cleanup(func() { s.Close(); s.Wait() })
-	lo := tcpip.AddrFrom4([4]byte{127, 0, 0, 1})
-	if err := s.CreateNIC(1, loopback.New()); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: lo.WithPrefix()}, stack.AddressProperties{}); err != nil {
-		t.Fatal(err)
-	}
-	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
-
+	s, lo := loopbackStack(t)
 	var lq waiter.Queue
 	l, err := s.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &lq)
 	if err != nil {
@@ -77,6 +65,26 @@ func endpointPair(t *testing.T) (a tcpip.Endpoint, aq *waiter.Queue, b tcpip.End
 		t.Cleanup(b.Close)
 		return a, aq, b, bq
 	}
+}
+
+// loopbackStack is a gVisor stack with TCP and UDP over IPv4 on a
+// loopback interface with address lo.
+func loopbackStack(t *testing.T) (s *stack.Stack, lo tcpip.Address) {
+	t.Helper()
+	s = stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	})
+	t.Cleanup(func() { s.Close(); s.Wait() })
+	lo = tcpip.AddrFrom4([4]byte{127, 0, 0, 1})
+	if err := s.CreateNIC(1, loopback.New()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: lo.WithPrefix()}, stack.AddressProperties{}); err != nil {
+		t.Fatal(err)
+	}
+	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
+	return s, lo
 }
 
 // A write to a client that reads nothing gives up once gone says so, and

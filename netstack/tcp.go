@@ -423,6 +423,7 @@ func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, cc *clientCo
 		client:   side{conn: client, abort: ep.Abort, reset: func() bool { return clientReset(ep) }},
 		upstream: side{conn: up, abort: func() { abortTCP(up) }},
 		idle:     h.g.cfg.Limits.TCPIdle,
+		buffers:  &h.g.relayBuffers,
 		packets:  func() (uint64, uint64) { return segmentsReceived(ep), segmentsIn(up) },
 		probe: func(upstream, on bool) {
 			if upstream {

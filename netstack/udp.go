@@ -9,7 +9,6 @@ import (
 
 	"github.com/tunwall/tunwall/policy"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
@@ -56,6 +55,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		h.release(fid)
 		return false
 	}
+	up = lazyDatagrams(up)
 	var wq waiter.Queue
 	ep, terr := udp.NewForwarderRequest(h.g.stack, id, pkt).CreateEndpoint(&wq)
 	if terr != nil {
@@ -71,12 +71,13 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		// without DF it fragments the datagram instead.
 		ep.SetSockOptInt(tcpip.MTUDiscoverOption, int(tcpip.PMTUDiscoveryDont))
 	}
-	client := gonet.NewUDPConn(&wq, ep)
+	client := newClientDatagrams(&wq, ep)
 	s := &relay{
 		client:   side{conn: client},
 		upstream: side{conn: up, icmpError: func(err error) bool { return h.passOn(f, up, err) }},
 		datagram: true,
 		idle:     idle,
+		buffers:  &h.g.relayBuffers,
 	}
 	if isDNS(f) {
 		s.outFilter, s.inFilter = (&dnsFilter{g: h.g, id: fid, flow: f}).datagrams(client)

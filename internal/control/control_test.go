@@ -71,6 +71,7 @@ func (f *fake) Metrics() netstack.Metrics {
 	m.DecisionSum = 2500 * time.Microsecond
 	m.PacketsIn, m.PacketsOut = 11, 12
 	m.MSSClamped = 13
+	m.RelayBuffers = 14
 	return m
 }
 
@@ -243,6 +244,7 @@ func TestMetricsText(t *testing.T) {
 		`tunwall_udp_sessions 6`,
 		`tunwall_stack_endpoints 9`,
 		`tunwall_tcp_mss_clamped_total 13`,
+		`tunwall_relay_buffers 14`,
 		`tunwall_policy_info{hash="abc",mode=""} 1`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,

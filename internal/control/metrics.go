@@ -15,8 +15,8 @@ import (
 type collector struct {
 	b Backend
 
-	active, judged, bytes, drops, hits, defHits, decisions           *prometheus.Desc
-	packets, pending, udp, endpoints, mss, reloadsFailed, policyInfo *prometheus.Desc
+	active, judged, bytes, drops, hits, defHits, decisions                    *prometheus.Desc
+	packets, pending, udp, endpoints, buffers, mss, reloadsFailed, policyInfo *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -36,6 +36,7 @@ func newCollector(b Backend) *collector {
 		pending:       d("pending_handshakes", "TCP handshakes waiting for their upstream connection."),
 		udp:           d("udp_sessions", "Live UDP sessions."),
 		endpoints:     d("stack_endpoints", "TCP and UDP endpoints in the userspace stack, closing ones (TIME_WAIT) included."),
+		buffers:       d("relay_buffers", "64 KiB relay buffers held by flows whose receiver has not yet taken what was read for it."),
 		mss:           d("tcp_mss_clamped_total", "Client SYNs whose MSS option was lowered to fit this host's path back to the client."),
 		reloadsFailed: d("reloads_failed_total", "Reloads refused because the file was bad."),
 		policyInfo:    d("policy_info", "The policy in force (value 1).", "hash", "mode"),
@@ -70,6 +71,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.pending, m.Pending)
 	gauge(c.udp, m.UDP)
 	gauge(c.endpoints, m.Endpoints)
+	gauge(c.buffers, m.RelayBuffers)
 	counter(c.mss, m.MSSClamped)
 
 	buckets := make(map[float64]uint64, len(netstack.DecisionBuckets))
