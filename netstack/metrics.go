@@ -69,6 +69,11 @@ type Metrics struct {
 	// a flow only holds one while its receiver has not taken what was
 	// read for it.
 	RelayBuffers int
+	// StackBuffers is what the stack's TCP buffers may hold now (the
+	// sizes of every TCP endpoint's send and receive buffers), and
+	// FlowBufferMax the largest size, per direction, limits.buffer_memory
+	// gives a flow now.
+	StackBuffers, FlowBufferMax int64
 
 	// Refusals by reason: the policy (new flows and retries of refused
 	// ones, DNS queries for blocked names), a limit, a malformed packet,
@@ -102,7 +107,8 @@ func (g *Gateway) Metrics() Metrics {
 	m.Pending = len(g.tcp.pending)
 	g.tcp.mu.Unlock()
 	m.UDP = int(g.udp.sessions.Load())
-	m.Endpoints = len(g.stack.RegisteredEndpoints())
+	m.Endpoints, m.StackBuffers = endpointsAndBuffers(g.stack)
+	m.FlowBufferMax = g.budget.share.Load()
 	m.RelayBuffers = int(g.relayBuffers.Load())
 	s := &g.stats
 	m.DropsPolicy = g.denials.total.Load()

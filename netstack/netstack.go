@@ -78,6 +78,7 @@ type Gateway struct {
 	icmp     *icmpHandler
 	owners   *ownership // nil without Config.Owners
 	mss      *mssClamp  // nil without Config.PathMTU
+	budget   *bufferBudget
 	names    *nameCache
 	denials  deniedRing
 	hits     atomic.Pointer[ruleHits]
@@ -139,6 +140,11 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.stack = s
+	if g.budget, err = newBufferBudget(s, cfg.Limits.BufferMemory, g.log); err != nil {
+		s.Close()
+		g.cancel()
+		return nil, err
+	}
 	g.tcp = newTCPHandler(g)
 	g.udp = newUDPHandler(g)
 	if cfg.Owners != nil {
@@ -215,6 +221,10 @@ func (g *Gateway) Reevaluate() int {
 
 // Stats returns the gateway's counters.
 func (g *Gateway) Stats() *Stats { return &g.stats }
+
+// BufferMemory is the limits.buffer_memory in force, in bytes (the one
+// tunwall chose, when the configuration left it to it).
+func (g *Gateway) BufferMemory() int64 { return g.budget.limit }
 
 // ActiveFlows returns the number of flows currently relayed.
 func (g *Gateway) ActiveFlows() int { return g.flows.len() }
@@ -483,6 +493,9 @@ func withDefaults(l policy.Limits) policy.Limits {
 	}
 	if l.TCPIdle <= 0 {
 		l.TCPIdle = 2 * time.Hour
+	}
+	if l.BufferMemory <= 0 {
+		l.BufferMemory = autoBufferMemory(physicalMemory())
 	}
 	return l
 }

@@ -22,6 +22,12 @@ import (
 func endpointPair(t *testing.T) (a tcpip.Endpoint, aq *waiter.Queue, b tcpip.Endpoint, bq *waiter.Queue) {
 	t.Helper()
 	s, lo := loopbackStack(t)
+	return connectPair(t, s, lo)
+}
+
+// connectPair connects two TCP endpoints of stack s, whose address is lo.
+func connectPair(t *testing.T, s *stack.Stack, lo tcpip.Address) (a tcpip.Endpoint, aq *waiter.Queue, b tcpip.Endpoint, bq *waiter.Queue) {
+	t.Helper()
 	var lq waiter.Queue
 	l, err := s.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &lq)
 	if err != nil {

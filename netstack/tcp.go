@@ -442,6 +442,8 @@ func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, cc *clientCo
 		first = dns.fromClient(first)
 	}
 	h.g.flows.add(tf.id, tf.flow, tf.verdict, tf.start, &tf.relay)
+	h.g.budget.join(ep)
+	defer h.g.budget.leave()
 	var err error
 	if len(first) > 0 {
 		_, err = up.Write(first)

@@ -99,6 +99,9 @@ type Limits struct {
 	MaxUDPSessions int
 	UDPIdle        time.Duration
 	TCPIdle        time.Duration
+	// BufferMemory is what relayed TCP flows' stack buffers may hold
+	// together, in bytes; 0: an eighth of the machine's memory.
+	BufferMemory int64
 }
 
 // LogConfig selects level, format and destination of the log.
@@ -177,6 +180,7 @@ type fileLimits struct {
 	MaxUDPSessions int    `yaml:"max_udp_sessions"`
 	UDPIdle        string `yaml:"udp_idle"`
 	TCPIdle        string `yaml:"tcp_idle"`
+	BufferMemory   string `yaml:"buffer_memory"`
 }
 
 type fileLog struct {
@@ -226,6 +230,7 @@ func defaults() fileConfig {
 			MaxUDPSessions: 16384,
 			UDPIdle:        "60s",
 			TCPIdle:        "2h",
+			BufferMemory:   "auto",
 		},
 		Log:     fileLog{Level: "info", Format: "auto", Output: "stderr"},
 		DNS:     fileDNS{BlockedAnswer: "nxdomain", CacheSize: 65536},

@@ -70,6 +70,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad capture size", "capture:\n  max_bytes: lots\n", `test.yaml:2:14: capture.max_bytes: "lots" is not a size (such as 64MiB or 1000000)`},
 		{"tiny capture", "capture:\n  max_bytes: 100\n", `test.yaml:2:14: capture.max_bytes 100 is below 1KiB`},
 		{"negative capture", "capture:\n  max_bytes: -5MiB\n", `capture.max_bytes: "-5MiB" is not a size`},
+		{"bad buffer memory", "limits:\n  buffer_memory: plenty\n", `test.yaml:2:18: limits.buffer_memory: "plenty" is not a size (such as 64MiB or 1000000), or auto`},
+		{"tiny buffer memory", "limits:\n  buffer_memory: 64KiB\n", `test.yaml:2:18: limits.buffer_memory 64KiB is below 1MiB`},
 		{"bad snaplen", "capture:\n  snaplen: 10\n", `test.yaml:2:12: capture.snaplen 10: want 64-262144`},
 		{"syntax error", "policy:\n  rules: [\n", `test.yaml:2:`},
 		{"type error", "tun:\n  mtu: [1]\n", `test.yaml:2:8:`},
@@ -129,7 +131,7 @@ routing:
 	if cfg.Egress.Mark != 0x10 || cfg.Egress.Interface != "eth1" {
 		t.Errorf("egress = %+v", cfg.Egress)
 	}
-	if cfg.Limits.UDPIdle != 5*time.Second || cfg.Limits.TCPIdle != 2*time.Hour || cfg.Limits.MaxFlows != 65536 {
+	if cfg.Limits.UDPIdle != 5*time.Second || cfg.Limits.TCPIdle != 2*time.Hour || cfg.Limits.MaxFlows != 65536 || cfg.Limits.BufferMemory != 0 {
 		t.Errorf("limits = %+v", cfg.Limits)
 	}
 	if cfg.Routing.Mode != "none" || cfg.Routing.Strict || cfg.Routing.Table != 7475 {
@@ -298,6 +300,20 @@ func TestCaptureConfig(t *testing.T) {
 	for _, in := range []string{"", "MiB", "1.5MiB", "9999999999GiB", "1 TB"} {
 		if n, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) = %d, want an error", in, n)
+		}
+	}
+}
+
+// limits.buffer_memory takes a size, or auto (0: tunwall chooses).
+func TestParseBufferMemory(t *testing.T) {
+	for in, want := range map[string]int64{"512MiB": 512 << 20, "2GB": 2e9, "auto": 0, "1048576": 1 << 20} {
+		cfg, err := Parse("t.yaml", []byte("limits: {buffer_memory: "+in+"}\n"))
+		if err != nil {
+			t.Errorf("%s: %v", in, err)
+			continue
+		}
+		if cfg.Limits.BufferMemory != want {
+			t.Errorf("%s: BufferMemory = %d, want %d", in, cfg.Limits.BufferMemory, want)
 		}
 	}
 }

@@ -132,8 +132,22 @@ func (v *validator) limits(w *fileLimits) Limits {
 	}
 	c.UDPIdle = v.duration("udp_idle", w.UDPIdle)
 	c.TCPIdle = v.duration("tcp_idle", w.TCPIdle)
+	if w.BufferMemory != "auto" {
+		n, err := ParseSize(w.BufferMemory)
+		switch {
+		case err != nil:
+			v.errorf("$.limits.buffer_memory", "limits.buffer_memory: %v, or auto", err)
+		case n < minBufferMemory:
+			v.errorf("$.limits.buffer_memory", "limits.buffer_memory %s is below 1MiB", w.BufferMemory)
+		}
+		c.BufferMemory = n
+	}
 	return c
 }
+
+// minBufferMemory is the smallest limits.buffer_memory: a few flows'
+// worth of buffers.
+const minBufferMemory = 1 << 20
 
 func (v *validator) duration(key, s string) time.Duration {
 	d, err := time.ParseDuration(s)

@@ -149,7 +149,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	ready := zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
 		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Bool("app_identity", owners != nil).
-		Strs("routing", rt.Installed()).Str("control", ctl.socket)
+		Strs("routing", rt.Installed()).Str("control", ctl.socket).Int64("buffer_memory", gw.BufferMemory())
 	if ctl.tcp != nil {
 		ready = ready.Str("control_listen", ctl.tcp.Addr().String())
 	}

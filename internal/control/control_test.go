@@ -72,6 +72,7 @@ func (f *fake) Metrics() netstack.Metrics {
 	m.PacketsIn, m.PacketsOut = 11, 12
 	m.MSSClamped = 13
 	m.RelayBuffers = 14
+	m.StackBuffers, m.FlowBufferMax = 15, 16
 	return m
 }
 
@@ -245,6 +246,8 @@ func TestMetricsText(t *testing.T) {
 		`tunwall_stack_endpoints 9`,
 		`tunwall_tcp_mss_clamped_total 13`,
 		`tunwall_relay_buffers 14`,
+		`tunwall_stack_buffer_bytes 15`,
+		`tunwall_flow_buffer_max_bytes 16`,
 		`tunwall_policy_info{hash="abc",mode=""} 1`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,

@@ -17,6 +17,7 @@ type collector struct {
 
 	active, judged, bytes, drops, hits, defHits, decisions                    *prometheus.Desc
 	packets, pending, udp, endpoints, buffers, mss, reloadsFailed, policyInfo *prometheus.Desc
+	stackBuffers, flowBufferMax                                               *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -37,6 +38,8 @@ func newCollector(b Backend) *collector {
 		udp:           d("udp_sessions", "Live UDP sessions."),
 		endpoints:     d("stack_endpoints", "TCP and UDP endpoints in the userspace stack, closing ones (TIME_WAIT) included."),
 		buffers:       d("relay_buffers", "64 KiB relay buffers held by flows whose receiver has not yet taken what was read for it."),
+		stackBuffers:  d("stack_buffer_bytes", "What the userspace stack's TCP buffers may hold now: the sizes of every TCP endpoint's send and receive buffers."),
+		flowBufferMax: d("flow_buffer_max_bytes", "The largest stack buffer, each way, limits.buffer_memory gives a relayed TCP flow now."),
 		mss:           d("tcp_mss_clamped_total", "Client SYNs whose MSS option was lowered to fit this host's path back to the client."),
 		reloadsFailed: d("reloads_failed_total", "Reloads refused because the file was bad."),
 		policyInfo:    d("policy_info", "The policy in force (value 1).", "hash", "mode"),
@@ -72,6 +75,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.udp, m.UDP)
 	gauge(c.endpoints, m.Endpoints)
 	gauge(c.buffers, m.RelayBuffers)
+	gauge(c.stackBuffers, int(m.StackBuffers))
+	gauge(c.flowBufferMax, int(m.FlowBufferMax))
 	counter(c.mss, m.MSSClamped)
 
 	buckets := make(map[float64]uint64, len(netstack.DecisionBuckets))
