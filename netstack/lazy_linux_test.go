@@ -129,22 +129,7 @@ func datagramPair(t *testing.T) (a tcpip.Endpoint, aq *waiter.Queue, b tcpip.End
 func TestRelayDatagramsHoldNoBuffer(t *testing.T) {
 	a, aq, b, bq := datagramPair(t)
 	client := gonet.NewUDPConn(bq, b)
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
-	up, err := net.Dial("udp4", pc.LocalAddr().String())
+	up, err := udpEcho(t, "")(context.Background(), "udp4", "")
 	if err != nil {
 		t.Fatal(err)
 	}

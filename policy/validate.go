@@ -133,16 +133,23 @@ func (v *validator) limits(w *fileLimits) Limits {
 	c.UDPIdle = v.duration("udp_idle", w.UDPIdle)
 	c.TCPIdle = v.duration("tcp_idle", w.TCPIdle)
 	if w.BufferMemory != "auto" {
-		n, err := ParseSize(w.BufferMemory)
-		switch {
-		case err != nil:
-			v.errorf("$.limits.buffer_memory", "limits.buffer_memory: %v, or auto", err)
-		case n < minBufferMemory:
-			v.errorf("$.limits.buffer_memory", "limits.buffer_memory %s is below 1MiB", w.BufferMemory)
-		}
-		c.BufferMemory = n
+		c.BufferMemory = v.size("limits.buffer_memory", w.BufferMemory, ", or auto", minBufferMemory, "1MiB")
 	}
 	return c
+}
+
+// size reads the size s given for key (a dotted path). One below least
+// (leastText in the message) is an error; orElse ends the message for a
+// string that is no size.
+func (v *validator) size(key, s, orElse string, least int64, leastText string) int64 {
+	n, err := ParseSize(s)
+	switch {
+	case err != nil:
+		v.errorf("$."+key, "%s: %v%s", key, err, orElse)
+	case n < least:
+		v.errorf("$."+key, "%s %s is below %s", key, s, leastText)
+	}
+	return n
 }
 
 // minBufferMemory is the smallest limits.buffer_memory: a few flows'
@@ -236,14 +243,7 @@ const (
 
 func (v *validator) capture(w *fileCapture) CaptureConfig {
 	c := CaptureConfig{Enabled: w.Enabled, Snaplen: w.Snaplen}
-	n, err := ParseSize(w.MaxBytes)
-	switch {
-	case err != nil:
-		v.errorf("$.capture.max_bytes", "capture.max_bytes: %v", err)
-	case n < minCaptureBytes:
-		v.errorf("$.capture.max_bytes", "capture.max_bytes %s is below 1KiB", w.MaxBytes)
-	}
-	c.MaxBytes = n
+	c.MaxBytes = v.size("capture.max_bytes", w.MaxBytes, "", minCaptureBytes, "1KiB")
 	if w.Snaplen < 64 || w.Snaplen > maxSnaplen {
 		v.errorf("$.capture.snaplen", "capture.snaplen %d: want 64-%d", w.Snaplen, maxSnaplen)
 	}
