@@ -91,10 +91,8 @@ func (c *clientConn) readLazy(buf *relayBuf) (int, error) {
 	return readEndpoint(c, "tcp", c.ep, c.wq, buf)
 }
 
-func (c *clientConn) writeError(err error) error { return c.opError("write", err) }
-
-func (c *clientConn) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+func (c *clientConn) writeError(err error) error {
+	return &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
 // wait waits until ch fires, looking at gone each time look fires; it
