@@ -48,6 +48,7 @@ type bufferBudget struct {
 	mu sync.Mutex // serialises changes of share
 }
 
+// newBufferBudget sets the stack's TCP buffer ranges, as for one flow.
 func newBufferBudget(s *stack.Stack, limit int64, log zerolog.Logger) (*bufferBudget, error) {
 	b := &bufferBudget{stack: s, limit: limit, log: log}
 	if err := b.apply(shareOf(limit, 1)); err != nil {

@@ -13,7 +13,9 @@ import (
 const nicID tcpip.NICID = 1
 
 // TCP buffer sizes for terminated flows: modest defaults, room to grow to
-// a few megabytes on fast paths (receive buffer auto-tuning is on).
+// a few megabytes on fast paths (receive buffer auto-tuning is on). The
+// largest size goes down under limits.buffer_memory; bufferBudget sets
+// the stack's ranges.
 const (
 	tcpBufMin     = 4 << 10
 	tcpBufDefault = 256 << 10
@@ -35,8 +37,6 @@ func newStack(ep stack.LinkEndpoint) (*stack.Stack, error) {
 	opts := []tcpip.SettableTransportProtocolOption{
 		ptr(tcpip.TCPSACKEnabled(true)),
 		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
-		&tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax},
-		&tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax},
 		// No TIME_WAIT. A flow whose server closed first is closed first on
 		// the client's side too, and the stack would hold its 4-tuple for a
 		// minute: a client opening its next connection from the same port
