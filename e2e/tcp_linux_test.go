@@ -228,14 +228,7 @@ func TestTCPResetWhileStalled(t *testing.T) {
 	for _, fam := range families {
 		addr := net.JoinHostPort(fam.server, "7004")
 		t.Run(fam.name+"/client resets", func(t *testing.T) {
-			c, err := dialClient(t, "tcp", addr, 3*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			src := c.LocalAddr().String()
-			if _, err := io.WriteString(c, "hold\n"); err != nil {
-				t.Fatal(err)
-			}
+			c, src := stallService(t, addr, "hold")
 			sent := fillUntilStalled(t, c)
 			c.(*net.TCPConn).SetLinger(0)
 			c.Close()
@@ -249,14 +242,7 @@ func TestTCPResetWhileStalled(t *testing.T) {
 			}
 		})
 		t.Run(fam.name+"/server resets", func(t *testing.T) {
-			c, err := dialClient(t, "tcp", addr, 3*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			src := c.LocalAddr().String()
-			if _, err := io.WriteString(c, "reset\n"); err != nil {
-				t.Fatal(err)
-			}
+			c, src := stallService(t, addr, "reset")
 			if e := waitEvent(t, gw.Log, flowEvent("close", src, addr)); e.str("reason") != "rst" {
 				t.Errorf("close event %v, want reason rst", e)
 			}
@@ -267,6 +253,21 @@ func TestTCPResetWhileStalled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stallService connects the suite's client to the lab service on port
+// 7004 at addr and gives it command ("hold", "reset"); it returns the
+// connection and its local address.
+func stallService(t *testing.T, addr, command string) (net.Conn, string) {
+	t.Helper()
+	c, err := dialClient(t, "tcp", addr, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, command+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	return c, c.LocalAddr().String()
 }
 
 // stallConns lists the connections the lab service on port 7004 holds
