@@ -257,42 +257,51 @@ func TestRouteAllMulticastDropped(t *testing.T) {
 }
 
 // TestDatagramsNarrowPathToClient: with the gateway's route to a client
-// narrower (1400) than the TUN, an echoed UDP datagram and an echo reply
-// that fit the TUN but not that route still reach an IPv4 client,
-// fragmented by the gateway as a router fragments a datagram without DF.
-// (The stack would send the UDP datagram with DF, and the kernel's
-// "fragmentation needed" would go to the server's address.) IPv6 has no
-// fragmenting on the way: there such datagrams are still lost, a limit
-// the README gives.
+// narrower (1400) than the TUN, echoed UDP datagrams and echo replies
+// that fit the TUN but not that route, and datagrams larger than the TUN,
+// still reach the client. (The stack would send an IPv4 UDP datagram with
+// DF, and the kernel's "fragmentation needed" would go to the server's
+// address.) Over IPv4 tunwall leaves DF off and the gateway's kernel
+// fragments as a router does; IPv6 has no fragmenting on the way, so
+// tunwall, the packets' source, sends them in fragments that fit.
 func TestDatagramsNarrowPathToClient(t *testing.T) {
 	need(t)
-	const client = "10.77.1.7"
-	narrowPath(t, client, "/24", "/32")
-	d := &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(client)}}
-	c, err := lb.DialWith(lb.Client, d, "udp", net.JoinHostPort(lab.ServerV4, "7001"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	msg := make([]byte, 1450) // 1478 bytes of IP: fits the TUN, not the route
-	for i := range msg {
-		msg[i] = byte(i)
-	}
-	buf := make([]byte, 2048)
-	var n int
-	for try := 0; try < 3; try++ { // UDP: a datagram may be lost
-		if _, err := c.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		if n, err = c.Read(buf); err == nil {
-			break
-		}
-	}
-	if err != nil || !slices.Equal(buf[:n], msg) {
-		t.Fatalf("echo of %d bytes: got %d bytes, %v", len(msg), n, err)
-	}
-	if out, err := lb.Run(lb.Client, "ping", "-n", "-c", "1", "-W", "2", "-s", "1450", "-I", client, lab.ServerV4); err != nil {
-		t.Fatalf("ping of 1450 bytes: %v\n%s", err, out)
+	for _, tc := range []struct{ name, client, server, prefix, route string }{
+		{"ipv4", "10.77.1.7", lab.ServerV4, "/24", "/32"},
+		{"ipv6", "fd77:1::7", lab.ServerV6, "/64", "/128"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			narrowPath(t, tc.client, tc.prefix, tc.route)
+			d := &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(tc.client)}}
+			c, err := lb.DialWith(lb.Client, d, "udp", net.JoinHostPort(tc.server, "7001"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// 1450 bytes fit the TUN, not the route; 3000 fit neither.
+			for _, size := range []int{1450, 3000} {
+				msg := make([]byte, size)
+				for i := range msg {
+					msg[i] = byte(i)
+				}
+				buf := make([]byte, 4096)
+				var n int
+				for try := 0; try < 3; try++ { // UDP: a datagram may be lost
+					if _, err := c.Write(msg); err != nil {
+						t.Fatal(err)
+					}
+					c.SetReadDeadline(time.Now().Add(time.Second))
+					if n, err = c.Read(buf); err == nil {
+						break
+					}
+				}
+				if err != nil || !slices.Equal(buf[:n], msg) {
+					t.Fatalf("echo of %d bytes: got %d bytes, %v", len(msg), n, err)
+				}
+			}
+			if out, err := lb.Run(lb.Client, "ping", "-n", "-c", "1", "-W", "2", "-s", "1450", "-I", tc.client, tc.server); err != nil {
+				t.Fatalf("ping of 1450 bytes: %v\n%s", err, out)
+			}
+		})
 	}
 }

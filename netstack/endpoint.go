@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -43,6 +44,13 @@ type endpoint struct {
 	writes  sync.Pool     // *writeBatch
 
 	taps atomic.Pointer[captures] // nil: nothing is being captured
+
+	// pathMTU, when set, returns the MTU of this host's path towards
+	// dst (the client) for a packet from src, or 0 if unknown; IPv6
+	// packets larger than it are fragmented (frag6.go). Set before
+	// start.
+	pathMTU func(dst, src []byte) int
+	fragIDs atomic.Uint32 // identification of the last packet fragmented
 }
 
 var (
@@ -56,6 +64,7 @@ func newEndpoint(dev Device, mtu int, stats *Stats, inspect func([]byte) bool) *
 		e.offload = o
 	}
 	e.writes.New = func() any { return &writeBatch{} }
+	e.fragIDs.Store(rand.Uint32())
 	return e
 }
 
@@ -237,8 +246,23 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			e.stats.WriteErrors.Add(1) // larger than any packet we can write
 			continue
 		}
+		last := b.bufs[len(b.bufs)-1][headroom:]
 		if e.taps.Load() != nil {
-			e.tapFlows(b.bufs[len(b.bufs)-1][headroom:])
+			e.tapFlows(last)
+		}
+		if mtu := e.splitMTU(pkt); mtu > 0 {
+			if frags := e.fragments(last, mtu); frags != nil {
+				// The whole packet's slot is reused by its first
+				// fragment; the rest follow it into the batch.
+				b.bufs = b.bufs[:len(b.bufs)-1]
+				for _, f := range frags {
+					b.addBytes(f)
+					if len(b.bufs) == e.batch {
+						written += e.flush(b)
+					}
+				}
+				continue
+			}
 		}
 		if len(b.bufs) == e.batch {
 			written += e.flush(b)
@@ -258,12 +282,19 @@ func (e *endpoint) writeDirect(pkts stack.PacketBufferList) int {
 			e.stats.WriteErrors.Add(1) // larger than any packet we can write
 			continue
 		}
-		if e.taps.Load() != nil {
-			var whole []byte
+		var whole []byte
+		mtu := e.splitMTU(pkt)
+		if e.taps.Load() != nil || mtu > 0 {
 			for _, s := range pkt.AsSlices() {
 				whole = append(whole, s...)
 			}
 			e.tapFlows(whole)
+		}
+		if mtu > 0 {
+			if frags := e.fragments(whole, mtu); frags != nil {
+				written += e.writeEach(frags)
+				continue
+			}
 		}
 		var err error
 		if pkt.GSOOptions.Type != stack.GSONone {
@@ -281,15 +312,39 @@ func (e *endpoint) writeDirect(pkts stack.PacketBufferList) int {
 	return written
 }
 
+// writeEach writes packets built outside the stack to an offloading
+// device, one system call each, and returns how many it wrote.
+func (e *endpoint) writeEach(pkts [][]byte) int {
+	written := 0
+	for _, p := range pkts {
+		if err := e.offload.WritePacket([][]byte{p}); err != nil {
+			e.stats.WriteErrors.Add(1)
+			continue
+		}
+		e.stats.PacketsOut.Add(1)
+		written++
+	}
+	return written
+}
+
 // WriteRaw writes one packet built outside the stack (ICMP replies and
-// errors). The packet must carry valid checksums.
+// errors), in fragments if it is an IPv6 packet larger than the path
+// towards its destination. The packet must carry valid checksums.
 func (e *endpoint) WriteRaw(pkt []byte) error {
+	e.tapFlows(pkt)
+	pkts := [][]byte{pkt}
+	if mtu := e.rawSplitMTU(pkt); mtu > 0 {
+		if frags := e.fragments(pkt, mtu); frags != nil {
+			pkts = frags
+		}
+	}
 	b := e.writes.Get().(*writeBatch)
 	defer e.writes.Put(b)
 	b.reset()
-	b.addBytes(pkt)
-	e.tapFlows(pkt)
-	if e.flush(b) != 1 {
+	for _, p := range pkts {
+		b.addBytes(p)
+	}
+	if e.flush(b) != len(pkts) {
 		return errors.New("tun write failed")
 	}
 	return nil

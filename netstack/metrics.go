@@ -84,6 +84,9 @@ type Metrics struct {
 	// Client SYNs whose MSS option was lowered to the path towards the
 	// client.
 	MSSClamped uint64
+	// IPv6 packets to a client split into fragments to fit the path
+	// towards it.
+	Fragmented uint64
 
 	// Decision-latency histogram: Decisions[i] counts decisions that took
 	// at most DecisionBuckets[i] (not cumulative); the last entry counts
@@ -117,6 +120,7 @@ func (g *Gateway) Metrics() Metrics {
 	m.DropsUpstream = s.DialErrors.Load()
 	m.DropsNotUnicast = s.NotUnicast.Load()
 	m.MSSClamped = s.MSSClamped.Load()
+	m.Fragmented = s.Fragmented.Load()
 	for i := range m.Decisions {
 		m.Decisions[i] = g.counters.decisions.buckets[i].Load()
 	}

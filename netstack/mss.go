@@ -32,7 +32,8 @@ const (
 // the server, whose address the stack's packets carry, and no one who
 // could act on it hears of it. Clamping the MSS, as routers do for such
 // links, keeps every segment small enough. The same answers let UDP
-// sessions to such a client send IPv4 datagrams without DF (narrower).
+// sessions to such a client send IPv4 datagrams without DF (narrower),
+// and the endpoint split IPv6 packets into fragments (frag6.go).
 type mssClamp struct {
 	lookup PathMTUFunc
 	mtu    int // the device's

@@ -134,6 +134,9 @@ func New(cfg Config) (*Gateway, error) {
 		})
 	}
 	g.ep = newEndpoint(cfg.Device, cfg.MTU, &g.stats, g.inspect)
+	if g.mss != nil {
+		g.ep.pathMTU = g.mss.pathMTU
+	}
 	s, err := newStack(g.ep)
 	if err != nil {
 		g.cancel()

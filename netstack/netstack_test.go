@@ -553,7 +553,7 @@ func udpEcho(t testing.TB, prefix string) DialFunc {
 	}
 	t.Cleanup(func() { echo.Close() })
 	go func() {
-		b := make([]byte, 1500)
+		b := make([]byte, 65535)
 		for {
 			n, a, err := echo.ReadFrom(b)
 			if err != nil {

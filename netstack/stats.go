@@ -25,6 +25,7 @@ type Stats struct {
 	StrayTCP   atomic.Uint64 // non-SYN segments for flows that do not exist
 	NotUnicast atomic.Uint64 // to a multicast group or the limited broadcast address
 	MSSClamped atomic.Uint64 // client SYNs whose MSS was lowered to the path towards the client
+	Fragmented atomic.Uint64 // IPv6 packets to a client split into fragments to fit the path towards it
 
 	// Flows refused by limits.
 	RefusedFlows       atomic.Uint64 // limits.max_flows

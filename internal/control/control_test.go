@@ -71,6 +71,7 @@ func (f *fake) Metrics() netstack.Metrics {
 	m.DecisionSum = 2500 * time.Microsecond
 	m.PacketsIn, m.PacketsOut = 11, 12
 	m.MSSClamped = 13
+	m.Fragmented = 17
 	m.RelayBuffers = 14
 	m.StackBuffers, m.FlowBufferMax = 15, 16
 	return m
@@ -248,6 +249,7 @@ func TestMetricsText(t *testing.T) {
 		`tunwall_relay_buffers 14`,
 		`tunwall_stack_buffer_bytes 15`,
 		`tunwall_flow_buffer_max_bytes 16`,
+		`tunwall_ipv6_fragmented_total 17`,
 		`tunwall_policy_info{hash="abc",mode=""} 1`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,

@@ -17,7 +17,7 @@ type collector struct {
 
 	active, judged, bytes, drops, hits, defHits, decisions                    *prometheus.Desc
 	packets, pending, udp, endpoints, buffers, mss, reloadsFailed, policyInfo *prometheus.Desc
-	stackBuffers, flowBufferMax                                               *prometheus.Desc
+	stackBuffers, flowBufferMax, fragmented                                   *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -41,6 +41,7 @@ func newCollector(b Backend) *collector {
 		stackBuffers:  d("stack_buffer_bytes", "What the userspace stack's TCP buffers may hold now: the sizes of every TCP endpoint's send and receive buffers."),
 		flowBufferMax: d("flow_buffer_max_bytes", "The largest stack buffer, each way, limits.buffer_memory gives a relayed TCP flow now."),
 		mss:           d("tcp_mss_clamped_total", "Client SYNs whose MSS option was lowered to fit this host's path back to the client."),
+		fragmented:    d("ipv6_fragmented_total", "IPv6 packets to a client split into fragments to fit this host's path back to the client."),
 		reloadsFailed: d("reloads_failed_total", "Reloads refused because the file was bad."),
 		policyInfo:    d("policy_info", "The policy in force (value 1).", "hash", "mode"),
 	}
@@ -78,6 +79,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.stackBuffers, int(m.StackBuffers))
 	gauge(c.flowBufferMax, int(m.FlowBufferMax))
 	counter(c.mss, m.MSSClamped)
+	counter(c.fragmented, m.Fragmented)
 
 	buckets := make(map[float64]uint64, len(netstack.DecisionBuckets))
 	var n uint64
