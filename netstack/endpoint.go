@@ -46,9 +46,9 @@ type endpoint struct {
 	taps atomic.Pointer[captures] // nil: nothing is being captured
 
 	// pathMTU, when set, returns the MTU of this host's path towards
-	// dst (the client) for a packet from src, or 0 if unknown; IPv6
-	// packets larger than it are fragmented (frag6.go). Set before
-	// start.
+	// dst (the client) for a packet from src, or 0 if unknown. Datagrams
+	// larger than it are sent in fragments (IPv6) or without DF (IPv4)
+	// (fit.go). Set before start.
 	pathMTU func(dst, src []byte) int
 	fragIDs atomic.Uint32 // identification of the last packet fragmented
 }
@@ -242,6 +242,7 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	b.reset()
 	written := 0
 	for _, pkt := range pkts.AsSlice() {
+		e.mayFragment(pkt)
 		if !b.add(pkt) {
 			e.stats.WriteErrors.Add(1) // larger than any packet we can write
 			continue
@@ -282,6 +283,7 @@ func (e *endpoint) writeDirect(pkts stack.PacketBufferList) int {
 			e.stats.WriteErrors.Add(1) // larger than any packet we can write
 			continue
 		}
+		e.mayFragment(pkt)
 		var whole []byte
 		mtu := e.splitMTU(pkt)
 		if e.taps.Load() != nil || mtu > 0 {

@@ -30,7 +30,7 @@ func FuzzInspect(f *testing.F) {
 		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}, nil))
 	var st Stats
 	dec := newEchoDecoder()
-	clamp := newMSSClamp(func(netip.Addr, netip.Addr) int { return 1400 }, 1500, &st, func(netip.Addr, int) {})
+	clamp := newMSSClamp(func(netip.Addr, netip.Addr) int { return 1400 }, 1500, &st, func(netip.Addr, int, netip.Addr) {})
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		if _, ok := st.check(pkt); !ok {
 			return

@@ -99,7 +99,8 @@ func (fl *icmpFlow) counts() (out, in int64, last time.Time) {
 }
 
 // intercept is the endpoint's inspect hook: it consumes echo requests and
-// fragmented ICMP, and passes everything else to the stack.
+// fragmented ICMP, and passes everything else to the stack. A path MTU
+// an ICMP error reports is noted on the way (mssClamp.reported).
 func (h *icmpHandler) intercept(pkt []byte) bool {
 	var req echoRequest
 	switch h.dec.classify(pkt, &req) {
@@ -109,6 +110,11 @@ func (h *icmpHandler) intercept(pkt []byte) bool {
 	case isEcho:
 		h.echo(&req)
 		return true
+	case tooBig:
+		if h.g.mss != nil {
+			tb := &h.dec.tooBig
+			h.g.mss.reported(tb.client, tb.mtu, tb.from)
+		}
 	}
 	return false
 }

@@ -34,6 +34,14 @@ type echoDecoder struct {
 	echo6   layers.ICMPv6Echo
 	payload gopacket.Payload
 	decoded []gopacket.LayerType
+
+	// What the last packet classified tooBig reported: a router towards
+	// client (the destination of the packet it quotes) could forward
+	// packets of at most mtu bytes.
+	tooBig struct {
+		from, client netip.Addr
+		mtu          int
+	}
 }
 
 func newEchoDecoder() *echoDecoder {
@@ -61,6 +69,7 @@ const (
 	toStack packetClass = iota
 	dropFragment
 	isEcho
+	tooBig // for the stack, and the path MTU it reports is in d.tooBig
 )
 
 func (d *echoDecoder) classify4(pkt []byte, req *echoRequest) packetClass {
@@ -72,6 +81,18 @@ func (d *echoDecoder) classify4(pkt []byte, req *echoRequest) packetClass {
 	}
 	if err := d.p4.DecodeLayers(pkt, &d.decoded); err != nil || len(d.decoded) < 2 {
 		return toStack // the stack counts and drops what it cannot parse
+	}
+	if d.icmp4.TypeCode == layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded) {
+		// The next-hop MTU is in the second half of the word gopacket
+		// reads as Id and Seq (RFC 1191); 0 from routers older than it.
+		quoted := d.icmp4.Payload
+		if d.icmp4.Seq == 0 || len(quoted) < ipv4HeaderLen || quoted[0]>>4 != 4 {
+			return toStack
+		}
+		d.tooBig.from = netip.AddrFrom4([4]byte(d.ip4.SrcIP.To4()))
+		d.tooBig.client = netip.AddrFrom4([4]byte(quoted[16:20]))
+		d.tooBig.mtu = int(d.icmp4.Seq)
+		return tooBig
 	}
 	if d.icmp4.TypeCode.Type() != layers.ICMPv4TypeEchoRequest || d.icmp4.TypeCode.Code() != 0 {
 		return toStack
@@ -97,6 +118,18 @@ func (d *echoDecoder) classify6(pkt []byte, req *echoRequest) packetClass {
 	}
 	if err := d.p6.DecodeLayers(pkt[off:], &d.decoded); err != nil || len(d.decoded) < 2 {
 		return toStack
+	}
+	if d.icmp6.TypeCode.Type() == layers.ICMPv6TypePacketTooBig {
+		// The MTU, then the packet quoted (ICMPv6 leaves both in its
+		// payload).
+		p := d.icmp6.Payload
+		if len(p) < 4+ipv6HeaderLen || p[4]>>4 != 6 {
+			return toStack
+		}
+		d.tooBig.from = netip.AddrFrom16([16]byte(pkt[8:24]))
+		d.tooBig.client = netip.AddrFrom16([16]byte(p[4+24 : 4+40]))
+		d.tooBig.mtu = int(min(binary.BigEndian.Uint32(p), 1<<16))
+		return tooBig
 	}
 	if d.icmp6.TypeCode.Type() != layers.ICMPv6TypeEchoRequest || d.icmp6.TypeCode.Code() != 0 {
 		return toStack

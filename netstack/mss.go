@@ -24,6 +24,14 @@ const (
 	pathMTULookupsPer = 200 // per second
 )
 
+// A path MTU reported by an ICMP error holds for pathMTUReportedTTL (as
+// long as the kernel keeps one), and no report takes it below
+// pathMTUMin4 (the kernel's route/min_pmtu) or the IPv6 minimum.
+const (
+	pathMTUReportedTTL = 10 * time.Minute
+	pathMTUMin4        = 552
+)
+
 // mssClamp lowers the MSS option of a client's SYN to what this host's
 // own path back to the client carries. The stack sizes its segments by
 // the device's MTU and the client's MSS; when the host's interface (or
@@ -31,14 +39,21 @@ const (
 // refuses the larger packets with "fragmentation needed" addressed to
 // the server, whose address the stack's packets carry, and no one who
 // could act on it hears of it. Clamping the MSS, as routers do for such
-// links, keeps every segment small enough. The same answers let UDP
-// sessions to such a client send IPv4 datagrams without DF (narrower),
-// and the endpoint split IPv6 packets into fragments (frag6.go).
+// links, keeps every segment small enough. The same answers let the
+// endpoint send IPv4 datagrams that do not fit without DF, and split IPv6
+// ones into fragments (fit.go).
+//
+// A narrower link further on, behind another router, shows only when
+// that router refuses a packet: its "fragmentation needed" or "packet too
+// big" comes back through the device (the client's side routes the
+// server's addresses there). The stack adapts the flow it is about;
+// reported remembers the MTU for the client, so that later flows fit
+// from their first segment instead of each losing its first flight.
 type mssClamp struct {
 	lookup PathMTUFunc
 	mtu    int // the device's
 	stats  *Stats
-	logf   func(client netip.Addr, mtu int)
+	logf   func(client netip.Addr, mtu int, reportedBy netip.Addr) // reportedBy invalid: this host's own route
 
 	mu      sync.Mutex // guards the following; held across a lookup
 	paths   map[netip.Addr]pathMTU
@@ -47,11 +62,23 @@ type mssClamp struct {
 }
 
 type pathMTU struct {
-	mtu     int
+	mtu     int // of this host's own route, 0 if unknown
 	expires time.Time
+
+	reported      int // by an ICMP error from further on, 0 if none
+	reportedUntil time.Time
 }
 
-func newMSSClamp(lookup PathMTUFunc, mtu int, stats *Stats, logf func(netip.Addr, int)) *mssClamp {
+// narrowest returns the smaller of the route's MTU and a reported one
+// still in force (0 if neither is known).
+func (p pathMTU) narrowest(now time.Time) int {
+	if p.reported > 0 && now.Before(p.reportedUntil) && (p.mtu == 0 || p.reported < p.mtu) {
+		return p.reported
+	}
+	return p.mtu
+}
+
+func newMSSClamp(lookup PathMTUFunc, mtu int, stats *Stats, logf func(netip.Addr, int, netip.Addr)) *mssClamp {
 	return &mssClamp{lookup: lookup, mtu: mtu, stats: stats, logf: logf, paths: make(map[netip.Addr]pathMTU)}
 }
 
@@ -75,31 +102,27 @@ func (c *mssClamp) clamp(client, server []byte, seg []byte) bool {
 	return true
 }
 
-// narrower reports whether the path towards client is known to be
-// narrower than the device.
-func (c *mssClamp) narrower(client, server []byte) bool {
-	return c.narrows(c.pathMTU(client, server))
-}
-
 // narrows reports whether mtu, a path MTU pathMTU returned, is a known
 // one smaller than the device's.
 func (c *mssClamp) narrows(mtu int) bool { return mtu > 0 && mtu < c.mtu }
 
-// pathMTU returns the path MTU towards client, from the cache or a new
-// lookup; 0 when unknown or over the lookup budget.
+// pathMTU returns the path MTU towards client: that of this host's route
+// (from the cache or a new lookup) or a narrower one reported further on;
+// 0 when unknown or over the lookup budget.
 func (c *mssClamp) pathMTU(clientIP, serverIP []byte) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	client, _ := netip.AddrFromSlice(clientIP)
 	now := time.Now()
-	if p, ok := c.paths[client]; ok && now.Before(p.expires) {
-		return p.mtu
+	p, ok := c.paths[client]
+	if ok && now.Before(p.expires) {
+		return p.narrowest(now)
 	}
 	if now.Sub(c.window) >= time.Second {
 		c.window, c.lookups = now, 0
 	}
 	if c.lookups >= pathMTULookupsPer {
-		return 0
+		return pathMTU{reported: p.reported, reportedUntil: p.reportedUntil}.narrowest(now)
 	}
 	c.lookups++
 	server, _ := netip.AddrFromSlice(serverIP)
@@ -107,20 +130,53 @@ func (c *mssClamp) pathMTU(clientIP, serverIP []byte) int {
 	if !validPathMTU(mtu, len(clientIP) == header.IPv6AddressSize) {
 		mtu = 0
 	}
-	if old, ok := c.paths[client]; c.narrows(mtu) && (!ok || old.mtu != mtu) {
-		c.logf(client, mtu)
+	if c.narrows(mtu) && (!ok || p.mtu != mtu) {
+		c.logf(client, mtu, netip.Addr{})
 	}
-	if len(c.paths) >= pathMTUEntries {
-		for a, p := range c.paths {
-			if !now.Before(p.expires) {
+	p.mtu, p.expires = mtu, now.Add(pathMTUTTL)
+	c.store(client, p, now)
+	return p.narrowest(now)
+}
+
+// reported takes note of an ICMP "fragmentation needed" or "packet too
+// big" from the device: a router towards client, from, could not forward
+// a packet of mtu bytes or more. A report that does not narrow the path
+// below the device's MTU is ignored; one below the smallest MTU a path may
+// have counts as that smallest.
+func (c *mssClamp) reported(client netip.Addr, mtu int, from netip.Addr) {
+	floor := pathMTUMin4
+	if client.Is6() {
+		floor = header.IPv6MinimumMTU
+	}
+	mtu = max(mtu, floor)
+	if !c.narrows(mtu) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	p := c.paths[client]
+	if p.reported > 0 && now.Before(p.reportedUntil) && p.reported <= mtu {
+		return // only a narrower report replaces one in force
+	}
+	p.reported, p.reportedUntil = mtu, now.Add(pathMTUReportedTTL)
+	c.logf(client, mtu, from)
+	c.store(client, p, now)
+}
+
+// store keeps p for client, making room among entries that have nothing
+// in force any more; with none to drop, it is not kept. c.mu is held.
+func (c *mssClamp) store(client netip.Addr, p pathMTU, now time.Time) {
+	if _, ok := c.paths[client]; !ok && len(c.paths) >= pathMTUEntries {
+		for a, q := range c.paths {
+			if !now.Before(q.expires) && !now.Before(q.reportedUntil) {
 				delete(c.paths, a)
 			}
 		}
 	}
-	if len(c.paths) < pathMTUEntries {
-		c.paths[client] = pathMTU{mtu: mtu, expires: now.Add(pathMTUTTL)}
+	if _, ok := c.paths[client]; ok || len(c.paths) < pathMTUEntries {
+		c.paths[client] = p
 	}
-	return mtu
 }
 
 // validPathMTU reports whether mtu is one an IPv4 (at least 68) or IPv6

@@ -3,12 +3,15 @@ package netstack
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
@@ -100,7 +103,7 @@ func TestMSSClampChecksum(t *testing.T) {
 			t.Fatal("not a SYN")
 		}
 		var st Stats
-		c := newMSSClamp(func(netip.Addr, netip.Addr) int { return 1400 }, 1500, &st, func(netip.Addr, int) {})
+		c := newMSSClamp(func(netip.Addr, netip.Addr) int { return 1400 }, 1500, &st, func(netip.Addr, int, netip.Addr) {})
 		if !c.clamp(src, dst, seg) {
 			t.Fatalf("%s: not clamped", tc.client)
 		}
@@ -135,7 +138,7 @@ func TestPathMTULookups(t *testing.T) {
 			return mtu
 		}
 		return 1400
-	}, 1500, &st, func(client netip.Addr, _ int) { logged = append(logged, client) })
+	}, 1500, &st, func(client netip.Addr, _ int, _ netip.Addr) { logged = append(logged, client) })
 	server := netip.MustParseAddr("192.0.2.1").AsSlice()
 	server6 := netip.MustParseAddr("2001:db8::1").AsSlice()
 	syn := func() []byte { return synWithOptions(2, 4, 0x05, 0xb4) }
@@ -197,55 +200,184 @@ func TestMSSClampedToPathMTU(t *testing.T) {
 		{"10.0.0.2:5001", "192.0.2.1:80", 1500, 1460}, // as wide as the device: the client's MSS stands
 	} {
 		t.Run(tc.client, func(t *testing.T) {
-			up, upPeer := net.Pipe()
-			dial := func(context.Context, string, string) (net.Conn, error) { return up, nil }
-			h := newHarnessWith(t, testPolicy, nil, dial, nil, policy.Limits{}, func(c *Config) {
-				c.PathMTU = func(netip.Addr, netip.Addr) int { return tc.path }
-			})
-			h.send(tcpSegment(t, tc.client, tc.server, layers.TCP{SYN: true, Seq: 1000, Window: 65535,
-				Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}, nil))
-			synAck := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)
-			if !synAck.SYN || !synAck.ACK {
-				t.Fatalf("want SYN-ACK, got %+v", synAck)
+			up, h := pipeHarness(t, func(netip.Addr, netip.Addr) int { return tc.path })
+			payload, size := firstDataSegment(t, h, up, tc.client, tc.server)
+			if payload != tc.want {
+				t.Fatalf("first data segment carries %d bytes, want %d", payload, tc.want)
 			}
-			h.send(tcpAck(t, tc.client, tc.server, 1001, synAck.Seq+1))
-			go func() {
-				upPeer.Write(make([]byte, 3*1460))
-				io.Copy(io.Discard, upPeer)
-			}()
-			p := h.next()
-			seg := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
-			if len(seg.Payload) != tc.want {
-				t.Fatalf("first data segment carries %d bytes, want %d", len(seg.Payload), tc.want)
+			if size > tc.path {
+				t.Fatalf("packet of %d bytes on a path of %d", size, tc.path)
 			}
-			if n := len(p.Data()); n > tc.path {
-				t.Fatalf("packet of %d bytes on a path of %d", n, tc.path)
-			}
-			upPeer.Close()
 		})
 	}
 }
 
-// TestUDPNoDFOnNarrowPath: a UDP session to an IPv4 client whose path is
-// narrower than the device sends its datagrams without DF (the host can
-// fragment them); to a client on a path as wide as the device, with DF
-// as before.
+// pipeHarness starts a gateway with path whose flows all dial the same
+// end of a pipe, and returns the other end.
+func pipeHarness(t *testing.T, path PathMTUFunc) (net.Conn, *harness) {
+	up, upPeer := net.Pipe()
+	dial := func(context.Context, string, string) (net.Conn, error) { return up, nil }
+	return upPeer, newHarnessWith(t, testPolicy, nil, dial, nil, policy.Limits{}, func(c *Config) { c.PathMTU = path })
+}
+
+// firstDataSegment opens a flow from client (whose SYN announces an MSS
+// of 1460) to server, has the upstream (up) send 3 full segments' worth,
+// and returns the payload and packet size of the first data segment the
+// stack sends the client.
+func firstDataSegment(t *testing.T, h *harness, up net.Conn, client, server string) (payload, size int) {
+	t.Helper()
+	h.send(tcpSegment(t, client, server, layers.TCP{SYN: true, Seq: 1000, Window: 65535,
+		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}, nil))
+	synAck := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if !synAck.SYN || !synAck.ACK {
+		t.Fatalf("want SYN-ACK, got %+v", synAck)
+	}
+	h.send(tcpAck(t, client, server, 1001, synAck.Seq+1))
+	go func() {
+		up.Write(make([]byte, 3*1460))
+		io.Copy(io.Discard, up)
+	}()
+	t.Cleanup(func() { up.Close() })
+	p := h.next()
+	return len(p.Layer(layers.LayerTypeTCP).(*layers.TCP).Payload), len(p.Data())
+}
+
+// tooBigReport is the ICMP error router (on the client's side) sends the
+// server when it cannot forward a packet of the server's flow to client
+// in mtu bytes: "fragmentation needed" or "packet too big", quoting it.
+func tooBigReport(t testing.TB, router, client, server string, mtu int) []byte {
+	quoted := tcpSegment(t, server, client, layers.TCP{ACK: true, Seq: 1, Ack: 1, Window: 100}, make([]byte, 1460))
+	r, s := netip.MustParseAddr(router), netip.MustParseAddrPort(server).Addr()
+	if r.Is4() {
+		ip, _ := ipLayer(r, s, layers.IPProtocolICMPv4)
+		icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded), Seq: uint16(mtu)}
+		return serialize(t, ip, icmp, gopacket.Payload(quoted[:ipv4HeaderLen+8]))
+	}
+	ip, nl := ipLayer(r, s, layers.IPProtocolICMPv6)
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypePacketTooBig, 0)}
+	icmp.SetNetworkLayerForChecksum(nl)
+	return serialize(t, ip, icmp, gopacket.Payload(binary.BigEndian.AppendUint32(nil, uint32(mtu))), gopacket.Payload(quoted[:1232]))
+}
+
+// TestMSSClampedToReportedPathMTU: a router further on reports (ICMP) that
+// it forwards at most 1400 bytes towards a client whose own route here is
+// as wide as the device. The client's next flows are clamped to it; a
+// wider report later does not undo it; malformed reports change nothing.
+func TestMSSClampedToReportedPathMTU(t *testing.T) {
+	wide := func(netip.Addr, netip.Addr) int { return 1500 }
+	for _, tc := range []struct {
+		router, client, server string
+		want                   int
+	}{
+		{"10.0.0.1", "10.0.0.2:5000", "192.0.2.1:80", 1360},
+		{"fd00::1", "[fd00::2]:5000", "[2001:db8::1]:80", 1340},
+	} {
+		t.Run(tc.client, func(t *testing.T) {
+			up, h := pipeHarness(t, wide)
+			h.send(tooBigReport(t, tc.router, tc.client, tc.server, 1400))
+			h.send(tooBigReport(t, tc.router, tc.client, tc.server, 1450))
+			if payload, _ := firstDataSegment(t, h, up, tc.client, tc.server); payload != tc.want {
+				t.Fatalf("first data segment after the report carries %d bytes, want %d", payload, tc.want)
+			}
+		})
+	}
+	t.Run("not reports", func(t *testing.T) {
+		up, h := pipeHarness(t, wide)
+		noMTU := tooBigReport(t, "10.0.0.1", "10.0.0.2:5000", "192.0.2.1:80", 0) // a router older than RFC 1191
+		notV4 := tooBigReport(t, "10.0.0.1", "10.0.0.2:5000", "192.0.2.1:80", 1400)
+		notV4[ipv4HeaderLen+icmpHeaderLen] = 0x65 // the quoted packet's version
+		fixChecksums(notV4)
+		wider := tooBigReport(t, "10.0.0.1", "10.0.0.2:5000", "192.0.2.1:80", 1500)
+		for _, p := range [][]byte{noMTU, notV4, wider} {
+			h.send(p)
+		}
+		if payload, _ := firstDataSegment(t, h, up, "10.0.0.2:5000", "192.0.2.1:80"); payload != 1460 {
+			t.Fatalf("first data segment carries %d bytes, want the client's 1460", payload)
+		}
+	})
+}
+
+// TestUDPNoDFOnNarrowPath: an IPv4 datagram to a client that does not fit
+// the path towards it goes without DF (the host can fragment it); one
+// that fits, or any on a path as wide as the device, keeps DF.
 func TestUDPNoDFOnNarrowPath(t *testing.T) {
 	for _, tc := range []struct {
-		path int
-		df   bool
-	}{{1400, false}, {1500, true}} {
-		h := newHarnessWith(t, testPolicy, nil, udpEcho(t, "re: "), nil, policy.Limits{}, func(c *Config) {
+		path, size int
+		df         bool
+	}{{1400, 1450, false}, {1400, 1300, true}, {1500, 1450, true}} {
+		h := newHarnessWith(t, testPolicy, nil, udpEcho(t, ""), nil, policy.Limits{}, func(c *Config) {
 			c.PathMTU = func(netip.Addr, netip.Addr) int { return tc.path }
 		})
-		h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:80", []byte("ping")))
+		h.send(udpPacket(t, "10.0.0.2:5000", "192.0.2.1:80", make([]byte, tc.size)))
 		p := h.next()
 		ip, ok := p.NetworkLayer().(*layers.IPv4)
-		if !ok || p.Layer(layers.LayerTypeUDP) == nil {
+		if !ok || p.Layer(layers.LayerTypeUDP) == nil || p.ErrorLayer() != nil {
 			t.Fatalf("path %d: want a UDP reply, got %v", tc.path, p)
 		}
 		if df := ip.Flags&layers.IPv4DontFragment != 0; df != tc.df {
-			t.Errorf("path %d: DF %v, want %v", tc.path, df, tc.df)
+			t.Errorf("path %d, %d bytes: DF %v, want %v", tc.path, tc.size, df, tc.df)
 		}
+		if ip.Checksum != ^checksum.Checksum(ip.Contents[:10], checksum.Checksum(ip.Contents[12:], 0)) {
+			t.Errorf("path %d, %d bytes: header checksum wrong", tc.path, tc.size)
+		}
+	}
+}
+
+// TestPathMTUReported: how a reported path MTU combines with the route's,
+// how low a report may take it, and when it ends.
+func TestPathMTUReported(t *testing.T) {
+	var logged []string
+	var st Stats
+	route := 1500
+	c := newMSSClamp(func(netip.Addr, netip.Addr) int { return route }, 1500, &st, func(client netip.Addr, mtu int, from netip.Addr) {
+		logged = append(logged, fmt.Sprintf("%s %d %s", client, mtu, from))
+	})
+	server, server6 := netip.MustParseAddr("192.0.2.1").AsSlice(), netip.MustParseAddr("2001:db8::1").AsSlice()
+	router, router6 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")
+	a, b, a6 := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("fd00::2")
+	mtu := func(client netip.Addr) int {
+		s := server
+		if client.Is6() {
+			s = server6
+		}
+		return c.pathMTU(client.AsSlice(), s)
+	}
+	c.reported(a, 1400, router)
+	c.reported(b, 100, router)    // below IPv4's floor
+	c.reported(a6, 1000, router6) // below IPv6's minimum
+	for _, tc := range []struct {
+		client netip.Addr
+		want   int
+	}{{a, 1400}, {b, pathMTUMin4}, {a6, 1280}} {
+		if got := mtu(tc.client); got != tc.want {
+			t.Errorf("%s: path MTU %d, want %d", tc.client, got, tc.want)
+		}
+	}
+	want := []string{"10.0.0.2 1400 10.0.0.1", "10.0.0.3 552 10.0.0.1", "fd00::2 1280 fd00::1"}
+	if !slices.Equal(logged, want) {
+		t.Errorf("logged %q, want %q", logged, want)
+	}
+	// A narrower route wins over a report; the report outlives the
+	// route's answer and ends on its own.
+	c.paths[a] = pathMTU{mtu: route, expires: time.Now().Add(-time.Second), reported: 1400, reportedUntil: c.paths[a].reportedUntil}
+	route = 1300
+	if got := mtu(a); got != 1300 {
+		t.Errorf("route 1300, report 1400: path MTU %d, want 1300", got)
+	}
+	route = 1500
+	c.paths[a] = pathMTU{mtu: 1500, expires: time.Now().Add(-time.Second), reported: 1400, reportedUntil: c.paths[a].reportedUntil}
+	if got := mtu(a); got != 1400 {
+		t.Errorf("after the route's answer was renewed: path MTU %d, want the report's 1400", got)
+	}
+	p := c.paths[a]
+	p.reportedUntil = time.Now().Add(-time.Second)
+	c.paths[a] = p
+	if got := mtu(a); got != 1500 {
+		t.Errorf("after the report ended: path MTU %d, want the route's 1500", got)
+	}
+	// Once it has ended, a wider report is taken.
+	c.reported(a, 1450, router)
+	if got := mtu(a); got != 1450 {
+		t.Errorf("a new report of 1450: path MTU %d", got)
 	}
 }

@@ -128,9 +128,12 @@ func New(cfg Config) (*Gateway, error) {
 	g.names = newNameCache(cfg.DNS.CacheSize)
 	g.icmp = newICMPHandler(g)
 	if cfg.PathMTU != nil {
-		g.mss = newMSSClamp(cfg.PathMTU, cfg.MTU, &g.stats, func(client netip.Addr, mtu int) {
-			g.log.Info().Str("client", client.String()).Int("path_mtu", mtu).Int("tun_mtu", cfg.MTU).
-				Msg("the path to this client is narrower than the TUN: its TCP segments are clamped to fit")
+		g.mss = newMSSClamp(cfg.PathMTU, cfg.MTU, &g.stats, func(client netip.Addr, mtu int, from netip.Addr) {
+			ev := g.log.Info().Str("client", client.String()).Int("path_mtu", mtu).Int("tun_mtu", cfg.MTU)
+			if from.IsValid() {
+				ev = ev.Str("reported_by", from.String())
+			}
+			ev.Msg("the path to this client is narrower than the TUN: its TCP segments are clamped to fit")
 		})
 	}
 	g.ep = newEndpoint(cfg.Device, cfg.MTU, &g.stats, g.inspect)

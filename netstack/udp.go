@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/tunwall/tunwall/policy"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -63,13 +61,6 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		h.g.closed(fid, f, v, FlowStats{Reason: reasonRST})
 		h.release(fid)
 		return true
-	}
-	if h.g.mss != nil && id.RemoteAddress.Len() == header.IPv4AddressSize &&
-		h.g.mss.narrower(id.RemoteAddress.AsSlice(), id.LocalAddress.AsSlice()) {
-		// The kernel refuses a datagram with DF that does not fit the
-		// path, and its error goes to the server's address, not here:
-		// without DF it fragments the datagram instead.
-		ep.SetSockOptInt(tcpip.MTUDiscoverOption, int(tcpip.PMTUDiscoveryDont))
 	}
 	client := newClientDatagrams(&wq, ep)
 	s := &relay{

@@ -238,7 +238,7 @@ func (l *Lab) DialWith(ns string, d *net.Dialer, network, addr string) (net.Conn
 
 // Close deletes the namespaces, and with them everything inside.
 func (l *Lab) Close() {
-	for _, ns := range []string{l.Client, l.Gateway, l.Server} {
+	for _, ns := range []string{l.branch(), l.Client, l.Gateway, l.Server} {
 		run("ip", "netns", "del", ns)
 	}
 	os.Remove(filepath.Join(MarkDir, l.prefix))

@@ -67,7 +67,7 @@ func alive(pid int) bool {
 
 // killAll kills the processes left in the lab's namespaces.
 func (l *Lab) killAll() {
-	for _, ns := range []string{l.Client, l.Gateway, l.Server} {
+	for _, ns := range []string{l.branch(), l.Client, l.Gateway, l.Server} {
 		out, err := run("ip", "netns", "pids", ns)
 		if err != nil {
 			continue

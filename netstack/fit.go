@@ -87,8 +87,6 @@ func fragmentIPv6(pkt []byte, mtu int, id uint32) [][]byte {
 // one that does not fit it. It returns 0 for every other packet. TCP
 // segments are left alone, as their MSS already fits the path
 // (mssClamp); UDP datagrams and packets tunwall builds are what remain.
-// An IPv4 datagram goes without DF on such a path, for the host to
-// fragment (see udpHandler).
 func (e *endpoint) splitMTU(pkt *stack.PacketBuffer) int {
 	if e.pathMTU == nil || pkt.NetworkProtocolNumber != header.IPv6ProtocolNumber ||
 		pkt.GSOOptions.Type != stack.GSONone || pkt.TransportProtocolNumber == header.TCPProtocolNumber ||
@@ -99,17 +97,36 @@ func (e *endpoint) splitMTU(pkt *stack.PacketBuffer) int {
 	if len(h) < ipv6HeaderLen {
 		return 0
 	}
-	return e.tooBig(h, pkt.Size())
+	return e.tooBig(h[24:40], h[8:24], pkt.Size())
 }
 
-// tooBig returns the MTU of the path towards the destination of the IPv6
-// packet whose header is h, if a packet of size bytes does not fit it;
-// else 0.
-func (e *endpoint) tooBig(h []byte, size int) int {
-	if mtu := e.pathMTU(h[24:40], h[8:24]); mtu > 0 && size > mtu {
+// tooBig returns the MTU of the path towards dst, for a packet from src,
+// if a packet of size bytes does not fit it; else 0.
+func (e *endpoint) tooBig(dst, src []byte, size int) int {
+	if mtu := e.pathMTU(dst, src); mtu > 0 && size > mtu {
 		return mtu
 	}
 	return 0
+}
+
+// mayFragment clears DF in pkt, a datagram (not a TCP segment) from the
+// stack, when it is an IPv4 one that does not fit the path towards its
+// destination, so that the host fragments it instead of refusing it with
+// an error addressed to the server. The stack sets DF on its datagrams;
+// TCP segments fit the path by their MSS (mssClamp).
+func (e *endpoint) mayFragment(pkt *stack.PacketBuffer) {
+	if e.pathMTU == nil || pkt.NetworkProtocolNumber != header.IPv4ProtocolNumber ||
+		pkt.TransportProtocolNumber == header.TCPProtocolNumber || pkt.Size() <= pathMTUMin4 {
+		return
+	}
+	h := header.IPv4(pkt.NetworkHeader().Slice())
+	if len(h) < header.IPv4MinimumSize || h.Flags()&header.IPv4FlagDontFragment == 0 ||
+		e.tooBig(h[16:20], h[12:16], pkt.Size()) == 0 {
+		return
+	}
+	h.SetFlagsFragmentOffset(h.Flags()&^header.IPv4FlagDontFragment, h.FragmentOffset())
+	h.SetChecksum(0)
+	h.SetChecksum(^h.CalculateChecksum())
 }
 
 // rawSplitMTU is splitMTU for a packet built outside the stack.
@@ -117,7 +134,7 @@ func (e *endpoint) rawSplitMTU(pkt []byte) int {
 	if e.pathMTU == nil || len(pkt) <= header.IPv6MinimumMTU || pkt[0]>>4 != 6 || pkt[6] == protoTCP {
 		return 0
 	}
-	return e.tooBig(pkt, len(pkt))
+	return e.tooBig(pkt[24:40], pkt[8:24], len(pkt))
 }
 
 // fragments returns pkt split to fit mtu, counting it, or nil if it
