@@ -142,7 +142,9 @@ func (c *mssClamp) pathMTU(clientIP, serverIP []byte) int {
 // big" from the device: a router towards client, from, could not forward
 // a packet of mtu bytes or more. A report that does not narrow the path
 // below the device's MTU is ignored; one below the smallest MTU a path may
-// have counts as that smallest.
+// have counts as that smallest. Only the first report while none is in
+// force is logged: the client side could send reports of ever smaller
+// MTUs, and the log must not carry one line for each.
 func (c *mssClamp) reported(client netip.Addr, mtu int, from netip.Addr) {
 	floor := pathMTUMin4
 	if client.Is6() {
@@ -156,11 +158,14 @@ func (c *mssClamp) reported(client netip.Addr, mtu int, from netip.Addr) {
 	defer c.mu.Unlock()
 	now := time.Now()
 	p := c.paths[client]
-	if p.reported > 0 && now.Before(p.reportedUntil) && p.reported <= mtu {
+	inForce := p.reported > 0 && now.Before(p.reportedUntil)
+	if inForce && p.reported <= mtu {
 		return // only a narrower report replaces one in force
 	}
+	if !inForce {
+		c.logf(client, mtu, from)
+	}
 	p.reported, p.reportedUntil = mtu, now.Add(pathMTUReportedTTL)
-	c.logf(client, mtu, from)
 	c.store(client, p, now)
 }
 

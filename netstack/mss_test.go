@@ -375,9 +375,18 @@ func TestPathMTUReported(t *testing.T) {
 	if got := mtu(a); got != 1500 {
 		t.Errorf("after the report ended: path MTU %d, want the route's 1500", got)
 	}
-	// Once it has ended, a wider report is taken.
+	// Once it has ended, a wider report is taken, and logged.
 	c.reported(a, 1450, router)
 	if got := mtu(a); got != 1450 {
 		t.Errorf("a new report of 1450: path MTU %d", got)
+	}
+	// A narrower report replaces one in force without a log line.
+	c.reported(a, 1350, router)
+	if got := mtu(a); got != 1350 {
+		t.Errorf("a narrower report of 1350: path MTU %d", got)
+	}
+	want = append(want, "10.0.0.2 1300 invalid IP", "10.0.0.2 1450 10.0.0.1") // the route of 1300, then the new report
+	if !slices.Equal(logged, want) {
+		t.Errorf("logged %q, want %q", logged, want)
 	}
 }
