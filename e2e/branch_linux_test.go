@@ -59,31 +59,6 @@ func TestNarrowLinkBeyondClient(t *testing.T) {
 	}
 }
 
-// echo sends a datagram of size bytes on c and fails unless it comes back,
-// trying 3 times (a datagram may be lost).
-func echo(t *testing.T, c net.Conn, size int) {
-	t.Helper()
-	msg := make([]byte, size)
-	for i := range msg {
-		msg[i] = byte(i)
-	}
-	buf := make([]byte, size+1)
-	var n int
-	var err error
-	for try := 0; try < 3; try++ {
-		if _, err = c.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		if n, err = c.Read(buf); err == nil {
-			break
-		}
-	}
-	if err != nil || !slices.Equal(buf[:n], msg) {
-		t.Fatalf("echo of %d bytes: got %d bytes, %v", size, n, err)
-	}
-}
-
 // download fetches 1 MiB from the lab's generator service from namespace
 // ns, and fails unless all of it arrives within 10 s. It returns how long
 // that took.

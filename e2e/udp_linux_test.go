@@ -256,6 +256,31 @@ func TestRouteAllMulticastDropped(t *testing.T) {
 	}
 }
 
+// echo sends a datagram of size bytes on c and fails unless it comes back,
+// trying 3 times (a datagram may be lost).
+func echo(t *testing.T, c net.Conn, size int) {
+	t.Helper()
+	msg := make([]byte, size)
+	for i := range msg {
+		msg[i] = byte(i)
+	}
+	buf := make([]byte, size+1)
+	var n int
+	var err error
+	for try := 0; try < 3; try++ {
+		if _, err = c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err = c.Read(buf); err == nil {
+			break
+		}
+	}
+	if err != nil || !slices.Equal(buf[:n], msg) {
+		t.Fatalf("echo of %d bytes: got %d bytes, %v", size, n, err)
+	}
+}
+
 // TestDatagramsNarrowPathToClient: with the gateway's route to a client
 // narrower (1400) than the TUN, echoed UDP datagrams and echo replies
 // that fit the TUN but not that route, and datagrams larger than the TUN,
@@ -280,24 +305,7 @@ func TestDatagramsNarrowPathToClient(t *testing.T) {
 			defer c.Close()
 			// 1450 bytes fit the TUN, not the route; 3000 fit neither.
 			for _, size := range []int{1450, 3000} {
-				msg := make([]byte, size)
-				for i := range msg {
-					msg[i] = byte(i)
-				}
-				buf := make([]byte, 4096)
-				var n int
-				for try := 0; try < 3; try++ { // UDP: a datagram may be lost
-					if _, err := c.Write(msg); err != nil {
-						t.Fatal(err)
-					}
-					c.SetReadDeadline(time.Now().Add(time.Second))
-					if n, err = c.Read(buf); err == nil {
-						break
-					}
-				}
-				if err != nil || !slices.Equal(buf[:n], msg) {
-					t.Fatalf("echo of %d bytes: got %d bytes, %v", len(msg), n, err)
-				}
+				echo(t, c, size)
 			}
 			if out, err := lb.Run(lb.Client, "ping", "-n", "-c", "1", "-W", "2", "-s", "1450", "-I", tc.client, tc.server); err != nil {
 				t.Fatalf("ping of 1450 bytes: %v\n%s", err, out)
