@@ -55,7 +55,9 @@ type Config struct {
 	Log    zerolog.Logger   // component diagnostics
 
 	// PathMTU, when set, tells the MTU of this host's path back to a
-	// client; SYNs are clamped to it (see mssClamp).
+	// client; SYNs are clamped to it (see mssClamp), and datagrams that do
+	// not fit go in fragments or without DF (fit.go). Narrower path MTUs
+	// reported by routers further on need it too.
 	PathMTU PathMTUFunc
 
 	Mark        uint32 // SO_MARK for the default dialer and pinger
