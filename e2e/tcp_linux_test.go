@@ -365,3 +365,47 @@ func TestTCPNarrowPathToClient(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamSocketsReused: connections one after another, ended by the
+// client's reset or by a close both ways, each with its own echo; from the
+// second on, each goes upstream on the host socket the one before left
+// (tunwall_upstream_sockets_reused_total), and each ends as it was ended.
+func TestUpstreamSocketsReused(t *testing.T) {
+	need(t)
+	ready := waitEvent(t, gw.Log, func(e event) bool { return e.str("event") == "ready" })
+	metrics := unixMetrics(t, ready.str("control"))
+	const reused = "tunwall_upstream_sockets_reused_total"
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			before := metrics()[reused]
+			const n = 10
+			for i := range n {
+				c, err := lb.Dial(lb.Client, "tcp", net.JoinHostPort(fam.server, "7001"), 3*time.Second)
+				if err != nil {
+					t.Fatalf("connection %d: %v", i+1, err)
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				line := fmt.Sprintf("connection %d\n", i+1)
+				io.WriteString(c, line)
+				if got, err := bufio.NewReader(c).ReadString('\n'); got != line {
+					c.Close()
+					t.Fatalf("connection %d echoed %q, %v; want %q", i+1, got, err, line)
+				}
+				src, dst := c.LocalAddr().String(), c.RemoteAddr().String()
+				reason := "fin"
+				if i%2 == 0 {
+					c.(*net.TCPConn).SetLinger(0)
+					reason = "rst"
+				}
+				c.Close()
+				// The flow's close event comes once its upstream socket is closed or kept.
+				if e := waitEvent(t, gw.Log, flowEvent("close", src, dst)); e.str("reason") != reason {
+					t.Errorf("connection %d closed with reason %q, want %q", i+1, e.str("reason"), reason)
+				}
+			}
+			if got := metrics()[reused] - before; got < n-1 {
+				t.Errorf("%v of %d connections one after another went upstream on a socket left by one before, want at least %d", got, n, n-1)
+			}
+		})
+	}
+}

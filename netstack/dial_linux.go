@@ -12,7 +12,13 @@ import (
 
 // hostDialer dials upstream from host sockets carrying SO_MARK (so policy
 // routing can send them around the TUN) and, if iface is set, bound to it.
-func hostDialer(mark uint32, iface string) DialFunc {
+// TCP sockets whose connection has ended are kept in spares (if not nil)
+// for later dials, unless bound to iface: an interface that goes away and
+// comes back would leave them bound to one that is no more.
+func hostDialer(mark uint32, iface string, spares *spareSockets) DialFunc {
+	if iface != "" {
+		spares = nil
+	}
 	// No TCP keepalive from the start: idle flows are ended by
 	// limits.tcp_idle, and the four setsockopt calls per flow would cost
 	// connection rate. A flow whose client probes gets them then
@@ -22,7 +28,7 @@ func hostDialer(mark uint32, iface string) DialFunc {
 		if network == "tcp" {
 			// A zoned (link-local) address needs its scope: net.Dialer.
 			if ap, err := netip.ParseAddrPort(address); err == nil && ap.Addr().Zone() == "" {
-				return dialTCP(ctx, ap, mark, iface)
+				return dialTCP(ctx, ap, mark, iface, spares)
 			}
 		}
 		return d.DialContext(ctx, network, address)
@@ -104,6 +110,15 @@ func upstreamReset(c net.Conn) bool {
 	return failed
 }
 
+// hopsOption is the socket option value for a dial's hops: 0 (none asked
+// for) is the host's default.
+func hopsOption(hops uint8) int {
+	if hops == 0 {
+		return -1
+	}
+	return int(hops)
+}
+
 // setHops sets the TTL (IPv4) or unicast hop limit (IPv6) of the socket
 // fd; -1 is the host's default.
 func setHops(fd int, v6 bool, hops int) error {
@@ -116,6 +131,9 @@ func setHops(fd int, v6 bool, hops int) error {
 // keepaliveUpstream turns the host's keepalive probes on the upstream
 // socket behind c on or off (keepaliveTiming).
 func keepaliveUpstream(c net.Conn, on bool, idle time.Duration) {
+	if hc, ok := c.(*hostConn); ok && on {
+		hc.tuned.Store(true) // not to be kept for a flow that did not ask
+	}
 	withFD(c, func(fd int) {
 		enable := 0
 		if on {

@@ -12,7 +12,7 @@ import (
 
 // hostDialer dials plain host sockets: marks and interface binding are
 // Linux features.
-func hostDialer(mark uint32, iface string) DialFunc {
+func hostDialer(mark uint32, iface string, spares *spareSockets) DialFunc {
 	d := &net.Dialer{}
 	return d.DialContext
 }

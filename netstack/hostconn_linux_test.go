@@ -52,7 +52,7 @@ func TestDialTCPRelaysBothWaysWithHalfClose(t *testing.T) {
 				got <- b
 				s.Write([]byte("reply after FIN"))
 			})
-			c, err := dialTCP(context.Background(), ap, 0, "")
+			c, err := dialTCP(context.Background(), ap, 0, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,7 +84,7 @@ func TestDialTCPMappedIPv4(t *testing.T) {
 	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
 	serveOne(t, ln, func(s net.Conn) { s.Write([]byte("v4")) })
 	mapped := netip.AddrPortFrom(netip.AddrFrom16(ap.Addr().As16()), ap.Port())
-	c, err := dialTCP(context.Background(), mapped, 0, "")
+	c, err := dialTCP(context.Background(), mapped, 0, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestDialTCPAbortSendsRST(t *testing.T) {
 		_, err := s.Read(make([]byte, 1))
 		readErr <- err
 	})
-	c, err := dialTCP(context.Background(), ap, 0, "")
+	c, err := dialTCP(context.Background(), ap, 0, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestDialTCPAbortSendsRST(t *testing.T) {
 func TestDialTCPRefused(t *testing.T) {
 	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
 	ln.Close() // nobody listens on the port now
-	_, err := dialTCP(context.Background(), ap, 0, "")
+	_, err := dialTCP(context.Background(), ap, 0, "", nil)
 	var op *net.OpError
 	if !errors.Is(err, syscall.ECONNREFUSED) || !errors.As(err, &op) || op.Op != "dial" {
 		t.Fatalf("dial to a closed port: %v, want a dial error with connection refused", err)
@@ -132,7 +132,7 @@ func TestDialTCPMarksSocket(t *testing.T) {
 		t.Skip("SO_MARK needs CAP_NET_ADMIN")
 	}
 	_, ap := listenLoopback(t, "tcp4", "127.0.0.1:0") // the kernel completes the handshake
-	c, err := dialTCP(context.Background(), ap, 0x2a, "")
+	c, err := dialTCP(context.Background(), ap, 0x2a, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestDialTCPTimesOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := dialTCP(ctx, ap, 0, "")
+	_, err := dialTCP(ctx, ap, 0, "", nil)
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("dial to an unanswered port: %v, want a timeout", err)
@@ -199,7 +199,7 @@ func TestDialTCPCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := dialTCP(ctx, ap, 0, "")
+		_, err := dialTCP(ctx, ap, 0, "", nil)
 		errc <- err
 	}()
 	waitSynSent(t, ap.Port())
@@ -235,7 +235,7 @@ func TestSegmentsIn(t *testing.T) {
 		name string
 		dial func(ap netip.AddrPort) (net.Conn, error)
 	}{
-		{"dialTCP", func(ap netip.AddrPort) (net.Conn, error) { return dialTCP(context.Background(), ap, 0, "") }},
+		{"dialTCP", func(ap netip.AddrPort) (net.Conn, error) { return dialTCP(context.Background(), ap, 0, "", nil) }},
 		{"net.Dialer", func(ap netip.AddrPort) (net.Conn, error) { return net.Dial("tcp", ap.String()) }},
 	} {
 		t.Run(dial.name, func(t *testing.T) {
@@ -297,7 +297,7 @@ func TestHostDialerHops(t *testing.T) {
 			}
 			hopsOf := func(ctx context.Context) int {
 				t.Helper()
-				c, err := hostDialer(0, "")(ctx, tc.network, addr)
+				c, err := hostDialer(0, "", nil)(ctx, tc.network, addr)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -52,7 +52,7 @@ func TestRelayHoldsBuffersOnlyWhileStalled(t *testing.T) {
 		servers <- s
 		<-t.Context().Done()
 	})
-	up, err := dialTCP(context.Background(), ap, 0, "")
+	up, err := dialTCP(context.Background(), ap, 0, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

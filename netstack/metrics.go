@@ -87,6 +87,8 @@ type Metrics struct {
 	// IPv6 packets to a client split into fragments to fit the path
 	// towards it.
 	Fragmented uint64
+	// Upstream TCP connections made on a host socket an ended flow left.
+	SocketsReused uint64
 
 	// Decision-latency histogram: Decisions[i] counts decisions that took
 	// at most DecisionBuckets[i] (not cumulative); the last entry counts
@@ -121,6 +123,7 @@ func (g *Gateway) Metrics() Metrics {
 	m.DropsNotUnicast = s.NotUnicast.Load()
 	m.MSSClamped = s.MSSClamped.Load()
 	m.Fragmented = s.Fragmented.Load()
+	m.SocketsReused = s.SocketsReused.Load()
 	for i := range m.Decisions {
 		m.Decisions[i] = g.counters.decisions.buckets[i].Load()
 	}

@@ -81,6 +81,7 @@ type Gateway struct {
 	owners   *ownership // nil without Config.Owners
 	mss      *mssClamp  // nil without Config.PathMTU
 	budget   *bufferBudget
+	spares   *spareSockets // ended upstream TCP sockets kept for new flows
 	names    *nameCache
 	denials  deniedRing
 	hits     atomic.Pointer[ruleHits]
@@ -110,9 +111,6 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 30 * time.Second
 	}
-	if cfg.Dial == nil {
-		cfg.Dial = hostDialer(cfg.Mark, cfg.Interface)
-	}
 	if cfg.Ping == nil {
 		cfg.Ping = hostPinger(cfg.Mark, cfg.Interface)
 	}
@@ -120,6 +118,10 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.DNS.CacheSize = 65536
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Log.With().Str("component", "netstack").Logger()}
+	g.spares = newSpareSockets(&g.stats.SocketsReused)
+	if g.cfg.Dial == nil {
+		g.cfg.Dial = hostDialer(cfg.Mark, cfg.Interface, g.spares)
+	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.workers = newWorkers(g.ctx, &g.wg)
 	g.policy.Store(cfg.Policy)
@@ -260,6 +262,7 @@ func (g *Gateway) Close() error {
 			g.owners.stopLogs()
 		}
 		g.wg.Wait()
+		g.spares.close()
 		g.closeCaptures()
 	})
 	return nil

@@ -50,7 +50,7 @@ func TestUDPUpstreamPortUnreachable(t *testing.T) {
 		dial  DialFunc
 		quote string
 	}{
-		{"host socket", hostDialer(0, ""), "anyone?"},
+		{"host socket", hostDialer(0, "", nil), "anyone?"},
 		{"plain socket", (&net.Dialer{}).DialContext, ""},
 	} {
 		t.Run(dialer.name, func(t *testing.T) {

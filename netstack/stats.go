@@ -33,7 +33,8 @@ type Stats struct {
 	RefusedUDPSessions atomic.Uint64 // limits.max_udp_sessions
 	BlockedNames       atomic.Uint64 // DNS queries answered by tunwall for blocked names
 
-	DialErrors atomic.Uint64 // allowed flows whose upstream could not be reached
+	DialErrors    atomic.Uint64 // allowed flows whose upstream could not be reached
+	SocketsReused atomic.Uint64 // upstream TCP connections made on a socket an ended flow left (spare.go)
 
 	// App identity of flows from this machine.
 	OwnerLookups atomic.Uint64 // owners found

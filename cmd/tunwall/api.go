@@ -132,6 +132,7 @@ func (a *api) Stats() map[string]uint64 {
 		"not_unicast":          st.NotUnicast.Load(),
 		"mss_clamped":          st.MSSClamped.Load(),
 		"ipv6_fragmented":      st.Fragmented.Load(),
+		"sockets_reused":       st.SocketsReused.Load(),
 		"refused_max_flows":    st.RefusedFlows.Load(),
 		"refused_pending_tcp":  st.RefusedPendingTCP.Load(),
 		"refused_udp_sessions": st.RefusedUDPSessions.Load(),

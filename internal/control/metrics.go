@@ -17,7 +17,7 @@ type collector struct {
 
 	active, judged, bytes, drops, hits, defHits, decisions                    *prometheus.Desc
 	packets, pending, udp, endpoints, buffers, mss, reloadsFailed, policyInfo *prometheus.Desc
-	stackBuffers, flowBufferMax, fragmented                                   *prometheus.Desc
+	stackBuffers, flowBufferMax, fragmented, socketsReused                    *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -42,6 +42,7 @@ func newCollector(b Backend) *collector {
 		flowBufferMax: d("flow_buffer_max_bytes", "The largest stack buffer, each way, limits.buffer_memory gives a relayed TCP flow now."),
 		mss:           d("tcp_mss_clamped_total", "Client SYNs whose MSS option was lowered to fit this host's path back to the client."),
 		fragmented:    d("ipv6_fragmented_total", "IPv6 packets to a client split into fragments to fit this host's path back to the client."),
+		socketsReused: d("upstream_sockets_reused_total", "Upstream TCP connections made on a host socket an ended flow left, instead of a new one."),
 		reloadsFailed: d("reloads_failed_total", "Reloads refused because the file was bad."),
 		policyInfo:    d("policy_info", "The policy in force (value 1).", "hash", "mode"),
 	}
@@ -80,6 +81,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.flowBufferMax, int(m.FlowBufferMax))
 	counter(c.mss, m.MSSClamped)
 	counter(c.fragmented, m.Fragmented)
+	counter(c.socketsReused, m.SocketsReused)
 
 	buckets := make(map[float64]uint64, len(netstack.DecisionBuckets))
 	var n uint64
