@@ -235,9 +235,10 @@ func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, erro
 	} {
 		cpu0, pcpu0 := systemCPU(), processCPU(tw)
 		bps, bytes, err := iperf(l, server, t.args...)
-		if errors.Is(err, errNothingReceived) {
-			// Seen once in a few dozen runs, through refgw: say so and
-			// measure again rather than report zero.
+		if errors.Is(err, errNothingReceived) || errors.Is(err, errControlLost) {
+			// Each seen once or twice in a few dozen runs, through refgw
+			// (its -P 4 run): say so and measure again rather than report
+			// zero or end the whole run.
 			fmt.Fprintf(os.Stderr, "%v; measuring again\n", err)
 			cpu0, pcpu0 = systemCPU(), processCPU(tw)
 			bps, bytes, err = iperf(l, server, t.args...)
@@ -360,6 +361,9 @@ var errNothingReceived = errors.New("nothing received")
 // errServerBusy: the iperf3 server was still running another test.
 var errServerBusy = errors.New("server busy")
 
+// errControlLost: iperf3's control connection failed during the test.
+var errControlLost = errors.New("control connection lost")
+
 // parseIperf reads the receiver's rate and byte count from iperf3's JSON
 // report; a run that moved no data is an error, not a zero.
 func parseIperf(out []byte, args []string) (bps, bytes float64, err error) {
@@ -377,6 +381,9 @@ func parseIperf(out []byte, args []string) (bps, bytes float64, err error) {
 	}
 	if strings.Contains(r.Error, "server is busy") {
 		return 0, 0, fmt.Errorf("iperf3 %v: %s: %w", args, r.Error, errServerBusy)
+	}
+	if strings.Contains(r.Error, "control message") {
+		return 0, 0, fmt.Errorf("iperf3 %v: %s: %w", args, r.Error, errControlLost)
 	}
 	if r.Error != "" {
 		return 0, 0, fmt.Errorf("iperf3 %v: %s", args, r.Error)

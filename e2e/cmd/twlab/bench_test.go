@@ -19,14 +19,15 @@ func TestParseIperf(t *testing.T) {
 		{"nothing received", `{"end": {"sum_received": {"bytes": 0, "bits_per_second": 0}}}`, "nothing received", errNothingReceived},
 		{"no summary", `{"start": {}, "end": {}}`, "nothing received", errNothingReceived},
 		{"server busy", `{"error": "the server is busy running a test. try again later"}`, "server is busy", errServerBusy},
-		{"iperf3's own error", `{"error": "unable to send control message: Connection reset by peer"}`, "Connection reset", nil},
+		{"control connection lost", `{"error": "unable to receive control message: Connection reset by peer"}`, "Connection reset", errControlLost},
+		{"iperf3's own error", `{"error": "unable to connect to server: Connection refused"}`, "Connection refused", nil},
 		{"not JSON", `iperf3: error - unable to connect`, "invalid character", nil},
 	} {
 		_, _, err := parseIperf([]byte(c.out), []string{"-P", "4"})
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "[-P 4]") {
 			t.Errorf("%s: %v, want an error naming the run and saying %q", c.name, err, c.want)
 		}
-		for _, e := range []error{errNothingReceived, errServerBusy} {
+		for _, e := range []error{errNothingReceived, errServerBusy, errControlLost} {
 			if want := e == c.is; errors.Is(err, e) != want {
 				t.Errorf("%s: errors.Is(%v) = %v, want %v", c.name, e, !want, want)
 			}
