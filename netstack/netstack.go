@@ -471,7 +471,8 @@ func (g *Gateway) refused(id uint64, f policy.Flow, limit string) {
 	g.cfg.Events.Refused(id, f, limit)
 }
 
-// janitor expires cached deny/reject verdicts.
+// janitor expires cached deny/reject verdicts, names and owners, and
+// closes the upstream sockets kept too long.
 func (g *Gateway) janitor() {
 	defer g.wg.Done()
 	t := time.NewTicker(5 * time.Second)
@@ -483,6 +484,7 @@ func (g *Gateway) janitor() {
 		case now := <-t.C:
 			g.denied.sweep(now)
 			g.names.sweep(now)
+			g.spares.sweep(now)
 			if g.owners != nil {
 				g.owners.sweep(now)
 			}

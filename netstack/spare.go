@@ -18,7 +18,7 @@ import (
 // the kernel apart from the socket).
 const (
 	sparesPerFamily = 256              // at most this many kept for each of IPv4 and IPv6
-	spareIdle       = 30 * time.Second // a socket unused this long is closed
+	spareIdle       = 10 * time.Second // a socket unused this long is closed
 )
 
 // spareSockets keeps ended host TCP sockets for later dials.
@@ -73,36 +73,39 @@ func (s *spareSockets) connected() {
 }
 
 // put keeps a socket for later, and reports whether it did; if it did not
-// (none are kept any more, or enough are), the caller closes it. Sockets
-// left unused for spareIdle are closed.
+// (none are kept any more, or enough are), the caller closes it.
 func (s *spareSockets) put(v6 bool, k spareSocket) bool {
 	if s == nil {
 		return false
 	}
-	var stale []spareSocket
-	defer func() {
-		for _, k := range stale {
-			k.f.Close()
-		}
-	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	free := s.free[spareIndex(v6)]
 	if s.closed || len(free) >= sparesPerFamily {
 		return false
 	}
-	n := 0
-	for n < len(free) && k.since.Sub(free[n].since) >= spareIdle {
-		n++
-	}
-	if n > 0 {
+	s.free[spareIndex(v6)] = append(free, k)
+	return true
+}
+
+// sweep closes the sockets left unused for spareIdle by now.
+func (s *spareSockets) sweep(now time.Time) {
+	var stale []spareSocket
+	s.mu.Lock()
+	for i, free := range s.free {
+		n := 0 // the oldest come first
+		for n < len(free) && now.Sub(free[n].since) >= spareIdle {
+			n++
+		}
 		stale = append(stale, free[:n]...)
 		rest := copy(free, free[n:])
 		clear(free[rest:])
-		free = free[:rest]
+		s.free[i] = free[:rest]
 	}
-	s.free[spareIndex(v6)] = append(free, k)
-	return true
+	s.mu.Unlock()
+	for _, k := range stale {
+		k.f.Close()
+	}
 }
 
 // count returns how many sockets are kept.

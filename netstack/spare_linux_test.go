@@ -402,8 +402,8 @@ func isClosed(f *os.File) bool {
 }
 
 // The kept sockets: the last kept is taken first, per family; no more
-// than sparesPerFamily are kept; one unused for spareIdle is closed at the
-// next put; close closes them all and keeps none after.
+// than sparesPerFamily are kept; sweep closes those unused for spareIdle;
+// close closes them all and keeps none after.
 func TestSpareSocketsKeeping(t *testing.T) {
 	s := newSpareSockets(nil)
 	t0 := time.Now()
@@ -420,13 +420,22 @@ func TestSpareSocketsKeeping(t *testing.T) {
 	if _, ok := s.get(true); ok {
 		t.Fatal("get returned an IPv6 socket with none left")
 	}
-	// a, kept at t0, has been unused for spareIdle when d comes.
+	// At t0+spareIdle, a (kept at t0) has been unused for spareIdle, d
+	// (kept just then) not.
 	d := pipeSocket(t, t0.Add(spareIdle))
 	if !s.put(false, d) {
 		t.Fatal("put refused with room left")
 	}
-	if !isClosed(a.f) || s.count() != 1 {
-		t.Fatalf("socket unused for %v: closed %v, %d kept; want closed, 1 kept", spareIdle, isClosed(a.f), s.count())
+	s.sweep(t0.Add(spareIdle - time.Nanosecond))
+	if isClosed(a.f) || s.count() != 2 {
+		t.Fatalf("sweep before a socket was unused for %v: closed %v, %d kept; want open, 2 kept", spareIdle, isClosed(a.f), s.count())
+	}
+	s.sweep(t0.Add(spareIdle))
+	if !isClosed(a.f) || isClosed(d.f) || s.count() != 1 {
+		t.Fatalf("sweep: socket unused for %v closed %v, newer one closed %v, %d kept; want the first only closed, 1 kept", spareIdle, isClosed(a.f), isClosed(d.f), s.count())
+	}
+	if k, ok := s.get(false); !ok || k.f != d.f || !s.put(false, d) {
+		t.Fatal("sweep left the wrong socket")
 	}
 	for s.count() < sparesPerFamily {
 		if !s.put(false, pipeSocket(t, t0.Add(spareIdle))) {
