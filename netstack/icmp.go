@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	"github.com/tunwall/tunwall/policy"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // EchoConn is an upstream ICMP echo socket for one flow (one client, one
@@ -111,10 +115,62 @@ func (h *icmpHandler) intercept(pkt []byte) bool {
 		h.echo(&req)
 		return true
 	case tooBig:
-		if h.g.mss != nil {
-			tb := &h.dec.tooBig
+		if tb := &h.dec.tooBig; h.g.mss != nil && h.sentOnLiveFlow(tb.quoted) {
 			h.g.mss.reported(tb.client, tb.mtu, tb.from)
 		}
+	}
+	return false
+}
+
+// sentOnLiveFlow reports whether quoted, the start of a packet a router
+// on the client's side could not forward, is one tunwall sent a client on
+// a flow still live: a TCP segment or UDP datagram of one of the stack's
+// endpoints, or an echo reply of an echo flow. A report about any other
+// packet is not taken, as the kernel takes none that no socket of its own
+// matches: no one can narrow a client's path by quoting a packet tunwall
+// never sent, without knowing a live flow's addresses and ports.
+func (h *icmpHandler) sentOnLiveFlow(quoted []byte) bool {
+	var (
+		netProto tcpip.NetworkProtocolNumber
+		proto    uint8
+		server   netip.Addr // the quoted packet's source
+		client   netip.Addr
+		upper    []byte
+	)
+	switch {
+	case len(quoted) >= ipv4HeaderLen && quoted[0]>>4 == 4:
+		ihl := int(quoted[0]&0xf) * 4
+		if ihl < ipv4HeaderLen || len(quoted) < ihl+8 || binary.BigEndian.Uint16(quoted[6:])&0x1fff != 0 {
+			return false // no ports: cut short, or a later fragment
+		}
+		netProto, proto, upper = header.IPv4ProtocolNumber, quoted[9], quoted[ihl:]
+		server, client = netip.AddrFrom4([4]byte(quoted[12:16])), netip.AddrFrom4([4]byte(quoted[16:20]))
+	case len(quoted) >= ipv6HeaderLen && quoted[0]>>4 == 6:
+		next, off, frag := ipv6Upper(quoted)
+		if frag || off+8 > len(quoted) {
+			return false
+		}
+		netProto, proto, upper = header.IPv6ProtocolNumber, next, quoted[off:]
+		server, client = netip.AddrFrom16([16]byte(quoted[8:24])), netip.AddrFrom16([16]byte(quoted[24:40]))
+	default:
+		return false
+	}
+	switch proto {
+	case protoTCP, protoUDP:
+		id := stack.TransportEndpointID{
+			LocalAddress:  tcpip.AddrFromSlice(server.AsSlice()),
+			LocalPort:     binary.BigEndian.Uint16(upper),
+			RemoteAddress: tcpip.AddrFromSlice(client.AsSlice()),
+			RemotePort:    binary.BigEndian.Uint16(upper[2:]),
+		}
+		return h.g.stack.FindTransportEndpoint(netProto, tcpip.TransportProtocolNumber(proto), id, nicID) != nil
+	case protoICMPv4, protoICMPv6:
+		if proto == protoICMPv4 && upper[0] != icmp4EchoReply || proto == protoICMPv6 && upper[0] != icmp6EchoReply {
+			return false
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.flows[icmpKey{client, server, binary.BigEndian.Uint16(upper[4:])}] != nil
 	}
 	return false
 }

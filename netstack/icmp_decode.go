@@ -41,6 +41,7 @@ type echoDecoder struct {
 	tooBig struct {
 		from, client netip.Addr
 		mtu          int
+		quoted       []byte // the start of the packet refused (in the packet classified)
 	}
 }
 
@@ -92,6 +93,7 @@ func (d *echoDecoder) classify4(pkt []byte, req *echoRequest) packetClass {
 		d.tooBig.from = netip.AddrFrom4([4]byte(d.ip4.SrcIP.To4()))
 		d.tooBig.client = netip.AddrFrom4([4]byte(quoted[16:20]))
 		d.tooBig.mtu = int(d.icmp4.Seq)
+		d.tooBig.quoted = quoted
 		return tooBig
 	}
 	if d.icmp4.TypeCode.Type() != layers.ICMPv4TypeEchoRequest || d.icmp4.TypeCode.Code() != 0 {
@@ -129,6 +131,7 @@ func (d *echoDecoder) classify6(pkt []byte, req *echoRequest) packetClass {
 		d.tooBig.from = netip.AddrFrom16([16]byte(pkt[8:24]))
 		d.tooBig.client = netip.AddrFrom16([16]byte(p[4+24 : 4+40]))
 		d.tooBig.mtu = int(min(binary.BigEndian.Uint32(p), 1<<16))
+		d.tooBig.quoted = p[4:]
 		return tooBig
 	}
 	if d.icmp6.TypeCode.Type() != layers.ICMPv6TypeEchoRequest || d.icmp6.TypeCode.Code() != 0 {

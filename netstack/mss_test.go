@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,8 +201,8 @@ func TestMSSClampedToPathMTU(t *testing.T) {
 		{"10.0.0.2:5001", "192.0.2.1:80", 1500, 1460}, // as wide as the device: the client's MSS stands
 	} {
 		t.Run(tc.client, func(t *testing.T) {
-			up, h := pipeHarness(t, func(netip.Addr, netip.Addr) int { return tc.path })
-			payload, size := firstDataSegment(t, h, up, tc.client, tc.server)
+			ups, h := pipeHarness(t, func(netip.Addr, netip.Addr) int { return tc.path })
+			payload, size := firstDataSegment(t, h, ups, tc.client, tc.server)
 			if payload != tc.want {
 				t.Fatalf("first data segment carries %d bytes, want %d", payload, tc.want)
 			}
@@ -212,33 +213,48 @@ func TestMSSClampedToPathMTU(t *testing.T) {
 	}
 }
 
-// pipeHarness starts a gateway with path whose flows all dial the same
-// end of a pipe, and returns the other end.
-func pipeHarness(t *testing.T, path PathMTUFunc) (net.Conn, *harness) {
-	up, upPeer := net.Pipe()
-	dial := func(context.Context, string, string) (net.Conn, error) { return up, nil }
-	return upPeer, newHarnessWith(t, testPolicy, nil, dial, nil, policy.Limits{}, func(c *Config) { c.PathMTU = path })
+// pipeHarness starts a gateway with path whose flows each dial one end of
+// a pipe of their own; the other ends come on the channel, one per dial.
+func pipeHarness(t *testing.T, path PathMTUFunc) (<-chan net.Conn, *harness) {
+	ups := make(chan net.Conn, 8)
+	dial := func(context.Context, string, string) (net.Conn, error) {
+		up, peer := net.Pipe()
+		t.Cleanup(func() { peer.Close() })
+		ups <- peer
+		return up, nil
+	}
+	return ups, newHarnessWith(t, testPolicy, nil, dial, nil, policy.Limits{}, func(c *Config) { c.PathMTU = path })
 }
 
 // firstDataSegment opens a flow from client (whose SYN announces an MSS
-// of 1460) to server, has the upstream (up) send 3 full segments' worth,
-// and returns the payload and packet size of the first data segment the
-// stack sends the client.
-func firstDataSegment(t *testing.T, h *harness, up net.Conn, client, server string) (payload, size int) {
+// of 1460) to server, has its upstream (the next of ups) send 3 full
+// segments' worth, and returns the payload and packet size of the first
+// data segment the stack sends the client. The flow stays open.
+func firstDataSegment(t *testing.T, h *harness, ups <-chan net.Conn, client, server string) (payload, size int) {
 	t.Helper()
 	h.send(tcpSegment(t, client, server, layers.TCP{SYN: true, Seq: 1000, Window: 65535,
 		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}, nil))
-	synAck := h.next().Layer(layers.LayerTypeTCP).(*layers.TCP)
+	port := layers.TCPPort(netip.MustParseAddrPort(client).Port())
+	// The next packet to the client's port: earlier flows may still send.
+	next := func() gopacket.Packet {
+		for {
+			p := h.next()
+			if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok && tcp.DstPort == port {
+				return p
+			}
+		}
+	}
+	synAck := next().Layer(layers.LayerTypeTCP).(*layers.TCP)
 	if !synAck.SYN || !synAck.ACK {
 		t.Fatalf("want SYN-ACK, got %+v", synAck)
 	}
 	h.send(tcpAck(t, client, server, 1001, synAck.Seq+1))
+	up := <-ups // dialed before the SYN-ACK
 	go func() {
 		up.Write(make([]byte, 3*1460))
 		io.Copy(io.Discard, up)
 	}()
-	t.Cleanup(func() { up.Close() })
-	p := h.next()
+	p := next()
 	return len(p.Layer(layers.LayerTypeTCP).(*layers.TCP).Payload), len(p.Data())
 }
 
@@ -260,9 +276,11 @@ func tooBigReport(t testing.TB, router, client, server string, mtu int) []byte {
 }
 
 // TestMSSClampedToReportedPathMTU: a router further on reports (ICMP) that
-// it forwards at most 1400 bytes towards a client whose own route here is
-// as wide as the device. The client's next flows are clamped to it; a
-// wider report later does not undo it; malformed reports change nothing.
+// it could not forward a packet of the client's flow in more than 1400
+// bytes, while the client's own route here is as wide as the device. The
+// client's next flows are clamped to it; a wider report later does not
+// undo it; malformed reports, and ones quoting a packet of no live flow,
+// change nothing.
 func TestMSSClampedToReportedPathMTU(t *testing.T) {
 	wide := func(netip.Addr, netip.Addr) int { return 1500 }
 	for _, tc := range []struct {
@@ -273,25 +291,29 @@ func TestMSSClampedToReportedPathMTU(t *testing.T) {
 		{"fd00::1", "[fd00::2]:5000", "[2001:db8::1]:80", 1340},
 	} {
 		t.Run(tc.client, func(t *testing.T) {
-			up, h := pipeHarness(t, wide)
+			ups, h := pipeHarness(t, wide)
+			firstDataSegment(t, h, ups, tc.client, tc.server) // the flow the router quotes
 			h.send(tooBigReport(t, tc.router, tc.client, tc.server, 1400))
 			h.send(tooBigReport(t, tc.router, tc.client, tc.server, 1450))
-			if payload, _ := firstDataSegment(t, h, up, tc.client, tc.server); payload != tc.want {
+			next := strings.Replace(tc.client, ":5000", ":5001", 1)
+			if payload, _ := firstDataSegment(t, h, ups, next, tc.server); payload != tc.want {
 				t.Fatalf("first data segment after the report carries %d bytes, want %d", payload, tc.want)
 			}
 		})
 	}
 	t.Run("not reports", func(t *testing.T) {
-		up, h := pipeHarness(t, wide)
+		ups, h := pipeHarness(t, wide)
+		firstDataSegment(t, h, ups, "10.0.0.2:5000", "192.0.2.1:80")
 		noMTU := tooBigReport(t, "10.0.0.1", "10.0.0.2:5000", "192.0.2.1:80", 0) // a router older than RFC 1191
 		notV4 := tooBigReport(t, "10.0.0.1", "10.0.0.2:5000", "192.0.2.1:80", 1400)
 		notV4[ipv4HeaderLen+icmpHeaderLen] = 0x65 // the quoted packet's version
 		fixChecksums(notV4)
 		wider := tooBigReport(t, "10.0.0.1", "10.0.0.2:5000", "192.0.2.1:80", 1500)
-		for _, p := range [][]byte{noMTU, notV4, wider} {
+		noFlow := tooBigReport(t, "10.0.0.1", "10.0.0.2:5999", "192.0.2.1:80", 1400)
+		for _, p := range [][]byte{noMTU, notV4, wider, noFlow} {
 			h.send(p)
 		}
-		if payload, _ := firstDataSegment(t, h, up, "10.0.0.2:5000", "192.0.2.1:80"); payload != 1460 {
+		if payload, _ := firstDataSegment(t, h, ups, "10.0.0.2:5001", "192.0.2.1:80"); payload != 1460 {
 			t.Fatalf("first data segment carries %d bytes, want the client's 1460", payload)
 		}
 	})
@@ -388,5 +410,54 @@ func TestPathMTUReported(t *testing.T) {
 	want = append(want, "10.0.0.2 1300 invalid IP", "10.0.0.2 1450 10.0.0.1") // the route of 1300, then the new report
 	if !slices.Equal(logged, want) {
 		t.Errorf("logged %q, want %q", logged, want)
+	}
+}
+
+// A report is taken only if the packet it quotes is one tunwall sent on a
+// live flow: a datagram of a UDP session or an echo reply of an echo flow
+// here (TCP in TestMSSClampedToReportedPathMTU); not one to another port
+// or with another identifier, of another protocol, or cut short.
+func TestTooBigReportNeedsLiveFlow(t *testing.T) {
+	for _, tc := range []struct{ client, server string }{{"10.0.0.2", "192.0.2.1"}, {"fd00::2", "2001:db8::1"}} {
+		t.Run(tc.client, func(t *testing.T) {
+			ping := func(context.Context, netip.Addr) (EchoConn, error) {
+				return &fakeEcho{alive: true, replies: make(chan [2]any, 4), closed: make(chan struct{})}, nil
+			}
+			h := newHarnessWith(t, testPolicy, nil, udpEcho(t, ""), ping, policy.Limits{})
+			client, server := netip.MustParseAddr(tc.client), netip.MustParseAddr(tc.server)
+			at := func(a netip.Addr, port uint16) string { return netip.AddrPortFrom(a, port).String() }
+			h.send(udpPacket(t, at(client, 5000), at(server, 80), []byte("session")))
+			h.next()
+			h.send(echoRequestPacket(t, tc.client, tc.server, 7, 1, []byte("ping")))
+			h.next()
+			reply := func(id uint16) []byte {
+				p := echoRequestPacket(t, tc.server, tc.client, id, 1, []byte("ping"))
+				if client.Is4() {
+					p[ipv4HeaderLen] = icmp4EchoReply
+				} else {
+					p[ipv6HeaderLen] = icmp6EchoReply
+				}
+				return p
+			}
+			request := echoRequestPacket(t, tc.server, tc.client, 7, 1, []byte("ping"))
+			for _, q := range []struct {
+				name   string
+				quoted []byte
+				live   bool
+			}{
+				{"the session's datagram", udpPacket(t, at(server, 80), at(client, 5000), []byte("session")), true},
+				{"the echo flow's reply", reply(7), true},
+				{"a datagram to another port", udpPacket(t, at(server, 80), at(client, 5001), []byte("session")), false},
+				{"a datagram from another port", udpPacket(t, at(server, 8080), at(client, 5000), []byte("session")), false},
+				{"a reply with another identifier", reply(8), false},
+				{"an echo request", request, false},
+				{"a TCP segment", tcpSegment(t, at(server, 80), at(client, 5000), layers.TCP{ACK: true}, nil), false},
+				{"a datagram cut short", udpPacket(t, at(server, 80), at(client, 5000), nil)[:len(udpPacket(t, at(server, 80), at(client, 5000), nil))-5], false},
+			} {
+				if got := h.gw.icmp.sentOnLiveFlow(q.quoted); got != q.live {
+					t.Errorf("%s: taken %v, want %v", q.name, got, q.live)
+				}
+			}
+		})
 	}
 }
