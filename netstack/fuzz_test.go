@@ -65,6 +65,8 @@ func FuzzGateway(f *testing.F) {
 	f.Add(tcpSyn(f, "10.0.0.2:5000", "192.0.2.1:80"))
 	f.Add(tcpData(f, "10.0.0.2:5000", "192.0.2.1:80", 1001, 1, []byte("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")))
 	f.Add(dnsQuery(f, "10.0.0.2:5000", "a.test"))
+	f.Add(tooBigReport(f, "10.0.0.1", "10.0.0.2:5000", "192.0.2.1:80", 1400))
+	f.Add(tooBigReport(f, "fd00::1", "[fd00::2]:5000", "[2001:db8::1]:80", 1400))
 	f.Add(udpPacket(f, "[fd00::2]:5000", "[2001:db8::1]:53", []byte("q")))
 	f.Add(echoRequestPacket(f, "10.0.0.2", "192.0.2.1", 1, 2, []byte("ping")))
 	f.Add(echoRequestPacket(f, "fd00::2", "2001:db8::1", 1, 2, []byte("ping6")))
