@@ -87,6 +87,60 @@ func TestUDPHopsPassedOn(t *testing.T) {
 	}
 }
 
+// TestUDPHopsChangeWithinSession: a client that changes its TTL between
+// datagrams of one session, as tracepath does on its one socket, has each
+// datagram go on with what it has left. The first, sent with 2, runs out
+// at the server (Time Exceeded); the next, sent with the default, gets as
+// far as the network behind the server, whose next hop does not answer
+// (host unreachable, after the server's neighbour solicitations).
+func TestUDPHopsChangeWithinSession(t *testing.T) {
+	need(t)
+	for _, tc := range []struct {
+		farHop             int
+		unreachT, unreachC uint8
+	}{{0, 3, 1}, {1, 1, 3}} {
+		far := farHops[tc.farHop]
+		t.Run(far.addr, func(t *testing.T) {
+			t.Parallel()
+			c, err := dialClient(t, "udp", net.JoinHostPort(far.addr, "7001"), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, err := c.(syscall.Conn).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			for _, d := range []struct {
+				msg       string
+				hops      int
+				typ, code uint8
+			}{{"near", 2, far.typ, 0}, {"far", 64, tc.unreachT, tc.unreachC}} {
+				rc.Control(func(fd uintptr) {
+					err = errors.Join(unix.SetsockoptInt(int(fd), far.level, far.opt, 1), unix.SetsockoptInt(int(fd), far.level, far.hops, d.hops))
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Write([]byte(d.msg)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Read(make([]byte, 64)); !errors.Is(err, syscall.EHOSTUNREACH) {
+					t.Fatalf("read after %q: %v, want EHOSTUNREACH", d.msg, err)
+				}
+				var q queuedError
+				rc.Control(func(fd uintptr) { q, err = readErrQueue(int(fd)) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				if q.typ != d.typ || q.code != d.code || string(q.data) != d.msg {
+					t.Errorf("error after %q sent with %d hops: ICMP type %d code %d quoting %q; want type %d code %d", d.msg, d.hops, q.typ, q.code, q.data, d.typ, d.code)
+				}
+			}
+		})
+	}
+}
+
 // TestPingHopsPassedOn: the same for echo requests, as traceroute -I and
 // ping -t send them.
 func TestPingHopsPassedOn(t *testing.T) {

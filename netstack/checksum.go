@@ -73,8 +73,14 @@ func limitedHops(nh []byte) uint8 {
 	if len(nh) == 0 {
 		return 0
 	}
-	if hops := hopLimit(nh); hops < reachHops {
-		return hops
+	return limitedTTL(hopLimit(nh))
+}
+
+// limitedTTL returns ttl, a packet's TTL (hop limit) as it reached
+// tunwall, if it is below reachHops, else 0.
+func limitedTTL(ttl uint8) uint8 {
+	if ttl < reachHops {
+		return ttl
 	}
 	return 0
 }

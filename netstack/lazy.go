@@ -81,8 +81,9 @@ func (w *lazyWriter) Write(p []byte) (int, error) {
 
 // readEndpoint reads from the stack's endpoint behind c, a network
 // ("tcp", "udp") connection, as gonet's Read does (without a deadline),
-// taking buf's buffer only once the endpoint has something to return.
-func readEndpoint(c net.Conn, network string, ep tcpip.Endpoint, wq *waiter.Queue, buf *relayBuf) (int, error) {
+// taking buf's buffer only once the endpoint has something to return. If
+// cm is set, it gets the control messages of what was read.
+func readEndpoint(c net.Conn, network string, ep tcpip.Endpoint, wq *waiter.Queue, buf *relayBuf, cm *tcpip.ReceivableControlMessages) (int, error) {
 	var (
 		w     = lazyWriter{buf: buf}
 		entry waiter.Entry
@@ -94,6 +95,9 @@ func readEndpoint(c net.Conn, network string, ep tcpip.Endpoint, wq *waiter.Queu
 		case nil:
 			if res.Count != 0 {
 				ep.ModerateRecvBuf(res.Count)
+			}
+			if cm != nil {
+				*cm = res.ControlMessages
 			}
 			return res.Count, nil
 		case *tcpip.ErrWouldBlock:
@@ -119,14 +123,32 @@ type clientDatagrams struct {
 	*gonet.UDPConn
 	ep tcpip.Endpoint
 	wq *waiter.Queue
+	// hops is what the datagram read last had left of its TTL (hop
+	// limit), if below reachHops, else 0 (limitedHops).
+	hops uint8
 }
 
 func newClientDatagrams(wq *waiter.Queue, ep tcpip.Endpoint) *clientDatagrams {
+	ep.SocketOptions().SetReceiveTTL(true)
+	ep.SocketOptions().SetReceiveHopLimit(true)
 	return &clientDatagrams{UDPConn: gonet.NewUDPConn(wq, ep), ep: ep, wq: wq}
 }
 
 // readLazy reads one datagram as gonet's Read does, taking buf's buffer
-// only once the stack has one.
+// only once the stack has one, and notes its hops.
 func (c *clientDatagrams) readLazy(buf *relayBuf) (int, error) {
-	return readEndpoint(c, "udp", c.ep, c.wq, buf)
+	var cm tcpip.ReceivableControlMessages
+	n, err := readEndpoint(c, "udp", c.ep, c.wq, buf, &cm)
+	if err == nil {
+		switch {
+		case cm.HasTTL:
+			c.hops = limitedTTL(cm.TTL)
+		case cm.HasHopLimit:
+			c.hops = limitedTTL(cm.HopLimit)
+		}
+	}
+	return n, err
 }
+
+// lastHops returns the hops of the datagram read last.
+func (c *clientDatagrams) lastHops() uint8 { return c.hops }

@@ -3,12 +3,15 @@ package netstack
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tunwall/tunwall/policy"
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -153,4 +156,69 @@ func TestRelayDatagramsHoldNoBuffer(t *testing.T) {
 		t.Fatalf("the echo came back as %d bytes (%v), want the %d sent", n, err, len(msg))
 	}
 	waitHeld(t, held, "0 between datagrams", func(n int64) bool { return n == 0 })
+}
+
+// A UDP session's datagrams go upstream each with the TTL (hop limit) it
+// had left when it reached tunwall, below reachHops, or with the host's
+// default: a client may change it within one session, as tracepath does.
+// The server here reads each datagram's TTL.
+func TestUDPHopsFollowEachDatagram(t *testing.T) {
+	for _, tc := range []struct {
+		client, server, listen string
+		level, opt, cmsg       int
+	}{
+		{"10.0.0.2:5000", "192.0.2.1:80", "127.0.0.1:0", unix.IPPROTO_IP, unix.IP_RECVTTL, unix.IP_TTL},
+		{"[fd00::2]:5000", "[2001:db8::1]:80", "[::1]:0", unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, unix.IPV6_HOPLIMIT},
+	} {
+		t.Run(tc.client, func(t *testing.T) {
+			pc, err := net.ListenPacket("udp", tc.listen)
+			if err != nil {
+				t.Skipf("no loopback here: %v", err)
+			}
+			defer pc.Close()
+			uc := pc.(*net.UDPConn)
+			rc, _ := uc.SyscallConn()
+			rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), tc.level, tc.opt, 1) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			hostDial := hostDialer(0, "", nil)
+			dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return hostDial(ctx, network, pc.LocalAddr().String())
+			}
+			h := newHarness(t, dial, nil, policy.Limits{})
+			var def int // the host's default, as the server sees it
+			for i, ttl := range []uint8{64, 5, 64, 3, 3, 200} {
+				p := udpPacket(t, tc.client, tc.server, []byte{byte(i)})
+				if p[0]>>4 == 4 {
+					p[8] = ttl
+				} else {
+					p[7] = ttl
+				}
+				fixChecksums(p)
+				h.send(p)
+				uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				b, oob := make([]byte, 16), make([]byte, 64)
+				n, oobn, _, _, err := uc.ReadMsgUDP(b, oob)
+				if err != nil || n != 1 || b[0] != byte(i) {
+					t.Fatalf("datagram %d: %v %v, %v", i, n, b[:n], err)
+				}
+				msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+				if err != nil || len(msgs) != 1 || msgs[0].Header.Type != int32(tc.cmsg) || len(msgs[0].Data) < 4 {
+					t.Fatalf("datagram %d: control messages %v, %v", i, msgs, err)
+				}
+				got := int(binary.NativeEndian.Uint32(msgs[0].Data))
+				want := int(ttl)
+				if ttl >= reachHops {
+					if i == 0 {
+						def = got
+					}
+					want = def
+				}
+				if got != want {
+					t.Errorf("datagram %d, sent with TTL %d: went with %d, want %d", i, ttl, got, want)
+				}
+			}
+		})
+	}
 }

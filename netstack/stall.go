@@ -88,7 +88,7 @@ func (c *clientConn) Write(b []byte) (int, error) {
 // readLazy reads as gonet's Read does, taking buf's buffer only once the
 // stack has something to return.
 func (c *clientConn) readLazy(buf *relayBuf) (int, error) {
-	return readEndpoint(c, "tcp", c.ep, c.wq, buf)
+	return readEndpoint(c, "tcp", c.ep, c.wq, buf, nil)
 }
 
 func (c *clientConn) writeError(err error) error {

@@ -46,8 +46,9 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	}
 	// Dial before answering anything: an unreachable upstream gets the
 	// client an ICMP error rather than a session that goes nowhere.
-	// The session's datagrams go with the TTL its first one had left.
-	up, err := h.g.dial("udp", f, limitedHops(pkt.NetworkHeader().Slice()))
+	// The session's datagrams go with the TTL each had left.
+	hops := limitedHops(pkt.NetworkHeader().Slice())
+	up, err := h.g.dial("udp", f, hops)
 	if err != nil {
 		h.g.dialFailed(fid, f, v, 0, err)
 		h.release(fid)
@@ -63,6 +64,7 @@ func (h *udpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		return true
 	}
 	client := newClientDatagrams(&wq, ep)
+	followHops(up, hops, client.lastHops)
 	s := &relay{
 		client:   side{conn: client},
 		upstream: side{conn: up, icmpError: func(err error) bool { return h.passOn(f, up, err) }},
