@@ -305,10 +305,16 @@ func TestDNSUpstream(t *testing.T) {
 // nextTCPWhere skips written packets until a TCP segment that fits.
 func (h *harness) nextTCPWhere(t *testing.T, fits func(*layers.TCP) bool) *layers.TCP {
 	t.Helper()
+	return h.nextTCPPacketWhere(t, fits).Layer(layers.LayerTypeTCP).(*layers.TCP)
+}
+
+// nextTCPPacketWhere is nextTCPWhere returning the whole packet.
+func (h *harness) nextTCPPacketWhere(t *testing.T, fits func(*layers.TCP) bool) gopacket.Packet {
+	t.Helper()
 	for {
 		p := h.next()
 		if s, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok && fits(s) {
-			return s
+			return p
 		}
 	}
 }

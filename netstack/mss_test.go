@@ -236,15 +236,8 @@ func firstDataSegment(t *testing.T, h *harness, ups <-chan net.Conn, client, ser
 		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}}, nil))
 	port := layers.TCPPort(netip.MustParseAddrPort(client).Port())
 	// The next packet to the client's port: earlier flows may still send.
-	next := func() gopacket.Packet {
-		for {
-			p := h.next()
-			if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok && tcp.DstPort == port {
-				return p
-			}
-		}
-	}
-	synAck := next().Layer(layers.LayerTypeTCP).(*layers.TCP)
+	toClient := func(s *layers.TCP) bool { return s.DstPort == port }
+	synAck := h.nextTCPWhere(t, toClient)
 	if !synAck.SYN || !synAck.ACK {
 		t.Fatalf("want SYN-ACK, got %+v", synAck)
 	}
@@ -254,7 +247,7 @@ func firstDataSegment(t *testing.T, h *harness, ups <-chan net.Conn, client, ser
 		up.Write(make([]byte, 3*1460))
 		io.Copy(io.Discard, up)
 	}()
-	p := next()
+	p := h.nextTCPPacketWhere(t, toClient)
 	return len(p.Layer(layers.LayerTypeTCP).(*layers.TCP).Payload), len(p.Data())
 }
 

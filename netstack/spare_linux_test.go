@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -20,9 +21,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// echoServer answers every connection on ln with what it reads, until the
-// connection ends.
-func echoServer(ln net.Listener) {
+// serveEach accepts connections on ln until it closes, and serves each in
+// a goroutine of its own, closing it after.
+func serveEach(ln net.Listener, serve func(s net.Conn)) {
 	for {
 		s, err := ln.Accept()
 		if err != nil {
@@ -30,9 +31,23 @@ func echoServer(ln net.Listener) {
 		}
 		go func() {
 			defer s.Close()
-			io.Copy(s, s)
+			serve(s)
 		}()
 	}
+}
+
+// echoServer answers every connection on ln with what it reads, until the
+// connection ends.
+func echoServer(ln net.Listener) { serveEach(ln, func(s net.Conn) { io.Copy(s, s) }) }
+
+// dialKept dials ap with spares, failing the test if it cannot.
+func dialKept(t *testing.T, ap netip.AddrPort, spares *spareSockets) net.Conn {
+	t.Helper()
+	c, err := dialTCP(context.Background(), ap, 0, "", spares)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // Flows reset one after another, several at a time, reuse a few sockets,
@@ -186,32 +201,19 @@ func waitTCPState(t *testing.T, c net.Conn, want uint8) {
 func TestSpareSocketClosing(t *testing.T) {
 	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
 	serverEnd := make(chan error, 2)
-	go func() {
-		for {
-			s, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				// Close at once if told so, else read until the client's FIN.
-				b := make([]byte, 1)
-				if _, err := s.Read(b); err == nil && b[0] == 'q' {
-					s.Close()
-					return
-				}
-				_, err := io.ReadAll(s)
-				serverEnd <- err
-				s.Close()
-			}()
+	go serveEach(ln, func(s net.Conn) {
+		// Close at once if told so, else read until the client's FIN.
+		b := make([]byte, 1)
+		if _, err := s.Read(b); err == nil && b[0] == 'q' {
+			return
 		}
-	}()
+		_, err := io.ReadAll(s)
+		serverEnd <- err
+	})
 	spares := newSpareSockets(nil)
 	defer spares.close()
 
-	c, err := dialTCP(context.Background(), ap, 0, "", spares)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialKept(t, ap, spares)
 	c.Write([]byte("q"))
 	if _, err := io.ReadAll(c); err != nil { // the server's FIN
 		t.Fatal(err)
@@ -225,10 +227,7 @@ func TestSpareSocketClosing(t *testing.T) {
 		t.Fatalf("%d sockets kept after a connection closed both ways, want 1", n)
 	}
 
-	c, err = dialTCP(context.Background(), ap, 0, "", spares)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = dialKept(t, ap, spares)
 	c.Write([]byte("x"))
 	c.Close() // open: a FIN goes, and the kernel sees the close through
 	if err := <-serverEnd; err != nil {
@@ -244,30 +243,16 @@ func TestSpareSocketClosing(t *testing.T) {
 func TestSpareSocketOldConnection(t *testing.T) {
 	ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
 	got := make(chan []byte, 4)
-	go func() {
-		for {
-			s, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				b, _ := io.ReadAll(s)
-				got <- b
-			}()
-		}
-	}()
+	go serveEach(ln, func(s net.Conn) {
+		b, _ := io.ReadAll(s)
+		got <- b
+	})
 	spares := newSpareSockets(nil)
 	defer spares.close()
-	old, err := dialTCP(context.Background(), ap, 0, "", spares)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := dialKept(t, ap, spares)
 	f := keptAfter(t, spares, old)
 	<-got // the old connection's end
-	c, err := dialTCP(context.Background(), ap, 0, "", spares)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialKept(t, ap, spares)
 	if c.(*hostConn).f != f {
 		t.Fatal("the dial did not take the kept socket")
 	}
@@ -322,10 +307,7 @@ func TestSpareSocketCloseWakesRead(t *testing.T) {
 	go echoServer(ln)
 	spares := newSpareSockets(nil)
 	defer spares.close()
-	c, err := dialTCP(context.Background(), ap, 0, "", spares)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialKept(t, ap, spares)
 	readErr := make(chan error, 1)
 	go func() {
 		_, err := c.(lazyReader).readLazy(&relayBuf{})
@@ -349,10 +331,7 @@ func TestSpareSocketTunedNotKept(t *testing.T) {
 	})
 	spares := newSpareSockets(nil)
 	defer spares.close()
-	c, err := dialTCP(context.Background(), ap, 0, "", spares)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialKept(t, ap, spares)
 	keepaliveUpstream(c, true, time.Minute)
 	abortTCP(c)
 	c.Close()
