@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -118,5 +119,96 @@ func unixMetrics(t *testing.T, sock string) func() map[string]float64 {
 			t.Fatalf("GET /metrics: %d %s", code, body)
 		}
 		return metricsOf(t, body)
+	}
+}
+
+// TestMaxFlowsPerSource: with limits.max_flows_per_source: 3 the client's
+// fourth connection is refused at once while its three stay up, a host
+// behind it (another source) still connects, and once one of the
+// client's flows has ended it connects again. The refusal is logged with
+// its limit and source and counted.
+func TestMaxFlowsPerSource(t *testing.T) {
+	l := routedLab(t, "twps")
+	branch, err := l.AddBranch(1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	tw := startGateway(t, l, "twps", fmt.Sprintf("tun: {name: twps}\nlog: {format: json}\nlimits: {max_flows_per_source: 3}\ncontrol: {socket: %s}\npolicy: {default: allow}\n", sock))
+	metrics := unixMetrics(t, sock)
+	server := net.JoinHostPort(lab.ServerV4, "7001")
+	echoed := func(ns string) (net.Conn, error) {
+		c, err := l.Dial(ns, "tcp", server, 3*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		b := []byte{1}
+		if _, err := c.Write(b); err == nil {
+			_, err = io.ReadFull(c, b)
+		}
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("echo: %w", err)
+		}
+		return c, nil
+	}
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for i := 0; i < 3; i++ {
+		c, err := echoed(l.Client)
+		if err != nil {
+			t.Fatalf("client connection %d of 3: %v", i+1, err)
+		}
+		held = append(held, c)
+	}
+	start := time.Now()
+	if c, err := echoed(l.Client); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("client connection 4 of 3: %v, want connection refused", err)
+	} else if d := time.Since(start); d > time.Second {
+		t.Errorf("refusal took %v, want a reset at once", d)
+	}
+	other, err := echoed(branch)
+	if err != nil {
+		t.Fatalf("a connection from another source: %v", err)
+	}
+	held = append(held, other)
+
+	// One of the client's flows ends; once tunwall has seen it end, the
+	// client has a place again.
+	held[0].Close()
+	for i := 0; metrics()[`tunwall_flows_active{proto="tcp"}`] != 3; i++ {
+		if i == 100 {
+			t.Fatalf("%v live TCP flows 5 s after a close, want 3", metrics()[`tunwall_flows_active{proto="tcp"}`])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	again, err := echoed(l.Client)
+	if err != nil {
+		t.Fatalf("client connection after one of its flows ended: %v", err)
+	}
+	held = append(held, again)
+	if n := metrics()[`tunwall_drops_total{reason="limit"}`]; n != 1 {
+		t.Errorf("%v refusals by a limit counted, want 1", n)
+	}
+
+	if err := tw.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var refused []event
+	for _, e := range readEvents(t, tw.Log) {
+		if e.str("event") == "refused" {
+			refused = append(refused, e)
+		}
+	}
+	if len(refused) != 1 || refused[0].str("limit") != "max_flows_per_source" || !strings.HasPrefix(refused[0].str("src"), lab.ClientV4+":") {
+		t.Errorf("refused events %v, want one by max_flows_per_source from %s", refused, lab.ClientV4)
 	}
 }

@@ -27,16 +27,21 @@ type closer interface {
 	counts() (out, in int64, last time.Time)
 }
 
-// flowTable tracks active flows: it enforces limits.max_flows and lets
-// Close end every flow.
+// flowTable tracks active flows: it enforces limits.max_flows and
+// limits.max_flows_per_source and lets Close end every flow.
 type flowTable struct {
-	max    int
-	nextID atomic.Uint64
+	max       int
+	perSource int // 0: no bound per source
+	nextID    atomic.Uint64
 
 	mu     sync.Mutex               // guards the following fields
 	flows  map[uint64]*liveFlow     // nil: reserved, not yet added
 	closed bool                     // closeAll was called: admit nothing more
 	ended  struct{ out, in uint64 } // bytes moved by flows since removed
+	// With a bound per source: the flows (reserved or added) of each
+	// source (sourceOf), and each flow's source.
+	sources map[netip.Addr]int
+	source  map[uint64]netip.Addr
 
 	onRemove func(id uint64) // called after a flow leaves the table
 	active   sync.WaitGroup  // one count per admitted flow, until remove
@@ -51,8 +56,24 @@ type liveFlow struct {
 	c       closer
 }
 
-func newFlowTable(max int) *flowTable {
-	return &flowTable{max: max, flows: make(map[uint64]*liveFlow)}
+func newFlowTable(max, perSource int) *flowTable {
+	t := &flowTable{max: max, perSource: perSource, flows: make(map[uint64]*liveFlow)}
+	if perSource > 0 {
+		t.sources, t.source = make(map[netip.Addr]int), make(map[uint64]netip.Addr)
+	}
+	return t
+}
+
+// sourceOf is what limits.max_flows_per_source counts flows by: the
+// address, or for IPv6 its /64, which one host may fill with addresses
+// of its own choosing.
+func sourceOf(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
 }
 
 // id returns a fresh flow id (ids are shared by allowed and refused flows).
@@ -60,14 +81,16 @@ func (t *flowTable) id() uint64 { return t.nextID.Add(1) }
 
 // Why reserve turns a flow away.
 var (
-	errTableFull = errors.New("limits.max_flows reached")
-	errStopping  = errors.New("the gateway is stopping")
+	errTableFull  = errors.New("limits.max_flows reached")
+	errSourceFull = errors.New("limits.max_flows_per_source reached")
+	errStopping   = errors.New("the gateway is stopping")
 )
 
-// reserve admits a flow that will register itself with add. It fails with
-// errStopping once Close has begun, and with errTableFull when
-// limits.max_flows flows are live.
-func (t *flowTable) reserve(id uint64) error {
+// reserve admits a flow from src that will register itself with add. It
+// fails with errStopping once Close has begun, with errTableFull when
+// limits.max_flows flows are live, and with errSourceFull when
+// limits.max_flows_per_source of them come from src's source.
+func (t *flowTable) reserve(id uint64, src netip.Addr) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -75,6 +98,14 @@ func (t *flowTable) reserve(id uint64) error {
 	}
 	if len(t.flows) >= t.max {
 		return errTableFull
+	}
+	if t.perSource > 0 {
+		k := sourceOf(src)
+		if t.sources[k] >= t.perSource {
+			return errSourceFull
+		}
+		t.sources[k]++
+		t.source[id] = k
 	}
 	t.flows[id] = nil
 	t.active.Add(1)
@@ -106,6 +137,12 @@ func (t *flowTable) remove(id uint64) {
 		t.ended.in += uint64(in)
 	}
 	delete(t.flows, id)
+	if k, ok := t.source[id]; ok {
+		delete(t.source, id)
+		if t.sources[k]--; t.sources[k] == 0 {
+			delete(t.sources, k)
+		}
+	}
 	t.mu.Unlock()
 	if lf != nil && t.onRemove != nil {
 		t.onRemove(id)

@@ -117,7 +117,7 @@ func (g *Gateway) Metrics() Metrics {
 	m.RelayBuffers = int(g.relayBuffers.Load())
 	s := &g.stats
 	m.DropsPolicy = g.denials.total.Load()
-	m.DropsLimit = s.RefusedFlows.Load() + s.RefusedPendingTCP.Load() + s.RefusedUDPSessions.Load()
+	m.DropsLimit = s.RefusedFlows.Load() + s.RefusedPendingTCP.Load() + s.RefusedUDPSessions.Load() + s.RefusedPerSource.Load()
 	m.DropsMalformed = s.Malformed()
 	m.DropsUpstream = s.DialErrors.Load()
 	m.DropsNotUnicast = s.NotUnicast.Load()

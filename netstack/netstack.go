@@ -126,7 +126,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.workers = newWorkers(g.ctx, &g.wg)
 	g.policy.Store(cfg.Policy)
 	g.hits.Store(newRuleHits(cfg.Policy))
-	g.flows = newFlowTable(cfg.Limits.MaxFlows)
+	g.flows = newFlowTable(cfg.Limits.MaxFlows, cfg.Limits.MaxFlowsPerSource)
 	g.flows.onRemove = g.flowEnded
 	g.denied = newVerdictCache(cfg.Limits.MaxUDPSessions)
 	g.names = newNameCache(cfg.DNS.CacheSize)
@@ -431,18 +431,22 @@ func (g *Gateway) closed(id uint64, f policy.Flow, v policy.Verdict, st FlowStat
 }
 
 // reserve takes a place in the flow table for an allowed flow, or reports
-// why there is none: a full table is a refusal by limits.max_flows
-// (counted); a flow arriving while tunwall stops is closed with reason
+// why there is none: a full table is a refusal by limits.max_flows, a
+// source with all its places taken one by limits.max_flows_per_source
+// (each counted); a flow arriving while tunwall stops is closed with reason
 // shutdown if its verdict was logged (v not nil), so that every allow
 // verdict still has its close or refused event.
 func (g *Gateway) reserve(id uint64, f policy.Flow, v *policy.Verdict) bool {
-	switch err := g.flows.reserve(id); err {
+	switch err := g.flows.reserve(id, f.Src.Addr()); err {
 	case nil:
 		return true
 	case errStopping:
 		if v != nil {
 			g.closed(id, f, *v, FlowStats{Reason: reasonShutdown})
 		}
+	case errSourceFull:
+		g.stats.RefusedPerSource.Add(1)
+		g.refused(id, f, "max_flows_per_source")
 	default:
 		g.stats.RefusedFlows.Add(1)
 		g.refused(id, f, "max_flows")

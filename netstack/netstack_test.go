@@ -612,3 +612,35 @@ func TestMaxFlows(t *testing.T) {
 		t.Errorf("refused %v", got)
 	}
 }
+
+// TestMaxFlowsPerSource: limits.max_flows_per_source counts a source's
+// flows of every protocol, refuses the next one as max_flows (RST, ICMP
+// unreachable) and leaves other sources their own places.
+func TestMaxFlowsPerSource(t *testing.T) {
+	h := newHarness(t, udpEcho(t, ""), nil, policy.Limits{MaxFlowsPerSource: 2})
+	for _, src := range []string{"10.0.0.2:5000", "10.0.0.2:5001", "10.0.0.3:5000"} {
+		h.send(udpPacket(t, src, "192.0.2.1:80", []byte("a")))
+		if udp, ok := h.next().Layer(layers.LayerTypeUDP).(*layers.UDP); !ok || string(udp.Payload) != "a" {
+			t.Fatalf("session from %s: want its echo, got %+v", src, udp)
+		}
+	}
+	h.send(udpPacket(t, "10.0.0.2:5002", "192.0.2.1:80", []byte("b")))
+	icmp, ok := h.next().Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if !ok || icmp.TypeCode.Type() != layers.ICMPv4TypeDestinationUnreachable {
+		t.Fatalf("third session from 10.0.0.2: want ICMP unreachable, got %+v", icmp)
+	}
+	h.send(tcpSyn(t, "10.0.0.2:5003", "192.0.2.1:80"))
+	if tcp := h.nextTCP(t); !tcp.RST || tcp.DstPort != 5003 {
+		t.Fatalf("SYN from 10.0.0.2 with two sessions: want RST to 5003, got %+v", tcp)
+	}
+	h.send(udpPacket(t, "10.0.0.3:5001", "192.0.2.1:80", []byte("c")))
+	if udp, ok := h.next().Layer(layers.LayerTypeUDP).(*layers.UDP); !ok || string(udp.Payload) != "c" {
+		t.Fatalf("second session from 10.0.0.3: want its echo, got %+v", udp)
+	}
+	if got := h.ev.refusedList(); len(got) != 2 || got[0] != "max_flows_per_source" || got[1] != "max_flows_per_source" {
+		t.Errorf("refused %v, want max_flows_per_source twice", got)
+	}
+	if n := h.gw.Stats().RefusedPerSource.Load(); n != 2 {
+		t.Errorf("%d refusals counted, want 2", n)
+	}
+}

@@ -30,6 +30,7 @@ type Stats struct {
 	// Flows refused by limits.
 	RefusedFlows       atomic.Uint64 // limits.max_flows
 	RefusedPendingTCP  atomic.Uint64 // limits.max_pending_tcp
+	RefusedPerSource   atomic.Uint64 // limits.max_flows_per_source
 	RefusedUDPSessions atomic.Uint64 // limits.max_udp_sessions
 	BlockedNames       atomic.Uint64 // DNS queries answered by tunwall for blocked names
 

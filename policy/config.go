@@ -102,6 +102,9 @@ type Limits struct {
 	// BufferMemory is what relayed TCP flows' stack buffers may hold
 	// together, in bytes; 0: an eighth of the machine's memory.
 	BufferMemory int64
+	// MaxFlowsPerSource bounds the active flows of one source address
+	// (an IPv6 source by its /64); 0: no bound.
+	MaxFlowsPerSource int
 }
 
 // LogConfig selects level, format and destination of the log.
@@ -178,6 +181,7 @@ type fileLimits struct {
 	MaxFlows       int    `yaml:"max_flows"`
 	MaxPendingTCP  int    `yaml:"max_pending_tcp"`
 	MaxUDPSessions int    `yaml:"max_udp_sessions"`
+	MaxFlowsPerSrc int    `yaml:"max_flows_per_source"`
 	UDPIdle        string `yaml:"udp_idle"`
 	TCPIdle        string `yaml:"tcp_idle"`
 	BufferMemory   string `yaml:"buffer_memory"`

@@ -34,6 +34,8 @@ func TestParseErrors(t *testing.T) {
 		{"mtu too small", "tun:\n  mtu: 100\n", `test.yaml:2:8: tun.mtu 100 out of range`},
 		{"bad duration", "limits:\n  udp_idle: soon\n", `test.yaml:2:13: limits.udp_idle "soon"`},
 		{"negative limit", "limits:\n  max_flows: -1\n", `limits.max_flows must be positive`},
+		{"negative per-source limit", "limits:\n  max_flows_per_source: -5\n", `test.yaml:2:25: limits.max_flows_per_source must be positive, or 0 for no limit, got -5`},
+		{"per-source limit above the total", "limits:\n  max_flows: 100\n  max_flows_per_source: 101\n", `test.yaml:3:25: limits.max_flows_per_source 101 is above limits.max_flows 100`},
 		{"bad mark", "egress:\n  mark: lots\n", `test.yaml:2:9: egress.mark: "lots" is not a number`},
 		{"split without include", "routing:\n  mode: split\n", `test.yaml:2:9: routing.mode split needs routing.include`},
 		{"include without split", "routing:\n  mode: all\n  include: [10.0.0.0/8]\n", `test.yaml:3:12: routing.include only applies to routing.mode split`},
@@ -115,6 +117,7 @@ egress:
   interface: eth1
 limits:
   udp_idle: 5s
+  max_flows_per_source: 512
 routing:
   strict: false
 `))
@@ -131,7 +134,7 @@ routing:
 	if cfg.Egress.Mark != 0x10 || cfg.Egress.Interface != "eth1" {
 		t.Errorf("egress = %+v", cfg.Egress)
 	}
-	if cfg.Limits.UDPIdle != 5*time.Second || cfg.Limits.TCPIdle != 2*time.Hour || cfg.Limits.MaxFlows != 65536 || cfg.Limits.BufferMemory != 0 {
+	if cfg.Limits.UDPIdle != 5*time.Second || cfg.Limits.TCPIdle != 2*time.Hour || cfg.Limits.MaxFlows != 65536 || cfg.Limits.BufferMemory != 0 || cfg.Limits.MaxFlowsPerSource != 512 {
 		t.Errorf("limits = %+v", cfg.Limits)
 	}
 	if cfg.Routing.Mode != "none" || cfg.Routing.Strict || cfg.Routing.Table != 7475 {

@@ -130,6 +130,13 @@ func (v *validator) limits(w *fileLimits) Limits {
 			v.errorf("$.limits."+l.key, "limits.%s must be positive, got %d", l.key, l.n)
 		}
 	}
+	switch {
+	case w.MaxFlowsPerSrc < 0:
+		v.errorf("$.limits.max_flows_per_source", "limits.max_flows_per_source must be positive, or 0 for no limit, got %d", w.MaxFlowsPerSrc)
+	case w.MaxFlowsPerSrc > w.MaxFlows && w.MaxFlows > 0:
+		v.errorf("$.limits.max_flows_per_source", "limits.max_flows_per_source %d is above limits.max_flows %d", w.MaxFlowsPerSrc, w.MaxFlows)
+	}
+	c.MaxFlowsPerSource = w.MaxFlowsPerSrc
 	c.UDPIdle = v.duration("udp_idle", w.UDPIdle)
 	c.TCPIdle = v.duration("tcp_idle", w.TCPIdle)
 	if w.BufferMemory != "auto" {

@@ -135,6 +135,7 @@ func (a *api) Stats() map[string]uint64 {
 		"sockets_reused":       st.SocketsReused.Load(),
 		"refused_max_flows":    st.RefusedFlows.Load(),
 		"refused_pending_tcp":  st.RefusedPendingTCP.Load(),
+		"refused_per_source":   st.RefusedPerSource.Load(),
 		"refused_udp_sessions": st.RefusedUDPSessions.Load(),
 		"blocked_names":        st.BlockedNames.Load(),
 		"dial_errors":          st.DialErrors.Load(),

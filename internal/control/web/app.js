@@ -79,7 +79,7 @@ function drawCards(st) {
     ["refused", st.flows_refused],
     ["out", bytes(st.bytes_out || 0)],
     ["in", bytes(st.bytes_in || 0)],
-    ["refused by limits", (st.refused_max_flows || 0) + (st.refused_pending_tcp || 0) + (st.refused_udp_sessions || 0)],
+    ["refused by limits", (st.refused_max_flows || 0) + (st.refused_pending_tcp || 0) + (st.refused_udp_sessions || 0) + (st.refused_per_source || 0)],
     ["blocked names", st.blocked_names],
     ["upstream unreachable", st.dial_errors],
     ["malformed packets", st.malformed],
