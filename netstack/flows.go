@@ -65,16 +65,9 @@ func newFlowTable(max, perSource int) *flowTable {
 }
 
 // sourceOf is what limits.max_flows_per_source counts flows by: the
-// address, or for IPv6 its /64, which one host may fill with addresses
-// of its own choosing.
-func sourceOf(a netip.Addr) netip.Addr {
-	a = a.Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.Addr()
-	}
-	return a
-}
+// address, an IPv4-mapped one as IPv4. IPv6 sources are not grouped by
+// prefix: the hosts of a LAN share one /64.
+func sourceOf(a netip.Addr) netip.Addr { return a.Unmap() }
 
 // id returns a fresh flow id (ids are shared by allowed and refused flows).
 func (t *flowTable) id() uint64 { return t.nextID.Add(1) }

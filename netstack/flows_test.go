@@ -35,10 +35,10 @@ func TestFlowTableReserve(t *testing.T) {
 }
 
 // TestFlowTablePerSource: with limits.max_flows_per_source each source
-// has that many places, whatever the others hold; an IPv6 source is its
-// /64, an IPv4-mapped address its IPv4 one; a removed flow, whether only
-// reserved or added, gives its source's place back; and the table's own
-// bound still comes first.
+// address has that many places, whatever the others hold (an
+// IPv4-mapped address is its IPv4 one, IPv6 hosts of one /64 are apart);
+// a removed flow, whether only reserved or added, gives its source's
+// place back; and the table's own bound still comes first.
 func TestFlowTablePerSource(t *testing.T) {
 	tab := newFlowTable(6, 2)
 	next := uint64(0)
@@ -55,9 +55,9 @@ func TestFlowTablePerSource(t *testing.T) {
 		{"10.0.0.1", errSourceFull},
 		{"10.0.0.2", nil},
 		{"2001:db8:1:2::1", nil},
-		{"2001:db8:1:2:ffff::9", nil}, // id 6: the same /64
-		{"2001:db8:1:2::77", errSourceFull},
-		{"2001:db8:1:3::1", nil}, // id 8: the next /64; the table holds 5
+		{"2001:db8:1:2::1", nil}, // id 6
+		{"2001:db8:1:2::1", errSourceFull},
+		{"2001:db8:1:2::2", nil}, // id 8: another host of the /64; the table holds 5
 	} {
 		if err := reserve(step.src); err != step.want {
 			t.Fatalf("reserve %d from %s: %v, want %v", next, step.src, err, step.want)
@@ -66,8 +66,8 @@ func TestFlowTablePerSource(t *testing.T) {
 	src := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), 40000)
 	tab.add(2, policy.Flow{Proto: policy.TCP, Src: src}, policy.Verdict{}, time.Now(), idleFlow{})
 	tab.remove(2) // added: gives 10.0.0.1 a place back
-	tab.remove(6) // only reserved: gives the /64 a place back
-	for _, src := range []string{"::ffff:10.0.0.1", "2001:db8:1:2::3"} {
+	tab.remove(6) // only reserved: gives 2001:db8:1:2::1 a place back
+	for _, src := range []string{"::ffff:10.0.0.1", "2001:db8:1:2::1"} {
 		if err := reserve(src); err != nil {
 			t.Errorf("reserve from %s after a remove: %v", src, err)
 		}

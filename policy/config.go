@@ -102,8 +102,8 @@ type Limits struct {
 	// BufferMemory is what relayed TCP flows' stack buffers may hold
 	// together, in bytes; 0: an eighth of the machine's memory.
 	BufferMemory int64
-	// MaxFlowsPerSource bounds the active flows of one source address
-	// (an IPv6 source by its /64); 0: no bound.
+	// MaxFlowsPerSource bounds the active flows of one source
+	// address; 0: no bound.
 	MaxFlowsPerSource int
 }
 
