@@ -125,8 +125,8 @@ func unixMetrics(t *testing.T, sock string) func() map[string]float64 {
 // TestMaxFlowsPerSource: with limits.max_flows_per_source: 3 the client's
 // fourth connection is refused at once while its three stay up, a host
 // behind it (another source) still connects, and once one of the
-// client's flows has ended it connects again. The refusal is logged with
-// its limit and source and counted.
+// client's flows has ended it connects again. The refusal is counted,
+// listed with the recent refusals and logged, with its limit and source.
 func TestMaxFlowsPerSource(t *testing.T) {
 	l := routedLab(t, "twps")
 	branch, err := l.AddBranch(1500)
@@ -197,6 +197,17 @@ func TestMaxFlowsPerSource(t *testing.T) {
 	held = append(held, again)
 	if n := metrics()[`tunwall_drops_total{reason="limit"}`]; n != 1 {
 		t.Errorf("%v refusals by a limit counted, want 1", n)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(context.Context, string, string) (net.Conn, error) { return net.Dial("unix", sock) },
+	}}
+	code, body := fetch(t, hc, "GET", "http://tunwall/v1/denied", nil)
+	var denied []struct{ Src, Dst, Action, Limit string }
+	if err := json.Unmarshal([]byte(body), &denied); code != 200 || err != nil {
+		t.Fatalf("GET /v1/denied: %d %s", code, body)
+	}
+	if len(denied) != 1 || denied[0].Limit != "max_flows_per_source" || denied[0].Src != lab.ClientV4 || denied[0].Dst != server || denied[0].Action != "reject" {
+		t.Errorf("recent refusals %+v, want the client's by max_flows_per_source", denied)
 	}
 
 	if err := tw.Stop(10 * time.Second); err != nil {

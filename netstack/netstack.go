@@ -446,10 +446,10 @@ func (g *Gateway) reserve(id uint64, f policy.Flow, v *policy.Verdict) bool {
 		}
 	case errSourceFull:
 		g.stats.RefusedPerSource.Add(1)
-		g.refused(id, f, "max_flows_per_source")
+		g.refused(id, f, v, "max_flows_per_source")
 	default:
 		g.stats.RefusedFlows.Add(1)
-		g.refused(id, f, "max_flows")
+		g.refused(id, f, v, "max_flows")
 	}
 	return false
 }
@@ -467,11 +467,18 @@ func (g *Gateway) dialFailed(id uint64, f policy.Flow, v policy.Verdict, d time.
 	g.closed(id, f, v, st)
 }
 
-// refused reports an allowed flow turned away by a limit.
-func (g *Gateway) refused(id uint64, f policy.Flow, limit string) {
+// refused reports a flow the policy allowed by v (nil: its name is yet
+// to be judged) turned away by a limit, and remembers it with the
+// recent refusals.
+func (g *Gateway) refused(id uint64, f policy.Flow, v *policy.Verdict, limit string) {
 	if g.owners != nil {
 		g.owners.owner(id, &f, lookupTake)
 	}
+	var allowedBy policy.Verdict
+	if v != nil {
+		allowedBy = *v
+	}
+	g.denials.noteLimit(&f, allowedBy, limit, time.Now())
 	g.cfg.Events.Refused(id, f, limit)
 }
 

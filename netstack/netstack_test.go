@@ -643,4 +643,18 @@ func TestMaxFlowsPerSource(t *testing.T) {
 	if n := h.gw.Stats().RefusedPerSource.Load(); n != 2 {
 		t.Errorf("%d refusals counted, want 2", n)
 	}
+	// Both are among the recent refusals, with the rule that allowed
+	// them; they are not counted as the policy's.
+	denied := h.gw.Denied()
+	if len(denied) != 2 {
+		t.Fatalf("recent refusals %+v, want the two", denied)
+	}
+	for _, d := range denied {
+		if d.Limit != "max_flows_per_source" || d.Rule != "web" || d.Action != policy.Reject || d.Src != netip.MustParseAddr("10.0.0.2") || d.Count != 1 {
+			t.Errorf("recent refusal %+v, want one by max_flows_per_source from 10.0.0.2, allowed by web", d)
+		}
+	}
+	if n := h.gw.denials.total.Load(); n != 0 {
+		t.Errorf("%d refusals counted as the policy's, want 0", n)
+	}
 }

@@ -67,9 +67,12 @@ type DeniedInfo struct {
 	Domain string
 	Rule   string
 	Action policy.Action
-	Count  uint64 // verdicts and repeats (retries of a remembered refusal)
-	First  time.Time
-	Last   time.Time
+	// Limit, if set, is the limit that refused a flow the policy allowed
+	// (by Rule); Action is then what the client got, reject.
+	Limit string
+	Count uint64 // verdicts and repeats (retries of a remembered refusal)
+	First time.Time
+	Last  time.Time
 }
 
 // maxDenied bounds the recent-denials ring.
@@ -88,12 +91,24 @@ type deniedKey struct {
 	dst    netip.AddrPort
 	domain string
 	rule   string
+	limit  string
 }
 
 // note counts a refusal of f by v at now.
 func (r *deniedRing) note(f *policy.Flow, v policy.Verdict, now time.Time) {
 	r.total.Add(1)
-	k := deniedKey{f.Proto, f.Src.Addr(), f.Dst, f.Domain, v.Rule}
+	r.remember(f, v, "", now)
+}
+
+// noteLimit remembers a refusal of f, which the policy allowed by v, by
+// limit at now. It is not counted with the policy's refusals.
+func (r *deniedRing) noteLimit(f *policy.Flow, v policy.Verdict, limit string, now time.Time) {
+	v.Action = policy.Reject
+	r.remember(f, v, limit, now)
+}
+
+func (r *deniedRing) remember(f *policy.Flow, v policy.Verdict, limit string, now time.Time) {
+	k := deniedKey{f.Proto, f.Src.Addr(), f.Dst, f.Domain, v.Rule, limit}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.entries == nil {
@@ -114,7 +129,7 @@ func (r *deniedRing) note(f *policy.Flow, v policy.Verdict, now time.Time) {
 		}
 		delete(r.entries, oldest)
 	}
-	r.entries[k] = &DeniedInfo{Proto: f.Proto, Src: f.Src.Addr(), Dst: f.Dst, Domain: f.Domain, Rule: v.Rule, Action: v.Action, Count: 1, First: now, Last: now}
+	r.entries[k] = &DeniedInfo{Proto: f.Proto, Src: f.Src.Addr(), Dst: f.Dst, Domain: f.Domain, Rule: v.Rule, Action: v.Action, Limit: limit, Count: 1, First: now, Last: now}
 }
 
 // Denied returns the recent refusals, most recent first.

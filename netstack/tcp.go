@@ -155,7 +155,7 @@ func (h *tcpHandler) admit(fid uint64, f policy.Flow, v *policy.Verdict) bool {
 	h.mu.Unlock()
 	if n >= h.g.cfg.Limits.MaxPendingTCP {
 		h.g.stats.RefusedPendingTCP.Add(1)
-		h.g.refused(fid, f, "max_pending_tcp")
+		h.g.refused(fid, f, v, "max_pending_tcp")
 		return false
 	}
 	return h.g.reserve(fid, f, v)

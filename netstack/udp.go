@@ -85,7 +85,7 @@ func (h *udpHandler) admit(fid uint64, f policy.Flow, v policy.Verdict) bool {
 	if h.sessions.Add(1) > int64(h.g.cfg.Limits.MaxUDPSessions) {
 		h.sessions.Add(-1)
 		h.g.stats.RefusedUDPSessions.Add(1)
-		h.g.refused(fid, f, "max_udp_sessions")
+		h.g.refused(fid, f, &v, "max_udp_sessions")
 		return false
 	}
 	if !h.g.reserve(fid, f, &v) {

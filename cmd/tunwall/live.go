@@ -141,7 +141,11 @@ func cmdDenied(args []string, stdout io.Writer) error {
 	fmt.Fprintln(tw, "LAST\tPROTO\tSRC\tDST\tNAME\tACTION\tRULE\tCOUNT")
 	for _, d := range denied {
 		last, _ := time.Parse(time.RFC3339Nano, d.Last)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", last.Local().Format("15:04:05"), d.Proto, d.Src, d.Dst, dash(d.Domain), d.Action, d.Rule, d.Count)
+		rule := d.Rule
+		if d.Limit != "" { // allowed by d.Rule, refused by a limit
+			rule = "limit " + d.Limit
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", last.Local().Format("15:04:05"), d.Proto, d.Src, d.Dst, dash(d.Domain), d.Action, rule, d.Count)
 	}
 	tw.Flush()
 	return nil

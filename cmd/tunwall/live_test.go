@@ -41,7 +41,9 @@ func (b *backend) CloseFlow(id uint64) bool {
 func (b *backend) Denied() []netstack.DeniedInfo {
 	at := time.Date(2026, 11, 21, 9, 30, 5, 0, time.Local)
 	return []netstack.DeniedInfo{{Proto: policy.TCP, Src: netip.MustParseAddr("10.0.0.3"), Dst: netip.MustParseAddrPort("192.0.2.9:23"),
-		Domain: "telnet.test", Rule: "no-telnet", Action: policy.Reject, Count: 4, First: at, Last: at}}
+		Domain: "telnet.test", Rule: "no-telnet", Action: policy.Reject, Count: 4, First: at, Last: at},
+		{Proto: policy.UDP, Src: netip.MustParseAddr("10.0.0.4"), Dst: netip.MustParseAddrPort("192.0.2.7:443"),
+			Rule: "web", Action: policy.Reject, Limit: "max_flows_per_source", Count: 1, First: at, Last: at}}
 }
 
 func (b *backend) Stats() map[string]uint64 {
@@ -100,8 +102,9 @@ func TestLiveCommands(t *testing.T) {
 			"2 live flows",
 		}, ""},
 		{[]string{"denied"}, 0, []string{
-			"LAST      PROTO  SRC       DST           NAME         ACTION  RULE       COUNT\n",
-			"09:30:05  tcp    10.0.0.3  192.0.2.9:23  telnet.test  reject  no-telnet  4\n",
+			"LAST      PROTO  SRC       DST            NAME         ACTION  RULE                        COUNT\n",
+			"09:30:05  tcp    10.0.0.3  192.0.2.9:23   telnet.test  reject  no-telnet                   4\n",
+			"09:30:05  udp    10.0.0.4  192.0.2.7:443  -            reject  limit max_flows_per_source  1\n",
 		}, ""},
 		{[]string{"stats"}, 0, []string{"blocked_names  0\nflows_active   2\npackets_in     1234\n"}, ""},
 		{[]string{"kill", "7"}, 0, []string{"flow 7 closed\n"}, ""},
@@ -139,7 +142,7 @@ func TestLiveCommands(t *testing.T) {
 	}
 	code, out, _ = cli("denied", "--socket", sock, "--json")
 	var denied []control.Denied
-	if code != 0 || json.Unmarshal([]byte(out), &denied) != nil || len(denied) != 1 || denied[0].Count != 4 {
+	if code != 0 || json.Unmarshal([]byte(out), &denied) != nil || len(denied) != 2 || denied[0].Count != 4 || denied[0].Limit != "" || denied[1].Limit != "max_flows_per_source" || denied[1].Rule != "web" {
 		t.Errorf("denied --json: %d %q", code, out)
 	}
 

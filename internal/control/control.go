@@ -65,6 +65,7 @@ type Denied struct {
 	Domain string `json:"domain,omitempty"`
 	Rule   string `json:"rule"`
 	Action string `json:"action"`
+	Limit  string `json:"limit,omitempty"` // a limit refused a flow the policy allowed (by rule)
 	Count  uint64 `json:"count"`
 	First  string `json:"first"`
 	Last   string `json:"last"`
@@ -116,7 +117,7 @@ func DeniedOf(d netstack.DeniedInfo) Denied {
 	}
 	return Denied{
 		Proto: d.Proto.String(), Src: d.Src.String(), Dst: dst, Domain: d.Domain, Rule: d.Rule,
-		Action: d.Action.String(), Count: d.Count,
+		Action: d.Action.String(), Limit: d.Limit, Count: d.Count,
 		First: d.First.UTC().Format(time.RFC3339Nano), Last: d.Last.UTC().Format(time.RFC3339Nano),
 	}
 }

@@ -194,7 +194,8 @@ function drawFlows(flows) {
 
 function drawDenied(denied) {
   fillBody("denied", denied.map(d => row([
-    clock(d.last), d.proto, d.src, el("td", d.dst, "wrap"), el("td", d.domain || "", "wrap"), d.rule || "(default)",
+    clock(d.last), d.proto, d.src, el("td", d.dst, "wrap"), el("td", d.domain || "", "wrap"),
+    d.limit ? "limit " + d.limit : (d.rule || "(default)"),
     el("td", d.action, d.action), num(d.count),
   ])));
 }
