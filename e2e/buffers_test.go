@@ -65,9 +65,12 @@ func TestStalledDownloadsShareTheBufferBudget(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The queues fill once the clients stop reading: wait for the
-			// stack's buffer sizes and the relay buffers to settle.
+			// stack's buffer sizes and the relay buffers to settle, and
+			// (for up to 10 s: a slow server fills them late) for every
+			// flow to hold its relay buffer.
 			var m map[string]float64
-			for last, same := -1.0, 0; same < 5; {
+			deadline := time.Now().Add(10 * time.Second)
+			for last, same := -1.0, 0; same < 5 || (m["tunwall_relay_buffers"] != flows && time.Now().Before(deadline)); {
 				time.Sleep(100 * time.Millisecond)
 				m = metrics()
 				if v := m["tunwall_stack_buffer_bytes"] + m["tunwall_relay_buffers"]; v == last {
