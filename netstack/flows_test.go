@@ -57,7 +57,7 @@ func TestFlowTablePerSource(t *testing.T) {
 		{"2001:db8:1:2::1", nil},
 		{"2001:db8:1:2::1", nil}, // id 6
 		{"2001:db8:1:2::1", errSourceFull},
-		{"2001:db8:1:2::2", nil}, // id 8: another host of the /64; the table holds 5
+		{"2001:db8:1:2::2", nil}, // id 8: another host of the /64; the table is full (6)
 	} {
 		if err := reserve(step.src); err != step.want {
 			t.Fatalf("reserve %d from %s: %v, want %v", next, step.src, err, step.want)
@@ -75,8 +75,7 @@ func TestFlowTablePerSource(t *testing.T) {
 	if err := reserve("10.0.0.3"); err != errTableFull {
 		t.Errorf("reserve from a new source on a full table: %v, want errTableFull", err)
 	}
-	tab.remove(1)
-	tab.remove(9) // the table's refusal took no place
+	// Every id, refused ones too (3, 7, 11: they took no place).
 	for id := uint64(1); id <= next; id++ {
 		tab.remove(id)
 	}

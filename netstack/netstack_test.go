@@ -614,8 +614,8 @@ func TestMaxFlows(t *testing.T) {
 }
 
 // TestMaxFlowsPerSource: limits.max_flows_per_source counts a source's
-// flows of every protocol, refuses the next one as max_flows (RST, ICMP
-// unreachable) and leaves other sources their own places.
+// flows of every protocol, refuses the next one as max_flows does (RST,
+// ICMP unreachable) and leaves other sources their own places.
 func TestMaxFlowsPerSource(t *testing.T) {
 	h := newHarness(t, udpEcho(t, ""), nil, policy.Limits{MaxFlowsPerSource: 2})
 	for _, src := range []string{"10.0.0.2:5000", "10.0.0.2:5001", "10.0.0.3:5000"} {
