@@ -51,10 +51,28 @@ const (
 )
 
 // benchPath is one way from client to server: the kernel's forwarding
-// (dev "") or a gateway whose device dev the client is routed into.
+// (dev "") or a gateway whose device dev the client is routed into. A
+// failed measurement of an optional path (the reference gateway) leaves
+// that figure out instead of ending the run.
 type benchPath struct {
 	name, dev string
 	gw        *lab.Tunwall
+	optional  bool
+}
+
+// gaps lists the measurements of optional paths that failed.
+type gaps struct{ list []string }
+
+// tolerate reports whether the run goes on after what (a figure or a
+// round) failed with err on path p, and if so notes it and says so.
+func (g *gaps) tolerate(p benchPath, what string, err error) bool {
+	if !p.optional {
+		return false
+	}
+	msg := fmt.Sprintf("%s path, %s: %v", p.name, what, err)
+	fmt.Fprintf(os.Stderr, "%s; left out\n", msg)
+	g.list = append(g.list, msg)
+	return true
 }
 
 // bench measures the kernel forwarding path, the tunwall path and, if ref
@@ -78,13 +96,14 @@ func bench(tunwall, ref, out string) error {
 	defer tw.Stop(10 * time.Second)
 	l.Unroute()
 	paths := []benchPath{{name: "kernel"}, {name: "tunwall", dev: "twbench", gw: tw}}
+	var gaps gaps
 	if ref != "" {
 		rg, err := l.Start([]string{ref, "run", "-tun", "twref"}, filepath.Join(filepath.Dir(b.log), "refgw.log"), "twref")
 		if err != nil {
 			return err
 		}
 		defer rg.Stop(10 * time.Second)
-		paths = append(paths, benchPath{name: "reference", dev: "twref", gw: rg})
+		paths = append(paths, benchPath{name: "reference", dev: "twref", gw: rg, optional: true})
 	}
 	figs := map[string]map[string]float64{} // path -> figure -> value
 	for _, p := range paths {
@@ -92,7 +111,7 @@ func bench(tunwall, ref, out string) error {
 		if err := routeTo(l, p); err != nil {
 			return err
 		}
-		m, err := measure(l, self, p.gw)
+		m, err := measure(l, self, p.gw, func(key string, err error) bool { return gaps.tolerate(p, key, err) })
 		if err != nil {
 			return fmt.Errorf("%s path: %w", p.name, err)
 		}
@@ -101,7 +120,7 @@ func bench(tunwall, ref, out string) error {
 	fmt.Println("latency and connection rate, alternating paths ...")
 	rounds := map[string]map[string][]float64{} // figure -> path -> each round's value
 	for _, m := range []measurement{latency, connRate} {
-		got, err := alternating(l, self, 3, m, paths)
+		got, err := alternating(3, paths, &gaps, func(p benchPath) error { return routeTo(l, p) }, func() (map[string]float64, error) { return m(l, self) })
 		if err != nil {
 			return err
 		}
@@ -122,14 +141,21 @@ func bench(tunwall, ref, out string) error {
 	}
 	table := combine(figs["kernel"], figs["tunwall"], figs["reference"])
 	printTable(os.Stdout, table, ref != "")
+	for _, g := range gaps.list {
+		fmt.Printf("not measured: %s\n", g)
+	}
 	var data bytes.Buffer
 	enc := json.NewEncoder(&data)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
-	enc.Encode(map[string]any{
+	doc := map[string]any{
 		"date": time.Now().UTC().Format(time.RFC3339), "figures": table, "rounds": rounds,
 		"method": "3 namespaces, veth, 1500 MTU; iperf3 " + iperfSeconds + "s; 1-byte ping-pong x" + rrCount + " and crr " + crrWorkers + " clients closing by RST for " + crrSeconds + "s, each the median of 3 rounds per path, paths alternating",
-	})
+	}
+	if len(gaps.list) > 0 {
+		doc["not_measured"] = gaps.list
+	}
+	enc.Encode(doc)
 	return os.WriteFile(out, data.Bytes(), 0o644)
 }
 
@@ -223,8 +249,9 @@ func startServices(l *lab.Lab, self string) (func(), error) {
 }
 
 // measure runs every benchmark on the current path; tw is the gateway
-// process, nil for the kernel path.
-func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, error) {
+// process, nil for the kernel path. A figure that fails is left out if
+// tolerate(its key, the error) says so; otherwise the error ends it.
+func measure(l *lab.Lab, self string, tw *lab.Tunwall, tolerate func(key string, err error) bool) (map[string]float64, error) {
 	m := map[string]float64{}
 	server := lab.ServerV4
 	for _, t := range []struct {
@@ -244,6 +271,9 @@ func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, erro
 			bps, bytes, err = iperf(l, server, t.args...)
 		}
 		if err != nil {
+			if tolerate(t.key, err) {
+				continue
+			}
 			return nil, err
 		}
 		m[t.key] = bps / 1e9
@@ -257,6 +287,9 @@ func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, erro
 
 	mem, rss, err := idleMemory(l, self, tw)
 	if err != nil {
+		if tolerate("mem_per_flow", err) {
+			return m, nil
+		}
 		return nil, err
 	}
 	m["mem_per_flow"] = mem
@@ -269,18 +302,22 @@ func measure(l *lab.Lab, self string, tw *lab.Tunwall) (map[string]float64, erro
 // measurement runs one benchmark on the current path; self is twlab.
 type measurement func(l *lab.Lab, self string) (map[string]float64, error)
 
-// alternating runs measure on each path in turn, rounds times, so that all
-// paths see the same machine conditions, and returns each path's values
-// per figure in round order.
-func alternating(l *lab.Lab, self string, rounds int, measure measurement, paths []benchPath) (map[string]map[string][]float64, error) {
+// alternating runs measure on each path in turn (route points the
+// client at it), rounds times, so that all paths see the same machine
+// conditions, and returns each path's values per figure in round order.
+// An optional path's failed round is noted in gaps and left out.
+func alternating(rounds int, paths []benchPath, gaps *gaps, route func(benchPath) error, measure func() (map[string]float64, error)) (map[string]map[string][]float64, error) {
 	got := map[string]map[string][]float64{}
-	for range rounds {
+	for i := range rounds {
 		for _, p := range paths {
-			if err := routeTo(l, p); err != nil {
+			if err := route(p); err != nil {
 				return nil, err
 			}
-			m, err := measure(l, self)
+			m, err := measure()
 			if err != nil {
+				if gaps.tolerate(p, fmt.Sprintf("round %d", i+1), err) {
+					continue
+				}
 				return nil, fmt.Errorf("%s path: %w", p.name, err)
 			}
 			if got[p.name] == nil {
