@@ -96,7 +96,7 @@ func bench(tunwall, ref, out string) error {
 	defer tw.Stop(10 * time.Second)
 	l.Unroute()
 	paths := []benchPath{{name: "kernel"}, {name: "tunwall", dev: "twbench", gw: tw}}
-	var gaps gaps
+	var missing gaps
 	if ref != "" {
 		rg, err := l.Start([]string{ref, "run", "-tun", "twref"}, filepath.Join(filepath.Dir(b.log), "refgw.log"), "twref")
 		if err != nil {
@@ -111,7 +111,7 @@ func bench(tunwall, ref, out string) error {
 		if err := routeTo(l, p); err != nil {
 			return err
 		}
-		m, err := measure(l, self, p.gw, func(key string, err error) bool { return gaps.tolerate(p, key, err) })
+		m, err := measure(l, self, p.gw, func(key string, err error) bool { return missing.tolerate(p, key, err) })
 		if err != nil {
 			return fmt.Errorf("%s path: %w", p.name, err)
 		}
@@ -120,7 +120,7 @@ func bench(tunwall, ref, out string) error {
 	fmt.Println("latency and connection rate, alternating paths ...")
 	rounds := map[string]map[string][]float64{} // figure -> path -> each round's value
 	for _, m := range []measurement{latency, connRate} {
-		got, err := alternating(3, paths, &gaps, func(p benchPath) error { return routeTo(l, p) }, func() (map[string]float64, error) { return m(l, self) })
+		got, err := alternating(3, paths, &missing, func(p benchPath) error { return routeTo(l, p) }, func() (map[string]float64, error) { return m(l, self) })
 		if err != nil {
 			return err
 		}
@@ -141,7 +141,7 @@ func bench(tunwall, ref, out string) error {
 	}
 	table := combine(figs["kernel"], figs["tunwall"], figs["reference"])
 	printTable(os.Stdout, table, ref != "")
-	for _, g := range gaps.list {
+	for _, g := range missing.list {
 		fmt.Printf("not measured: %s\n", g)
 	}
 	var data bytes.Buffer
@@ -152,8 +152,8 @@ func bench(tunwall, ref, out string) error {
 		"date": time.Now().UTC().Format(time.RFC3339), "figures": table, "rounds": rounds,
 		"method": "3 namespaces, veth, 1500 MTU; iperf3 " + iperfSeconds + "s; 1-byte ping-pong x" + rrCount + " and crr " + crrWorkers + " clients closing by RST for " + crrSeconds + "s, each the median of 3 rounds per path, paths alternating",
 	}
-	if len(gaps.list) > 0 {
-		doc["not_measured"] = gaps.list
+	if len(missing.list) > 0 {
+		doc["not_measured"] = missing.list
 	}
 	enc.Encode(doc)
 	return os.WriteFile(out, data.Bytes(), 0o644)
@@ -305,8 +305,8 @@ type measurement func(l *lab.Lab, self string) (map[string]float64, error)
 // alternating runs measure on each path in turn (route points the
 // client at it), rounds times, so that all paths see the same machine
 // conditions, and returns each path's values per figure in round order.
-// An optional path's failed round is noted in gaps and left out.
-func alternating(rounds int, paths []benchPath, gaps *gaps, route func(benchPath) error, measure func() (map[string]float64, error)) (map[string]map[string][]float64, error) {
+// An optional path's failed round is noted in missing and left out.
+func alternating(rounds int, paths []benchPath, missing *gaps, route func(benchPath) error, measure func() (map[string]float64, error)) (map[string]map[string][]float64, error) {
 	got := map[string]map[string][]float64{}
 	for i := range rounds {
 		for _, p := range paths {
@@ -315,7 +315,7 @@ func alternating(rounds int, paths []benchPath, gaps *gaps, route func(benchPath
 			}
 			m, err := measure()
 			if err != nil {
-				if gaps.tolerate(p, fmt.Sprintf("round %d", i+1), err) {
+				if missing.tolerate(p, fmt.Sprintf("round %d", i+1), err) {
 					continue
 				}
 				return nil, fmt.Errorf("%s path: %w", p.name, err)
