@@ -144,7 +144,8 @@ func TestMaxFlowsPerSource(t *testing.T) {
 		}
 		c.SetDeadline(time.Now().Add(3 * time.Second))
 		b := []byte{1}
-		if _, err := c.Write(b); err == nil {
+		_, err = c.Write(b)
+		if err == nil {
 			_, err = io.ReadFull(c, b)
 		}
 		if err != nil {

@@ -554,13 +554,11 @@ func startTraffic(t *testing.T, l *lab.Lab, d time.Duration) (wait func() map[st
 	if err := spray.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var pings []*os.Process
 	for _, a := range []string{lab.ServerV4, lab.ServerV6, lab.ServerAlt4} {
 		p := l.Cmd(l.Gateway, "ping", "-q", "-i", "0.05", "-w", secs, a)
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
-		pings = append(pings, p.Process)
 		t.Cleanup(func() { p.Process.Kill(); p.Wait() })
 	}
 	t.Cleanup(func() { spray.Process.Kill(); spray.Wait() })
