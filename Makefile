@@ -4,6 +4,7 @@ BIN     := bin
 UNIT    := ./policy/... ./tun/... ./netstack/... ./internal/... ./cmd/...
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X main.version=$(VERSION)
+STATICCHECK := v0.8.2
 
 .PHONY: build test unit e2e bench ab demo lint fuzz clean
 
@@ -42,6 +43,9 @@ lint:
 	$(GO) vet ./...
 	GOOS=darwin $(GO) vet ./...
 	GOOS=windows $(GO) vet ./...
+	@if command -v staticcheck >/dev/null; then echo staticcheck ./...; staticcheck ./...; \
+	elif [ "$$CI" = true ]; then echo "staticcheck not found (.ci/run installs it)"; exit 1; \
+	else echo "staticcheck not installed, skipped: go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK)"; fi
 
 fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz FuzzParse -fuzztime 60s
