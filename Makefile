@@ -43,7 +43,9 @@ lint:
 	$(GO) vet ./...
 	GOOS=darwin $(GO) vet ./...
 	GOOS=windows $(GO) vet ./...
-	@if command -v staticcheck >/dev/null; then echo staticcheck ./...; staticcheck ./...; \
+	@# On darwin and windows, code only Linux uses is left unused by design (U1000).
+	@if command -v staticcheck >/dev/null; then set -e; echo staticcheck ./...; staticcheck ./...; \
+		for os in darwin windows; do echo "GOOS=$$os staticcheck ./..."; GOOS=$$os staticcheck -checks inherit,-U1000 ./...; done; \
 	elif [ "$$CI" = true ]; then echo "staticcheck not found (.ci/run installs it)"; exit 1; \
 	else echo "staticcheck not installed, skipped: go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK)"; fi
 
