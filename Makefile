@@ -6,7 +6,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := v0.8.2
 
-.PHONY: build test unit e2e bench ab demo lint fuzz clean
+.PHONY: build test unit e2e bench ab demo lint staticcheck fuzz clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/tunwall ./cmd/tunwall
@@ -48,6 +48,10 @@ lint:
 		for os in darwin windows; do echo "GOOS=$$os staticcheck ./..."; GOOS=$$os staticcheck -checks inherit,-U1000 ./...; done; \
 	elif [ "$$CI" = true ]; then echo "staticcheck not found (.ci/run installs it)"; exit 1; \
 	else echo "staticcheck not installed, skipped: go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK)"; fi
+
+# The pinned staticcheck, into .ci/bin (.ci/run puts that on PATH).
+staticcheck:
+	GOBIN=$(CURDIR)/.ci/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK)
 
 fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz FuzzParse -fuzztime 60s
