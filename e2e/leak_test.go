@@ -37,6 +37,15 @@ policy:
     - {name: deny-7010, action: deny, proto: tcp, ports: [7010]}
 `), sock))
 	metrics := unixMetrics(t, sock)
+	// The flows below start all at once. The device's queue towards
+	// tunwall (500 packets by default) is made deep enough to hold them
+	// even while tunwall is slow to read (a race-detector build): a
+	// client's RST lost there would leave its flow open until
+	// limits.tcp_idle, as a lost RST leaves any TCP peer's connection
+	// open, and losses are not what this test is about.
+	if out, err := l.Run(l.Gateway, "ip", "link", "set", "tw0", "txqueuelen", "10000"); err != nil {
+		t.Fatalf("txqueuelen: %v\n%s", err, out)
+	}
 	// Goroutines are counted from before any flow. Descriptors from after
 	// a first flow: app identity opens its sock_diag socket on the first
 	// lookup and keeps it.
@@ -72,6 +81,8 @@ policy:
 	}
 	if !quiet(before, after) {
 		t.Logf("tunwall's descriptors before the flows: %v; after: %v", fds, openFiles(tw.Cmd.Process.Pid))
+		dropped, _ := l.Run(l.Gateway, "cat", "/sys/class/net/tw0/statistics/tx_dropped")
+		t.Logf("packets the device dropped on their way to tunwall: %s", strings.TrimSpace(dropped))
 		for _, k := range []string{"go_goroutines", "process_open_fds", "tunwall_stack_endpoints", `tunwall_flows_active{proto="tcp"}`, `tunwall_flows_active{proto="udp"}`, `tunwall_flows_active{proto="icmp"}`} {
 			t.Errorf("%s: %v before the flows, %v 40 s after them", k, before[k], after[k])
 		}
