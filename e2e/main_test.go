@@ -2,7 +2,8 @@
 // gateway (tunwall) -> server, IPv4 and IPv6, asserting what the client
 // sees and what the flow log says. It needs root, iproute2, ping, setpriv and
 // /dev/net/tun; without them the tests skip, except under CI=true, where
-// they fail.
+// they fail. With TUNWALL_E2E_RACE=1 (make e2e-race) the binaries are built
+// with the race detector, and any report it writes fails the suite.
 package e2e
 
 import (
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,8 +44,20 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	bin = dir
+	build := []string{"build", "-o", dir}
+	var reports string
+	if os.Getenv("TUNWALL_E2E_RACE") == "1" {
+		// The binaries the suite runs are built with the race detector,
+		// and write what it finds to files of their own: the suite fails
+		// on any, whatever the tests saw.
+		build = append(build, "-race")
+		if reports, err = raceReports(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
 	for _, pkg := range []string{"../cmd/tunwall", "./cmd/twlab"} {
-		out, err := exec.Command("go", "build", "-o", dir, pkg).CombinedOutput()
+		out, err := exec.Command("go", append(build, pkg)...).CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
 			return 1
@@ -63,7 +77,39 @@ func runMain(m *testing.M) int {
 		}
 	}
 	tearDown()
+	if reports != "" && raceFound(reports) {
+		return 1
+	}
 	return code
+}
+
+// raceReports makes a directory in dir for the race detector's reports,
+// writable by the other users some tests run twlab as, and points GORACE
+// there for every process the suite starts.
+func raceReports(dir string) (string, error) {
+	reports := filepath.Join(dir, "race")
+	if err := os.Mkdir(reports, 0o777); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(reports, 0o1777); err != nil {
+		return "", err
+	}
+	opts := strings.TrimSpace(os.Getenv("GORACE") + " log_path=" + filepath.Join(reports, "report"))
+	return reports, os.Setenv("GORACE", opts)
+}
+
+// raceFound prints the reports the race detector wrote into dir, and
+// reports whether there were any.
+func raceFound(dir string) bool {
+	files, _ := filepath.Glob(filepath.Join(dir, "report.*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		fmt.Fprintf(os.Stderr, "--- race detector report (%s) ---\n%s", filepath.Base(f), b)
+	}
+	if len(files) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the race detector reported %d time(s)\n", len(files))
+	}
+	return len(files) > 0
 }
 
 // setUp builds the lab, starts the services in the server namespace and the
