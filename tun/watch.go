@@ -2,7 +2,7 @@ package tun
 
 import "errors"
 
-// LinkEvent is a change of the device's link that Watch reports.
+// LinkEvent is a change of the device's link that a Watcher reports.
 type LinkEvent int
 
 const (
@@ -23,5 +23,5 @@ func (e LinkEvent) String() string {
 	return "unknown"
 }
 
-// ErrDeleted is what Watch returns once the device has been deleted.
+// ErrDeleted is what Watcher.Run returns once the device has been deleted.
 var ErrDeleted = errors.New("the device was deleted")

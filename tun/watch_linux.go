@@ -4,61 +4,94 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// Watch reports what happens to the device's link until ctx ends: LinkDown
-// when it is set down (the kernel then drops every route through it, and
-// its IPv6 addresses), LinkUp when it is set up again, LinkDeleted when it
-// is deleted, after which Watch returns ErrDeleted. It returns another
-// error if it cannot follow the link.
-func (d *Device) Watch(ctx context.Context, changed func(LinkEvent)) error {
+// Watcher follows the device's link from the moment Watch returns; Run
+// reports what happens to it.
+type Watcher struct {
+	name    string
+	index   int
+	updates chan netlink.LinkUpdate
+	done    chan struct{}
+	close   sync.Once
+
+	mu      sync.Mutex
+	recvErr error // from the subscription
+
+	// The link as it was once subscribed to.
+	up, gone bool
+}
+
+// Watch subscribes to changes of the device's link. Run reports them
+// from then on, so a change made after Watch returns is never missed,
+// however late Run starts. The subscription ends with Run, or with Close
+// if Run never comes.
+func (d *Device) Watch() (*Watcher, error) {
 	link, err := netlink.LinkByName(d.name)
 	if err != nil {
-		return fmt.Errorf("watch %s: %w", d.name, err)
+		return nil, fmt.Errorf("watch %s: %w", d.name, err)
 	}
-	index := link.Attrs().Index
-	updates := make(chan netlink.LinkUpdate, 16)
-	done := make(chan struct{})
-	var mu sync.Mutex
-	var recvErr error
+	return watchLink(d.name, link.Attrs().Index)
+}
+
+func watchLink(name string, index int) (*Watcher, error) {
+	w := &Watcher{name: name, index: index, updates: make(chan netlink.LinkUpdate, 16), done: make(chan struct{}), up: true}
 	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) {
-		mu.Lock()
-		recvErr = errors.Join(recvErr, err)
-		mu.Unlock()
+		w.mu.Lock()
+		w.recvErr = errors.Join(w.recvErr, err)
+		w.mu.Unlock()
 	}}
-	if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
-		return fmt.Errorf("watch %s: %w", d.name, err)
+	if err := netlink.LinkSubscribeWithOptions(w.updates, w.done, opts); err != nil {
+		return nil, fmt.Errorf("watch %s: %w", name, err)
 	}
-	defer func() {
-		close(done)
-		for range updates { // the subscription ends once it is read out
-		}
-	}()
-	// A change between opening the device and subscribing would be missed:
+	// A change between finding the link and subscribing would be missed:
 	// look once more now that changes are followed.
-	if _, err := netlink.LinkByIndex(index); err != nil {
+	link, err := netlink.LinkByIndex(index)
+	switch {
+	case err != nil:
+		w.gone = true
+	case link.Attrs().Flags&net.FlagUp == 0:
+		w.up = false
+	}
+	return w, nil
+}
+
+// Run reports what happens to the link until ctx ends: LinkDown when it
+// is set down (the kernel then drops every route through it, and its
+// IPv6 addresses), or first of all if it was down already when Watch
+// subscribed; LinkUp when it is set up again; LinkDeleted when it is
+// deleted, after which Run returns ErrDeleted. It returns another error
+// if it cannot follow the link.
+func (w *Watcher) Run(ctx context.Context, changed func(LinkEvent)) error {
+	defer w.Close()
+	if w.gone {
 		changed(LinkDeleted)
 		return ErrDeleted
 	}
 	up := true
+	if !w.up {
+		up = false
+		changed(LinkDown)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case u, ok := <-updates:
+		case u, ok := <-w.updates:
 			if !ok {
-				mu.Lock()
-				defer mu.Unlock()
-				if recvErr == nil {
-					recvErr = errors.New("the subscription ended")
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				if w.recvErr == nil {
+					w.recvErr = errors.New("the subscription ended")
 				}
-				return fmt.Errorf("watch %s: %w", d.name, recvErr)
+				return fmt.Errorf("watch %s: %w", w.name, w.recvErr)
 			}
-			if int(u.Index) != index {
+			if int(u.Index) != w.index {
 				continue
 			}
 			switch {
@@ -74,6 +107,15 @@ func (d *Device) Watch(ctx context.Context, changed func(LinkEvent)) error {
 			}
 		}
 	}
+}
+
+// Close ends the subscription. Run does so when it returns.
+func (w *Watcher) Close() {
+	w.close.Do(func() {
+		close(w.done)
+		for range w.updates { // the subscription ends once it is read out
+		}
+	})
 }
 
 // Reconfigure gives the device back the addresses it lost while it was

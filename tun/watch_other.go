@@ -4,11 +4,20 @@ package tun
 
 import "context"
 
-// Watch follows nothing on this platform: it waits for ctx.
-func (d *Device) Watch(ctx context.Context, changed func(LinkEvent)) error {
+// Watcher follows nothing on this platform.
+type Watcher struct{}
+
+// Watch returns a Watcher that reports nothing.
+func (d *Device) Watch() (*Watcher, error) { return &Watcher{}, nil }
+
+// Run waits for ctx.
+func (w *Watcher) Run(ctx context.Context, changed func(LinkEvent)) error {
 	<-ctx.Done()
 	return nil
 }
+
+// Close has nothing to end.
+func (w *Watcher) Close() {}
 
 // Reconfigure has nothing to do on this platform.
 func (d *Device) Reconfigure() error { return nil }

@@ -92,7 +92,16 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	dev, err := tun.Open(cfg.Tun)
+	var watch *tun.Watcher
 	if err == nil {
+		// Followed from now on, so that no change to the device goes
+		// unnoticed: what happens before the watch runs waits for it.
+		var werr error
+		if watch, werr = dev.Watch(); werr != nil {
+			zl.Warn().Err(werr).Msg("device changes not followed: a device set down or deleted goes unnoticed")
+		} else {
+			defer watch.Close()
+		}
 		if err = rt.Attach(dev); err != nil {
 			err = errors.Join(err, dev.Close())
 		}
@@ -147,27 +156,18 @@ func cmdRun(args []string, stderr io.Writer) error {
 		zl.Error().Str("event", "stop").Err(err).Msg("stopped")
 		return err
 	}
-	ready := zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
-		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Bool("app_identity", owners != nil).
-		Strs("routing", rt.Installed()).Str("control", ctl.socket).Int64("buffer_memory", gw.BufferMemory())
-	if ctl.tcp != nil {
-		ready = ready.Str("control_listen", ctl.tcp.Addr().String())
-	}
-	ready.Msg("ready")
-	notify(zl, sdnotify.Ready)
-	if onTerminal(stderr) {
-		printSummary(stderr, setup{cfg: cfg, device: dev.Name(), mtu: dev.MTU(), routing: rt.Installed(),
-			appIdentity: owners != nil, socket: ctl.socket, dashboard: ctl.dashboard})
-	}
-
-	// The run ends at a signal, or when the device is deleted.
+	// The run ends at a signal, or when the device is deleted. All that
+	// runs is started before readiness is reported.
 	runCtx, endRun := context.WithCancel(ctx)
 	defer endRun()
 	var devErr error
 	reloadDone, apiDone, watchDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		err := dev.Watch(runCtx, func(ev tun.LinkEvent) { linkChanged(zl, dev, rt, ev) })
+		if watch == nil {
+			return
+		}
+		err := watch.Run(runCtx, func(ev tun.LinkEvent) { linkChanged(zl, dev, rt, ev) })
 		switch {
 		case errors.Is(err, tun.ErrDeleted):
 			devErr = fmt.Errorf("tun %s was deleted", dev.Name())
@@ -186,6 +186,19 @@ func cmdRun(args []string, stderr io.Writer) error {
 			zl.Error().Err(err).Msg("control API stopped")
 		}
 	}()
+
+	ready := zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
+		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Bool("app_identity", owners != nil).
+		Strs("routing", rt.Installed()).Str("control", ctl.socket).Int64("buffer_memory", gw.BufferMemory())
+	if ctl.tcp != nil {
+		ready = ready.Str("control_listen", ctl.tcp.Addr().String())
+	}
+	ready.Msg("ready")
+	notify(zl, sdnotify.Ready)
+	if onTerminal(stderr) {
+		printSummary(stderr, setup{cfg: cfg, device: dev.Name(), mtu: dev.MTU(), routing: rt.Installed(),
+			appIdentity: owners != nil, socket: ctl.socket, dashboard: ctl.dashboard})
+	}
 
 	<-runCtx.Done()
 	<-reloadDone
