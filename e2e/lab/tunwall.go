@@ -39,7 +39,8 @@ func (l *Lab) StartTunwall(bin, config, logPath, dev string) (*Tunwall, error) {
 // Launch runs "bin run -c config [extra...]" in the gateway namespace with
 // its log (stdout and stderr) written to logPath and waits until device
 // dev is up and tunwall has reported itself ready (READY=1 on
-// $NOTIFY_SOCKET: routing, device and control socket all in place).
+// $NOTIFY_SOCKET: routing, device, its watch and control socket all in
+// place).
 // Routing is the configuration's business.
 func (l *Lab) Launch(bin, config, logPath, dev string, extra ...string) (*Tunwall, error) {
 	args := []string{bin, "run"}
