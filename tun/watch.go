@@ -9,6 +9,7 @@ const (
 	LinkDown    LinkEvent = iota + 1 // set down: no traffic passes, and the kernel dropped its routes
 	LinkUp                           // set up again after LinkDown
 	LinkDeleted                      // deleted: the device is gone for good
+	LinkResumed                      // up, followed again after notifications were lost: it may have been down meanwhile
 )
 
 func (e LinkEvent) String() string {
@@ -19,6 +20,8 @@ func (e LinkEvent) String() string {
 		return "up"
 	case LinkDeleted:
 		return "deleted"
+	case LinkResumed:
+		return "resumed"
 	}
 	return "unknown"
 }

@@ -14,18 +14,31 @@ import (
 // Watcher follows the device's link from the moment Watch returns; Run
 // reports what happens to it.
 type Watcher struct {
-	name    string
-	index   int
+	name  string
+	index int
+
+	mu      sync.Mutex // guards the subscription, which Run may renew
+	sub     *linkSubscription
+	initial linkState // the link as it was once first subscribed to
+}
+
+// linkSubscription is one subscription to the namespace's link changes.
+type linkSubscription struct {
 	updates chan netlink.LinkUpdate
 	done    chan struct{}
-	close   sync.Once
+	ended   bool
 
-	mu      sync.Mutex
-	recvErr error // from the subscription
-
-	// The link as it was once subscribed to.
-	up, gone bool
+	mu  sync.Mutex
+	err error // why it ended, if it did by itself
 }
+
+type linkState int
+
+const (
+	linkUp linkState = iota
+	linkDown
+	linkGone
+)
 
 // Watch subscribes to changes of the device's link. Run reports them
 // from then on, so a change made after Watch returns is never missed,
@@ -40,56 +53,100 @@ func (d *Device) Watch() (*Watcher, error) {
 }
 
 func watchLink(name string, index int) (*Watcher, error) {
-	w := &Watcher{name: name, index: index, updates: make(chan netlink.LinkUpdate, 16), done: make(chan struct{}), up: true}
-	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) {
-		w.mu.Lock()
-		w.recvErr = errors.Join(w.recvErr, err)
-		w.mu.Unlock()
-	}}
-	if err := netlink.LinkSubscribeWithOptions(w.updates, w.done, opts); err != nil {
+	w := &Watcher{name: name, index: index}
+	sub, state, err := w.subscribe()
+	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", name, err)
 	}
-	// A change between finding the link and subscribing would be missed:
-	// look once more now that changes are followed.
-	link, err := netlink.LinkByIndex(index)
+	w.sub, w.initial = sub, state
+	return w, nil
+}
+
+// subscribe starts a subscription and then looks at the link, so that no
+// change after the look is missed.
+func (w *Watcher) subscribe() (*linkSubscription, linkState, error) {
+	sub := &linkSubscription{updates: make(chan netlink.LinkUpdate, 16), done: make(chan struct{})}
+	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) {
+		sub.mu.Lock()
+		sub.err = errors.Join(sub.err, err)
+		sub.mu.Unlock()
+	}}
+	if err := netlink.LinkSubscribeWithOptions(sub.updates, sub.done, opts); err != nil {
+		return nil, 0, err
+	}
+	link, err := netlink.LinkByIndex(w.index)
 	switch {
 	case err != nil:
-		w.gone = true
+		return sub, linkGone, nil
 	case link.Attrs().Flags&net.FlagUp == 0:
-		w.up = false
+		return sub, linkDown, nil
 	}
-	return w, nil
+	return sub, linkUp, nil
+}
+
+// end ends the subscription and waits until it has.
+func (s *linkSubscription) end() {
+	if !s.ended {
+		s.ended = true
+		close(s.done)
+		for range s.updates { // the subscription ends once it is read out
+		}
+	}
 }
 
 // Run reports what happens to the link until ctx ends: LinkDown when it
 // is set down (the kernel then drops every route through it, and its
 // IPv6 addresses), or first of all if it was down already when Watch
 // subscribed; LinkUp when it is set up again; LinkDeleted when it is
-// deleted, after which Run returns ErrDeleted. It returns another error
-// if it cannot follow the link.
+// deleted, after which Run returns ErrDeleted.
+//
+// Notifications can be lost (on a host with heavy interface churn, the
+// kernel drops what the subscription has no room for, and ends it). Run
+// then subscribes again and looks at the link: LinkResumed if it is up,
+// since it may have gone down and up in between. It returns an error
+// only if it cannot subscribe again.
 func (w *Watcher) Run(ctx context.Context, changed func(LinkEvent)) error {
 	defer w.Close()
-	if w.gone {
-		changed(LinkDeleted)
+	up := true
+	report := func(state linkState) bool {
+		switch {
+		case state == linkGone:
+			changed(LinkDeleted)
+			return false
+		case state == linkDown && up:
+			up = false
+			changed(LinkDown)
+		}
+		return true
+	}
+	if !report(w.initial) {
 		return ErrDeleted
 	}
-	up := true
-	if !w.up {
-		up = false
-		changed(LinkDown)
-	}
 	for {
+		w.mu.Lock()
+		updates := w.sub.updates
+		w.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil
-		case u, ok := <-w.updates:
+		case u, ok := <-updates:
 			if !ok {
-				w.mu.Lock()
-				defer w.mu.Unlock()
-				if w.recvErr == nil {
-					w.recvErr = errors.New("the subscription ended")
+				state, err := w.renew()
+				if err != nil {
+					return fmt.Errorf("watch %s: %w", w.name, err)
 				}
-				return fmt.Errorf("watch %s: %w", w.name, w.recvErr)
+				if !report(state) {
+					return ErrDeleted
+				}
+				if state == linkUp {
+					if up {
+						changed(LinkResumed)
+					} else {
+						up = true
+						changed(LinkUp)
+					}
+				}
+				continue
 			}
 			if int(u.Index) != w.index {
 				continue
@@ -109,13 +166,32 @@ func (w *Watcher) Run(ctx context.Context, changed func(LinkEvent)) error {
 	}
 }
 
+// renew replaces a subscription that ended by itself with a new one, and
+// returns the link's state once it is in place.
+func (w *Watcher) renew() (linkState, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old := w.sub
+	old.end()
+	old.mu.Lock()
+	lost := old.err
+	old.mu.Unlock()
+	sub, state, err := w.subscribe()
+	if err != nil {
+		if lost == nil {
+			lost = errors.New("the subscription ended")
+		}
+		return 0, errors.Join(lost, err)
+	}
+	w.sub = sub
+	return state, nil
+}
+
 // Close ends the subscription. Run does so when it returns.
 func (w *Watcher) Close() {
-	w.close.Do(func() {
-		close(w.done)
-		for range w.updates { // the subscription ends once it is read out
-		}
-	})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sub.end()
 }
 
 // Reconfigure gives the device back the addresses it lost while it was

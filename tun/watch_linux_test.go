@@ -17,26 +17,7 @@ import (
 // reported down first; changes made after the watch starts and before
 // Run does are reported by Run, in order; a deletion ends Run.
 func TestWatcherMissesNothing(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the test makes a network namespace with a veth pair")
-	}
-	// This goroutine's thread moves into a namespace of its own, and stays
-	// locked to it: the thread ends with the test.
-	runtime.LockOSThread()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "twwatch0"}, PeerName: "twwatch1"}
-	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	link, err := netlink.LinkByName("twwatch0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	link, _ := testLink(t)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -44,7 +25,7 @@ func TestWatcherMissesNothing(t *testing.T) {
 		}
 	}
 	// Down (as it is made) when the watch starts, then up.
-	w, err := watchLink("twwatch0", link.Attrs().Index)
+	w, err := watchLink(link.Attrs().Name, link.Attrs().Index)
 	must(err)
 	must(netlink.LinkSetUp(link))
 	// Down, up, down again and deleted, all before Run.
@@ -61,4 +42,104 @@ func TestWatcherMissesNothing(t *testing.T) {
 	if !errors.Is(err, ErrDeleted) || !slices.Equal(got, want) {
 		t.Errorf("Run reported %v and returned %v; want %v and ErrDeleted", got, err, want)
 	}
+}
+
+// TestWatcherRenews: when notifications are lost and the subscription
+// ends, Run subscribes again and goes on, reporting LinkResumed for a link
+// that is up (it may have been down meanwhile) and what happens next.
+func TestWatcherRenews(t *testing.T) {
+	link, ns := testLink(t)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(netlink.LinkSetUp(link))
+	w, err := watchLink(link.Attrs().Name, link.Attrs().Index)
+	must(err)
+	events := make(chan LinkEvent, 16)
+	ended := make(chan error, 1)
+	go func() {
+		// Run subscribes again in the namespace it runs in.
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			ended <- err
+			return
+		}
+		ended <- w.Run(context.Background(), func(ev LinkEvent) { events <- ev })
+	}()
+	next := func(want LinkEvent) {
+		t.Helper()
+		select {
+		case ev := <-events:
+			if ev != want {
+				t.Fatalf("Run reported %v, want %v", ev, want)
+			}
+		case <-time.After(5 * time.Second):
+			select {
+			case err := <-ended:
+				t.Fatalf("Run returned %v, want %v reported", err, want)
+			default:
+				t.Fatalf("nothing reported in 5 s, want %v", want)
+			}
+		}
+	}
+	// Each loss is made while the link is up and stays so until Run has
+	// subscribed again: a change made before the old subscription has
+	// ended may still come through it, and then be followed by
+	// LinkResumed as well.
+	w.lose()
+	next(LinkResumed)
+	must(netlink.LinkSetDown(link))
+	next(LinkDown)
+	must(netlink.LinkSetUp(link))
+	next(LinkUp)
+	w.lose()
+	next(LinkResumed)
+	must(netlink.LinkSetDown(link))
+	next(LinkDown)
+	must(netlink.LinkDel(link))
+	next(LinkDeleted)
+	if err := <-ended; !errors.Is(err, ErrDeleted) {
+		t.Errorf("Run returned %v, want ErrDeleted", err)
+	}
+	select {
+	case ev := <-events:
+		t.Errorf("Run reported %v too", ev)
+	default:
+	}
+}
+
+// lose ends the watcher's subscription, as lost notifications do.
+func (w *Watcher) lose() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sub.ended = true
+	close(w.sub.done)
+}
+
+// testLink makes a veth link (down) in a network namespace of the calling
+// goroutine's own: its thread is moved there and stays locked to it, to
+// end with the test.
+func testLink(t *testing.T) (netlink.Link, netns.NsHandle) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the test makes a network namespace with a veth pair")
+	}
+	runtime.LockOSThread()
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "twwatch0"}, PeerName: "twwatch1"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	link, err := netlink.LinkByName("twwatch0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return link, ns
 }

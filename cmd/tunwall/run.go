@@ -257,5 +257,13 @@ func linkChanged(zl zerolog.Logger, dev *tun.Device, rt *tun.Routing, ev tun.Lin
 		e(zerolog.InfoLevel).Msg("device up again: its addresses and tunwall's routes restored")
 	case tun.LinkDeleted:
 		e(zerolog.ErrorLevel).Msg("device deleted")
+	case tun.LinkResumed:
+		// It may have been down meanwhile, which takes routes and
+		// addresses away: put back what is missing.
+		if err := errors.Join(dev.Reconfigure(), rt.Attach(dev)); err != nil {
+			e(zerolog.ErrorLevel).Err(err).Msg("device followed again after lost notifications, but its addresses or routes could not be restored")
+			return
+		}
+		e(zerolog.WarnLevel).Msg("device notifications were lost; followed again, its addresses and tunwall's routes checked")
 	}
 }
