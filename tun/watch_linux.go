@@ -75,9 +75,13 @@ func (w *Watcher) subscribe() (*linkSubscription, linkState, error) {
 		return nil, 0, err
 	}
 	link, err := netlink.LinkByIndex(w.index)
+	var notFound netlink.LinkNotFoundError
 	switch {
-	case err != nil:
+	case errors.As(err, &notFound):
 		return sub, linkGone, nil
+	case err != nil:
+		sub.end()
+		return nil, 0, err
 	case link.Attrs().Flags&net.FlagUp == 0:
 		return sub, linkDown, nil
 	}

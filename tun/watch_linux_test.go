@@ -15,7 +15,8 @@ import (
 
 // TestWatcherMissesNothing: a link already down when the watch starts is
 // reported down first; changes made after the watch starts and before
-// Run does are reported by Run, in order; a deletion ends Run.
+// Run does are reported by Run, in order; a deletion ends Run, and a link
+// already gone is reported deleted at once.
 func TestWatcherMissesNothing(t *testing.T) {
 	link, _ := testLink(t)
 	must := func(err error) {
@@ -41,6 +42,15 @@ func TestWatcherMissesNothing(t *testing.T) {
 	want := []LinkEvent{LinkDown, LinkUp, LinkDown, LinkUp, LinkDown, LinkDeleted}
 	if !errors.Is(err, ErrDeleted) || !slices.Equal(got, want) {
 		t.Errorf("Run reported %v and returned %v; want %v and ErrDeleted", got, err, want)
+	}
+
+	// A link gone by the time of the watch is reported deleted at once.
+	w, err = watchLink(link.Attrs().Name, link.Attrs().Index)
+	must(err)
+	got = nil
+	err = w.Run(ctx, func(ev LinkEvent) { got = append(got, ev) })
+	if want := []LinkEvent{LinkDeleted}; !errors.Is(err, ErrDeleted) || !slices.Equal(got, want) {
+		t.Errorf("for a link already gone, Run reported %v and returned %v; want %v and ErrDeleted", got, err, want)
 	}
 }
 
