@@ -112,7 +112,10 @@ func (s *linkSubscription) end() {
 func (w *Watcher) Run(ctx context.Context, changed func(LinkEvent)) error {
 	defer w.Close()
 	up := true
-	report := func(state linkState) bool {
+	// follow reports the link's state if it changed; an up link looked at
+	// after a renewal is LinkResumed even if it was up. It reports false
+	// once the link is gone.
+	follow := func(state linkState, renewed bool) bool {
 		switch {
 		case state == linkGone:
 			changed(LinkDeleted)
@@ -120,10 +123,15 @@ func (w *Watcher) Run(ctx context.Context, changed func(LinkEvent)) error {
 		case state == linkDown && up:
 			up = false
 			changed(LinkDown)
+		case state == linkUp && !up:
+			up = true
+			changed(LinkUp)
+		case state == linkUp && renewed:
+			changed(LinkResumed)
 		}
 		return true
 	}
-	if !report(w.initial) {
+	if !follow(w.initial, false) {
 		return ErrDeleted
 	}
 	for {
@@ -134,37 +142,22 @@ func (w *Watcher) Run(ctx context.Context, changed func(LinkEvent)) error {
 		case <-ctx.Done():
 			return nil
 		case u, ok := <-updates:
-			if !ok {
-				state, err := w.renew()
-				if err != nil {
+			state, renewed := linkUp, !ok
+			switch {
+			case renewed:
+				var err error
+				if state, err = w.renew(); err != nil {
 					return fmt.Errorf("watch %s: %w", w.name, err)
 				}
-				if !report(state) {
-					return ErrDeleted
-				}
-				if state == linkUp {
-					if up {
-						changed(LinkResumed)
-					} else {
-						up = true
-						changed(LinkUp)
-					}
-				}
+			case int(u.Index) != w.index:
 				continue
-			}
-			if int(u.Index) != w.index {
-				continue
-			}
-			switch {
 			case u.Header.Type == unix.RTM_DELLINK:
-				changed(LinkDeleted)
+				state = linkGone
+			case u.Flags&unix.IFF_UP == 0:
+				state = linkDown
+			}
+			if !follow(state, renewed) {
 				return ErrDeleted
-			case u.Flags&unix.IFF_UP == 0 && up:
-				up = false
-				changed(LinkDown)
-			case u.Flags&unix.IFF_UP != 0 && !up:
-				up = true
-				changed(LinkUp)
 			}
 		}
 	}

@@ -249,21 +249,22 @@ func linkChanged(zl zerolog.Logger, dev *tun.Device, rt *tun.Routing, ev tun.Lin
 	switch ev {
 	case tun.LinkDown:
 		e(zerolog.WarnLevel).Msg("device set down: nothing passes, and the kernel dropped the routes through it")
-	case tun.LinkUp:
+	case tun.LinkUp, tun.LinkResumed:
+		// Down took the device's routes and IPv6 addresses away (after lost
+		// notifications, it may have been down meanwhile): put back what
+		// is missing.
+		level, done, failed := zerolog.InfoLevel, "device up again: its addresses and tunwall's routes restored",
+			"device up again, but its addresses or routes could not be restored"
+		if ev == tun.LinkResumed {
+			level, done, failed = zerolog.WarnLevel, "device notifications were lost; followed again, its addresses and tunwall's routes checked",
+				"device followed again after lost notifications, but its addresses or routes could not be restored"
+		}
 		if err := errors.Join(dev.Reconfigure(), rt.Attach(dev)); err != nil {
-			e(zerolog.ErrorLevel).Err(err).Msg("device up again, but its addresses or routes could not be restored")
+			e(zerolog.ErrorLevel).Err(err).Msg(failed)
 			return
 		}
-		e(zerolog.InfoLevel).Msg("device up again: its addresses and tunwall's routes restored")
+		e(level).Msg(done)
 	case tun.LinkDeleted:
 		e(zerolog.ErrorLevel).Msg("device deleted")
-	case tun.LinkResumed:
-		// It may have been down meanwhile, which takes routes and
-		// addresses away: put back what is missing.
-		if err := errors.Join(dev.Reconfigure(), rt.Attach(dev)); err != nil {
-			e(zerolog.ErrorLevel).Err(err).Msg("device followed again after lost notifications, but its addresses or routes could not be restored")
-			return
-		}
-		e(zerolog.WarnLevel).Msg("device notifications were lost; followed again, its addresses and tunwall's routes checked")
 	}
 }
