@@ -19,21 +19,15 @@ import (
 // already gone is reported deleted at once.
 func TestWatcherMissesNothing(t *testing.T) {
 	link, _ := testLink(t)
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	// Down (as it is made) when the watch starts, then up.
 	w, err := watchLink(link.Attrs().Name, link.Attrs().Index)
-	must(err)
-	must(netlink.LinkSetUp(link))
+	must(t, err)
+	must(t, netlink.LinkSetUp(link))
 	// Down, up, down again and deleted, all before Run.
-	must(netlink.LinkSetDown(link))
-	must(netlink.LinkSetUp(link))
-	must(netlink.LinkSetDown(link))
-	must(netlink.LinkDel(link))
+	must(t, netlink.LinkSetDown(link))
+	must(t, netlink.LinkSetUp(link))
+	must(t, netlink.LinkSetDown(link))
+	must(t, netlink.LinkDel(link))
 
 	var got []LinkEvent
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -46,7 +40,7 @@ func TestWatcherMissesNothing(t *testing.T) {
 
 	// A link gone by the time of the watch is reported deleted at once.
 	w, err = watchLink(link.Attrs().Name, link.Attrs().Index)
-	must(err)
+	must(t, err)
 	got = nil
 	err = w.Run(ctx, func(ev LinkEvent) { got = append(got, ev) })
 	if want := []LinkEvent{LinkDeleted}; !errors.Is(err, ErrDeleted) || !slices.Equal(got, want) {
@@ -59,15 +53,9 @@ func TestWatcherMissesNothing(t *testing.T) {
 // that is up (it may have been down meanwhile) and what happens next.
 func TestWatcherRenews(t *testing.T) {
 	link, ns := testLink(t)
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(netlink.LinkSetUp(link))
+	must(t, netlink.LinkSetUp(link))
 	w, err := watchLink(link.Attrs().Name, link.Attrs().Index)
-	must(err)
+	must(t, err)
 	events := make(chan LinkEvent, 16)
 	ended := make(chan error, 1)
 	go func() {
@@ -101,15 +89,15 @@ func TestWatcherRenews(t *testing.T) {
 	// LinkResumed as well.
 	w.lose()
 	next(LinkResumed)
-	must(netlink.LinkSetDown(link))
+	must(t, netlink.LinkSetDown(link))
 	next(LinkDown)
-	must(netlink.LinkSetUp(link))
+	must(t, netlink.LinkSetUp(link))
 	next(LinkUp)
 	w.lose()
 	next(LinkResumed)
-	must(netlink.LinkSetDown(link))
+	must(t, netlink.LinkSetDown(link))
 	next(LinkDown)
-	must(netlink.LinkDel(link))
+	must(t, netlink.LinkDel(link))
 	next(LinkDeleted)
 	if err := <-ended; !errors.Is(err, ErrDeleted) {
 		t.Errorf("Run returned %v, want ErrDeleted", err)
@@ -118,6 +106,13 @@ func TestWatcherRenews(t *testing.T) {
 	case ev := <-events:
 		t.Errorf("Run reported %v too", ev)
 	default:
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
