@@ -21,6 +21,9 @@ func flags(name string, args []string, required bool, more ...flagDef) (path str
 		return "", nil, usageError{fmt.Errorf("%s: %w", name, err)}
 	}
 	if required && path == "" {
+		if fs.NArg() > 0 {
+			return "", nil, usageError{fmt.Errorf("%s: -c FILE is required (tunwall %s -c %s)", name, name, fs.Arg(0))}
+		}
 		return "", nil, usageError{fmt.Errorf("%s: -c FILE is required", name)}
 	}
 	return path, fs.Args(), nil
@@ -71,8 +74,8 @@ func configOnly(name string, args []string, required bool, more ...flagDef) (*po
 	if err != nil {
 		return nil, err
 	}
-	if len(rest) > 0 {
-		return nil, usageError{fmt.Errorf("%s: unexpected arguments %q", name, rest)}
+	if err := noArgs(name, rest); err != nil {
+		return nil, err
 	}
 	return loadConfig(path)
 }
@@ -83,8 +86,8 @@ func cmdCheck(args []string, stdout io.Writer) error {
 		return err
 	}
 	path := cfg.Source
-	fmt.Fprintf(stdout, "%s: ok (%d rules, default %s, tun %s, routing %s)\n",
-		path, cfg.Policy.Len(), cfg.Policy.Default(), cfg.Tun.Name, cfg.Routing.Mode)
+	fmt.Fprintf(stdout, "%s: ok (%s, default %s, tun %s, routing %s)\n",
+		path, count(cfg.Policy.Len(), "rule"), cfg.Policy.Default(), cfg.Tun.Name, cfg.Routing.Mode)
 	for _, l := range cfg.Lists {
 		fmt.Fprintf(stdout, "list %s: %s: %d addresses, %d domains", l.Name, l.File, l.Addrs, l.Domains)
 		if l.Skipped > 0 {

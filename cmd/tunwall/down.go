@@ -15,8 +15,8 @@ func cmdDown(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 {
-		return usageError{fmt.Errorf("down: unexpected arguments %q", rest)}
+	if err := noArgs("down", rest); err != nil {
+		return err
 	}
 	sweepStatus() // status files of killed tunwalls
 	table := 0

@@ -19,7 +19,7 @@ func cmdExplain(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(rest) != 3 {
-		return usageError{fmt.Errorf("explain: want PROTO SRC DST[:PORT], got %d arguments", len(rest))}
+		return usageError{fmt.Errorf("explain: want PROTO SRC DST[:PORT], got %s", count(len(rest), "argument"))}
 	}
 	f, err := parseFlow(rest[0], rest[1], rest[2])
 	if err != nil {

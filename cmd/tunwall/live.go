@@ -128,7 +128,7 @@ func printFlows(w io.Writer, flows []control.Flow) {
 			bytesText(f.BytesOut), bytesText(f.BytesIn), ago(now.Sub(start)), ago(time.Duration(f.IdleMS)*time.Millisecond))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "%d live flows\n", len(flows))
+	fmt.Fprintf(w, "%s\n", count(len(flows), "live flow"))
 }
 
 // cmdDenied prints the recent refusals.

@@ -54,7 +54,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "capture":
 		err = cmdCapture(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, versionString())
+		if err = noArgs("version", args[1:]); err == nil {
+			fmt.Fprintln(stdout, versionString())
+		}
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -69,6 +71,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	return exitRuntime
+}
+
+// count is "1 flow", "2 flows": n and the noun, plural unless n is 1.
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 const usage = `usage:

@@ -57,11 +57,7 @@ func printSummary(w io.Writer, s setup) {
 	if p.Monitor() {
 		enforce = "monitor mode: verdicts are logged, nothing is refused"
 	}
-	rules := "rules"
-	if p.Len() == 1 {
-		rules = "rule"
-	}
-	line("policy", "%d %s, default %s, %s", p.Len(), rules, p.Default(), enforce)
+	line("policy", "%s, default %s, %s", count(p.Len(), "rule"), p.Default(), enforce)
 	line("", "from %s (hash %s)", cfg.Source, cfg.Hash)
 	for _, l := range cfg.Lists {
 		line("list", "%s: %d addresses, %d domains from %s", l.Name, l.Addrs, l.Domains, l.File)

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestUsageErrors: commands given the wrong arguments exit 2 and say what
+// was wrong, before doing anything.
+func TestUsageErrors(t *testing.T) {
+	one := filepath.Join(t.TempDir(), "one.yaml")
+	if err := os.WriteFile(one, []byte("policy:\n  default: deny\n  rules:\n    - {name: web, action: allow, proto: tcp, ports: [443]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{nil, 2, "", "usage:"},
+		{[]string{"bogus"}, 2, "", `unknown command "bogus"`},
+		{[]string{"check"}, 2, "", "check: -c FILE is required\n"},
+		{[]string{"check", one}, 2, "", "check: -c FILE is required (tunwall check -c " + one + ")"},
+		{[]string{"check", "-c", one, "extra"}, 2, "", `check: unexpected arguments ["extra"]`},
+		{[]string{"check", "-c", one}, 0, "ok (1 rule, default deny", ""},
+		{[]string{"down", "extra"}, 2, "", `down: unexpected arguments ["extra"]`},
+		{[]string{"version", "extra"}, 2, "", `version: unexpected arguments ["extra"]`},
+		{[]string{"version"}, 0, "tunwall ", ""},
+		{[]string{"explain", "tcp"}, 2, "", "got 1 argument\n"},
+		{[]string{"explain", "tcp", "10.0.0.2"}, 2, "", "got 2 arguments\n"},
+	} {
+		code, out, errOut := cli(tc.args...)
+		if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errOut, tc.stderr) {
+			t.Errorf("tunwall %s: exit %d, stdout %q, stderr %q; want %d, %q, %q",
+				strings.Join(tc.args, " "), code, out, errOut, tc.code, tc.stdout, tc.stderr)
+		}
+	}
+}
