@@ -65,8 +65,8 @@ func writeConfig(t *testing.T, path, config string) {
 // reload event is logged, while a transfer started before it goes on and
 // completes with the right hash (on_reload: keep); a file with an error
 // keeps the running policy and says where the error is, from the watcher
-// and from "tunwall reload"; "tunwall reload" of a fixed file brings the
-// change back.
+// and from "tunwall reload"; so does a file cut to zero bytes; "tunwall
+// reload" of a fixed file brings the change back.
 func TestReload(t *testing.T) {
 	l := routedLab(t, "twr")
 	path := filepath.Join(t.TempDir(), "tunwall.yaml")
@@ -122,6 +122,20 @@ func TestReload(t *testing.T) {
 	out, err := l.Run(l.Gateway, filepath.Join(bin, "tunwall"), "reload", "-c", path)
 	if code := exitCode(err); code != 2 || !strings.Contains(out, path+":9:") {
 		t.Errorf("tunwall reload of the broken file: exit %d, output %q; want 2 and the error", code, out)
+	}
+
+	// Cut to zero bytes in place, as a failed write leaves it: not read as
+	// "deny, no rules"; the running policy stays.
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	ev = reloadEvent(t, tw.Log, 4) // 3 was "tunwall reload" of the broken file
+	if ev["ok"] != false || ev.str("trigger") != "file" || !strings.Contains(ev.str("error"), path+": the file has 0 bytes") {
+		t.Errorf("reload of a file cut to 0 bytes: %v, want ok false and the reason", ev)
+	}
+	wantOK(t, probe(t, l, l.Gateway, 0, "tcp", hostPort(lab.ServerV4, "7001")), "tcp 7001 after a file was cut to 0 bytes")
+	if r := probe(t, l, l.Gateway, 0, "tcp", web); r.OK || r.Errno != "ECONNREFUSED" {
+		t.Errorf("tcp 8080 after a file was cut to 0 bytes: %+v, want the old policy's ECONNREFUSED", r)
 	}
 
 	// Fixed, and reloaded by command.

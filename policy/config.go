@@ -9,6 +9,7 @@ import (
 type Config struct {
 	Source  string // file name, or "(embedded default)"
 	Hash    string // short SHA-256 of the file's bytes, for the start event
+	Size    int    // the file's length in bytes
 	Tun     TunConfig
 	Routing RoutingConfig
 	Egress  EgressConfig
@@ -19,6 +20,20 @@ type Config struct {
 	DNS     DNSConfig
 	Control ControlConfig
 	Capture CaptureConfig
+}
+
+// ZeroBytes returns an error if c was read from a file of zero bytes, not
+// even a comment in it. Such a file means all defaults at a start (deny,
+// no rules), but a config file that drops to zero bytes under a running
+// tunwall is more likely a write in progress or a failed one (a full disk,
+// an aborted copy) than a decision, so a reload refuses it. (A list with
+// no entries is an error at any time.)
+func (c *Config) ZeroBytes() Errors {
+	if c.Size > 0 || c.Source == DefaultSource {
+		return nil
+	}
+	return Errors{{File: c.Source, Msg: "the file has 0 bytes, taken for a write in progress or a failed one;" +
+		" a file meant to hold only defaults needs at least a comment line"}}
 }
 
 // CaptureConfig bounds packet captures taken from the running gateway.

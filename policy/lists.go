@@ -146,6 +146,7 @@ func loadList(name, file string, lenient bool) (*List, Errors) {
 // parseList compiles the text of a list file; see loadList.
 func parseList(name, file, text string, lenient bool) (*List, Errors) {
 	l := &List{Name: name, File: file, addrs: new(bart.Lite)}
+	text = strings.TrimPrefix(text, string(utf8BOM))
 	var errs Errors
 	bad := func(line int, format string, args ...any) {
 		if lenient {

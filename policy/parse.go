@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
@@ -16,6 +17,10 @@ import (
 
 //go:embed default.yaml
 var defaultYAML []byte
+
+// utf8BOM is the byte order mark some editors write at the start of a
+// UTF-8 file. Config and list files may start with one; it is skipped.
+var utf8BOM = []byte("\ufeff")
 
 // DefaultSource names the embedded default configuration in errors and logs.
 const DefaultSource = "(embedded default)"
@@ -49,7 +54,7 @@ func Parse(name string, data []byte) (cfg *Config, err error) {
 }
 
 func parse(name string, data []byte) (*Config, error) {
-	f, err := parser.ParseBytes(data, 0)
+	f, err := parser.ParseBytes(bytes.TrimPrefix(data, utf8BOM), 0)
 	if err != nil {
 		return nil, Errors{yamlError(name, err)}
 	}
@@ -79,6 +84,7 @@ func parse(name string, data []byte) (*Config, error) {
 		return nil, v.errs
 	}
 	cfg.Source = name
+	cfg.Size = len(data)
 	sum := sha256.Sum256(data)
 	cfg.Hash = hex.EncodeToString(sum[:8])
 	return cfg, nil

@@ -153,6 +153,11 @@ func (r *reloader) reload(trigger string) error {
 	} else {
 		cfg, err = policy.Load(r.path)
 	}
+	if err == nil {
+		if zero := cfg.ZeroBytes(); len(zero) > 0 {
+			err = zero // taken for a failed write, not for "deny, no rules"
+		}
+	}
 	if err != nil {
 		r.log.Error().Str("event", "reload").Str("trigger", trigger).Bool("ok", false).Err(err).
 			Msg("reload failed; the running policy stays")
