@@ -88,6 +88,9 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	path := cfg.Source
 	fmt.Fprintf(stdout, "%s: ok (%s, default %s, tun %s, routing %s)\n",
 		path, count(cfg.Policy.Len(), "rule"), cfg.Policy.Default(), cfg.Tun.Name, cfg.Routing.Mode)
+	if cfg.ZeroBytes() != nil {
+		fmt.Fprintln(stdout, "note: the file has 0 bytes: a start takes it for all defaults, a reload refuses it (add a comment line)")
+	}
 	for _, l := range cfg.Lists {
 		fmt.Fprintf(stdout, "list %s: %s: %d addresses, %d domains", l.Name, l.File, l.Addrs, l.Domains)
 		if l.Skipped > 0 {

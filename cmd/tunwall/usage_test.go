@@ -14,6 +14,10 @@ func TestUsageErrors(t *testing.T) {
 	if err := os.WriteFile(one, []byte("policy:\n  default: deny\n  rules:\n    - {name: web, action: allow, proto: tcp, ports: [443]}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	empty := filepath.Join(t.TempDir(), "empty.yaml")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args   []string
 		code   int
@@ -26,6 +30,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"check", one}, 2, "", "check: -c FILE is required (tunwall check -c " + one + ")"},
 		{[]string{"check", "-c", one, "extra"}, 2, "", `check: unexpected arguments ["extra"]`},
 		{[]string{"check", "-c", one}, 0, "ok (1 rule, default deny", ""},
+		{[]string{"check", "-c", empty}, 0, "ok (0 rules, default deny, tun tw0, routing none)\nnote: the file has 0 bytes", ""},
 		{[]string{"down", "extra"}, 2, "", `down: unexpected arguments ["extra"]`},
 		{[]string{"version", "extra"}, 2, "", `version: unexpected arguments ["extra"]`},
 		{[]string{"version"}, 0, "tunwall ", ""},
