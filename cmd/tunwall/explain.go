@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/tunwall/tunwall/policy"
 )
@@ -139,6 +140,10 @@ func parseEndpoint(s string, needPort bool) (netip.AddrPort, error) {
 	}
 	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
 	if err != nil {
+		host, _, _ := strings.Cut(s, ":")
+		if _, name := policy.NormalizeDomain(host); name && strings.Contains(host, ".") && strings.ContainsFunc(host, unicode.IsLetter) {
+			return netip.AddrPort{}, fmt.Errorf("%q is not an address or address:port (for a name, give an address and --domain %s)", s, host)
+		}
 		return netip.AddrPort{}, fmt.Errorf("%q is not an address or address:port", s)
 	}
 	if needPort {

@@ -36,6 +36,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"version"}, 0, "tunwall ", ""},
 		{[]string{"explain", "tcp"}, 2, "", "got 1 argument\n"},
 		{[]string{"explain", "tcp", "10.0.0.2"}, 2, "", "got 2 arguments\n"},
+		{[]string{"explain", "tcp", "10.0.0.2", "example.com:443"}, 2, "", `"example.com:443" is not an address or address:port (for a name, give an address and --domain example.com)`},
+		{[]string{"explain", "tcp", "10.0.0.2", "fe80::zz"}, 2, "", "\"fe80::zz\" is not an address or address:port\n"},
 	} {
 		code, out, errOut := cli(tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errOut, tc.stderr) {
