@@ -68,8 +68,11 @@ policy:
 	if mine.Proto != "tcp" || mine.Dst != hostPort(lab.ServerV4, "7001") || mine.Rule != "default" || !mine.Enforced || mine.UID == nil {
 		t.Errorf("listed flow %+v", mine)
 	}
-	if out, err := run("flows", "--socket", sock); err != nil || !strings.Contains(out, src) || !strings.Contains(out, "live flows") {
+	// The table: a header, a row per flow, and their count.
+	if out, err := run("flows", "--socket", sock); err != nil || !strings.Contains(out, src) {
 		t.Errorf("tunwall flows (table): %v %q", err, out)
+	} else if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) < 3 || lines[len(lines)-1] != countLine(len(lines)-2, "live flow") {
+		t.Errorf("tunwall flows (table) does not end with the count of its rows: %q", out)
 	}
 
 	// Kill it.
@@ -172,4 +175,12 @@ func echoFlow(t *testing.T, l *lab.Lab, ns, line string) (net.Conn, *bufio.Reade
 		}
 	}
 	return c, br
+}
+
+// countLine is how the CLI counts things: "1 live flow", "2 live flows".
+func countLine(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
