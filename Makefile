@@ -61,6 +61,7 @@ staticcheck:
 fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz FuzzParse -fuzztime 60s
 	$(GO) test ./policy -run '^$$' -fuzz FuzzList -fuzztime 30s
+	$(GO) test ./policy -run '^$$' -fuzz FuzzShapes -fuzztime 30s
 	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzDNS$$' -fuzztime 30s
 	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzServerName$$' -fuzztime 30s
 	$(GO) test ./internal/names -run '^$$' -fuzz '^FuzzHTTPHost$$' -fuzztime 30s

@@ -28,7 +28,14 @@ import (
 func TestFlowsLeaveNothing(t *testing.T) {
 	l := routedLab(t, "twk")
 	sock := filepath.Join(t.TempDir(), "control.sock")
-	tw := launch(t, l, fmt.Sprintf(routed("info", `control: {socket: %s}
+	// The flows below start all at once. The device's queue towards
+	// tunwall is made deeper than the default (4096 packets), to hold them
+	// even while tunwall is slow to read (a race-detector build): a
+	// client's RST lost there would leave its flow open until
+	// limits.tcp_idle, as a lost RST leaves any TCP peer's connection
+	// open, and losses are not what this test is about (TestQueueLength
+	// is about them).
+	tw := launch(t, l, fmt.Sprintf(routedTun("info", ", queue_length: 10000", `control: {socket: %s}
 limits: {udp_idle: 1s}
 policy:
   default: allow
@@ -37,15 +44,6 @@ policy:
     - {name: deny-7010, action: deny, proto: tcp, ports: [7010]}
 `), sock))
 	metrics := unixMetrics(t, sock)
-	// The flows below start all at once. The device's queue towards
-	// tunwall (500 packets by default) is made deep enough to hold them
-	// even while tunwall is slow to read (a race-detector build): a
-	// client's RST lost there would leave its flow open until
-	// limits.tcp_idle, as a lost RST leaves any TCP peer's connection
-	// open, and losses are not what this test is about.
-	if out, err := l.Run(l.Gateway, "ip", "link", "set", "tw0", "txqueuelen", "10000"); err != nil {
-		t.Fatalf("txqueuelen: %v\n%s", err, out)
-	}
 	// Goroutines are counted from before any flow. Descriptors from after
 	// a first flow: app identity opens its sock_diag socket on the first
 	// lookup and keeps it.

@@ -41,7 +41,12 @@ func routedLab(t *testing.T, prefix string) *lab.Lab {
 // routed is a config for tw0 routing all of the gateway's traffic (not
 // strict), logging JSON at level, followed by rest.
 func routed(level, rest string) string {
-	return "tun: {name: tw0}\nlog: {level: " + level + ", format: json}\nrouting: {mode: all, strict: false}\n" + rest
+	return routedTun(level, "", rest)
+}
+
+// routedTun is routed with more tun settings (", key: value" each).
+func routedTun(level, tun, rest string) string {
+	return "tun: {name: tw0" + tun + "}\nlog: {level: " + level + ", format: json}\nrouting: {mode: all, strict: false}\n" + rest
 }
 
 // launch writes config to a file and runs tunwall with it in l's gateway

@@ -74,11 +74,26 @@ type DNSConfig struct {
 	CacheSize int
 }
 
+// DefaultQueueLength is tun.queue_length when a config does not set it.
+// The kernel gives a TUN device 500, which a burst of a few hundred new
+// connections overflows: the packets past it are dropped before tunwall
+// sees them, and a client's lost RST leaves its flow open. The queue
+// only fills while tunwall is behind, and holds no memory otherwise.
+const DefaultQueueLength = 4096
+
+// MaxQueueLength is the largest tun.queue_length accepted. The kernel
+// keeps the queue of an open TUN device as one array of pointers, and
+// refuses sizes much above 500,000.
+const MaxQueueLength = 100000
+
 // TunConfig describes the TUN device tunwall creates.
 type TunConfig struct {
 	Name      string
 	MTU       int
 	Addresses []netip.Prefix
+	// QueueLength is how many packets the device holds for tunwall to
+	// read (the link's txqueuelen); more are dropped.
+	QueueLength int
 }
 
 // RoutingConfig says how traffic reaches the TUN device.
@@ -171,9 +186,10 @@ type fileList struct {
 }
 
 type fileTun struct {
-	Name      string   `yaml:"name"`
-	MTU       int      `yaml:"mtu"`
-	Addresses []string `yaml:"addresses"`
+	Name        string   `yaml:"name"`
+	MTU         int      `yaml:"mtu"`
+	Addresses   []string `yaml:"addresses"`
+	QueueLength int      `yaml:"queue_length"`
 }
 
 type fileRouting struct {
@@ -237,9 +253,10 @@ type fileRule struct {
 func defaults() fileConfig {
 	return fileConfig{
 		Tun: fileTun{
-			Name:      "tw0",
-			MTU:       1500,
-			Addresses: []string{"198.18.0.1/30", "fd7a:7475:6e77::1/126"},
+			Name:        "tw0",
+			MTU:         1500,
+			Addresses:   []string{"198.18.0.1/30", "fd7a:7475:6e77::1/126"},
+			QueueLength: DefaultQueueLength,
 		},
 		Routing: fileRouting{Mode: "none", Table: 7475},
 		Egress:  fileEgress{Mark: uint64(0x7475)},

@@ -70,6 +70,9 @@ func parse(name string, data []byte) (*Config, error) {
 		if _, ok := body.(*ast.MappingNode); !ok {
 			return nil, Errors{at(name, body, "the file must be a mapping of sections (tun, routing, egress, limits, log, policy)")}
 		}
+		if errs := shapes(name, body); len(errs) > 0 {
+			return nil, errs
+		}
 		if err := yaml.NodeToValue(body, &wire, yaml.DisallowUnknownField()); err != nil {
 			return nil, Errors{yamlError(name, err)}
 		}

@@ -32,6 +32,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad proto", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: sctp\n", `rule "p": unknown protocol "sctp"`},
 		{"bad tun address", "tun:\n  addresses: [198.18.0.1]\n", `test.yaml:2:15: tun.addresses: "198.18.0.1" is not an address with prefix length`},
 		{"mtu too small", "tun:\n  mtu: 100\n", `test.yaml:2:8: tun.mtu 100 out of range`},
+		{"queue length zero", "tun:\n  queue_length: 0\n", `test.yaml:2:17: tun.queue_length 0 out of range (1-100000 packets)`},
+		{"queue length too long", "tun:\n  queue_length: 1000000\n", `test.yaml:2:17: tun.queue_length 1000000 out of range (1-100000 packets)`},
+		{"queue length not a number", "tun:\n  queue_length: lots\n", `test.yaml:2:17: tun.queue_length: want a whole number, got "lots"`},
 		{"bad duration", "limits:\n  udp_idle: soon\n", `test.yaml:2:13: limits.udp_idle "soon"`},
 		{"negative limit", "limits:\n  max_flows: -1\n", `limits.max_flows must be positive`},
 		{"negative per-source limit", "limits:\n  max_flows_per_source: -5\n", `test.yaml:2:25: limits.max_flows_per_source must be positive, or 0 for no limit, got -5`},
@@ -76,7 +79,7 @@ func TestParseErrors(t *testing.T) {
 		{"tiny buffer memory", "limits:\n  buffer_memory: 64KiB\n", `test.yaml:2:18: limits.buffer_memory 64KiB is below 1MiB`},
 		{"bad snaplen", "capture:\n  snaplen: 10\n", `test.yaml:2:12: capture.snaplen 10: want 64-262144`},
 		{"syntax error", "policy:\n  rules: [\n", `test.yaml:2:`},
-		{"type error", "tun:\n  mtu: [1]\n", `test.yaml:2:8:`},
+		{"type error", "tun:\n  mtu: [1]\n", `test.yaml:2:8: tun.mtu: want a whole number, got a list`},
 		{"not a mapping", "- a\n- b\n", `test.yaml:1:1: the file must be a mapping`},
 		{"duplicate key", "tun:\n  mtu: 1500\n  mtu: 1400\n", `test.yaml:3:3:`},
 	}
@@ -124,7 +127,7 @@ routing:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Tun.Name != "gw9" || cfg.Tun.MTU != 9000 {
+	if cfg.Tun.Name != "gw9" || cfg.Tun.MTU != 9000 || cfg.Tun.QueueLength != DefaultQueueLength {
 		t.Errorf("tun = %+v", cfg.Tun)
 	}
 	want := []netip.Prefix{netip.MustParsePrefix("198.18.0.1/30"), netip.MustParsePrefix("fd7a:7475:6e77::1/126")}
@@ -150,7 +153,7 @@ func TestEmptyFileIsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Tun.Name != "tw0" || cfg.Egress.Mark != 0x7475 {
+	if cfg.Tun.Name != "tw0" || cfg.Egress.Mark != 0x7475 || cfg.Tun.QueueLength != 4096 {
 		t.Errorf("cfg = %+v", cfg)
 	}
 }

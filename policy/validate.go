@@ -84,12 +84,15 @@ func (v *validator) config(w *fileConfig) *Config {
 }
 
 func (v *validator) tun(w *fileTun) TunConfig {
-	c := TunConfig{Name: w.Name, MTU: w.MTU}
+	c := TunConfig{Name: w.Name, MTU: w.MTU, QueueLength: w.QueueLength}
 	if err := checkIfName(w.Name); err != nil {
 		v.errorf("$.tun.name", "tun.name: %v", err)
 	}
 	if w.MTU < 576 || w.MTU > 65535 {
 		v.errorf("$.tun.mtu", "tun.mtu %d out of range (576-65535)", w.MTU)
+	}
+	if w.QueueLength < 1 || w.QueueLength > MaxQueueLength {
+		v.errorf("$.tun.queue_length", "tun.queue_length %d out of range (1-%d packets)", w.QueueLength, MaxQueueLength)
 	}
 	if len(w.Addresses) == 0 {
 		v.errorf("$.tun.addresses", "tun.addresses: at least one address is required")

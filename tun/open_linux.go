@@ -43,6 +43,13 @@ func configure(d *Device, cfg policy.TunConfig) error {
 		return fmt.Errorf("find tun %s: %w", d.name, err)
 	}
 	d.index = link.Attrs().Index
+	if cfg.QueueLength > 0 {
+		// The device is open, so the kernel resizes its queue (and may
+		// refuse a size it cannot allocate).
+		if err := netlink.LinkSetTxQLen(link, cfg.QueueLength); err != nil {
+			return fmt.Errorf("set the queue length of %s to %d: %w", d.name, cfg.QueueLength, err)
+		}
+	}
 	if err := addAddresses(link, d.name, cfg.Addresses); err != nil {
 		return err
 	}

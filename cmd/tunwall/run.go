@@ -187,7 +187,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		}
 	}()
 
-	ready := zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).
+	ready := zl.Info().Str("event", "ready").Str("tun", dev.Name()).Int("mtu", dev.MTU()).Int("queue_length", cfg.Tun.QueueLength).
 		Bool("tso", dev.CanOffloadTCP()).Int("batch", dev.BatchSize()).Bool("app_identity", owners != nil).
 		Strs("routing", rt.Installed()).Str("control", ctl.socket).Int64("buffer_memory", gw.BufferMemory())
 	if ctl.tcp != nil {
