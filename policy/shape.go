@@ -45,28 +45,23 @@ func (s *shaper) walk(n ast.Node, t reflect.Type, label string) {
 		t = t.Elem()
 	}
 	switch t.Kind() {
-	case reflect.Struct:
+	case reflect.Struct, reflect.Map:
 		pairs, ok := mappingPairs(n)
 		if !ok {
-			s.fail(n, sectionName(label), "want settings (key: value lines), got %s", written(n))
+			want := "settings (key: value lines)"
+			if t.Kind() == reflect.Map {
+				want = "entries (name: value lines)"
+			}
+			s.fail(n, sectionName(label), "want %s, got %s", want, written(n))
 			return
 		}
 		for _, p := range pairs {
 			key := keyText(p)
-			f, ok := fieldByTag(t, key)
-			if !ok {
-				continue // unknown key: the library names it
+			if t.Kind() == reflect.Map {
+				s.walk(p.Value, t.Elem(), label+"."+key)
+			} else if f, ok := fieldByTag(t, key); ok { // an unknown key is left to the library
+				s.walk(p.Value, f.Type, child(label, t, key))
 			}
-			s.walk(p.Value, f.Type, child(label, t, key))
-		}
-	case reflect.Map:
-		pairs, ok := mappingPairs(n)
-		if !ok {
-			s.fail(n, sectionName(label), "want entries (name: value lines), got %s", written(n))
-			return
-		}
-		for _, p := range pairs {
-			s.walk(p.Value, t.Elem(), label+"."+keyText(p))
 		}
 	case reflect.Slice:
 		seq, ok := n.(*ast.SequenceNode)
