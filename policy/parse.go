@@ -67,12 +67,17 @@ func parse(name string, data []byte) (*Config, error) {
 		body = f.Docs[0].Body
 	}
 	if body != nil {
+		var errs Errors
+		if body, errs = untagBody(name, body); len(errs) > 0 {
+			return nil, errs
+		}
 		if _, ok := body.(*ast.MappingNode); !ok {
 			return nil, Errors{at(name, body, "the file must be a mapping of sections (tun, routing, egress, limits, log, policy)")}
 		}
-		if errs := shapes(name, body); len(errs) > 0 {
+		if body, errs = shapes(name, body); len(errs) > 0 {
 			return nil, errs
 		}
+		f.Docs[0].Body = body
 		if err := yaml.NodeToValue(body, &wire, yaml.DisallowUnknownField()); err != nil {
 			return nil, Errors{yamlError(name, err)}
 		}

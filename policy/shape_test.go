@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -73,17 +74,151 @@ func TestValueShapes(t *testing.T) {
 func FuzzShapes(f *testing.F) {
 	f.Add([]byte("tun: {mtu: 1500.5, name: [a]}\npolicy: {rules: [{name: a, log: 1}, 5, [x]]}\nlists: {a: 3, b: {lenient: x}}\n"))
 	f.Add([]byte("tun: &t {mtu: *t}\nrouting: !!map {strict: yes}\n"))
+	f.Add([]byte("--- !!map\n!!str tun: {mtu: !!int \"5\", name: !!str}\npolicy: {rules: [{name: !!str 1, ports: [!!float 1, !x 2, &a !!null]}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := parser.ParseBytes(data, 0)
 		if err != nil {
 			return
 		}
 		for _, doc := range file.Docs {
-			for _, e := range shapes("fuzz.yaml", doc.Body) {
+			_, errs := shapes("fuzz.yaml", doc.Body)
+			for _, e := range errs {
 				if e.Line == 0 {
 					t.Fatalf("error without a position: %v", e)
 				}
 			}
 		}
 	})
+}
+
+// TestTags: a YAML core tag on a value it fits is read as if the value had
+// been written without it (!!str making the value text), and any other tag,
+// or a core tag on a value it does not fit, is an error naming the setting.
+func TestTags(t *testing.T) {
+	bad := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"int on a word", "tun:\n  mtu: !!int x\n", []string{`t.yaml:2:8: tun.mtu: "x" does not fit its tag !!int`}},
+		{"bool on a number", "routing:\n  strict: !!bool 1\n", []string{`t.yaml:2:11: routing.strict: 1 does not fit its tag !!bool`}},
+		{"null on a number", "tun:\n  mtu: !!null 5\n", []string{`t.yaml:2:8: tun.mtu: 5 does not fit its tag !!null`}},
+		{"int past the range", "limits:\n  max_flows: !!int 99999999999999999999\n", []string{`t.yaml:2:14: limits.max_flows: 99999999999999999999 is out of range`}},
+		{"int on a fraction", "tun:\n  mtu: !!int \"1500.0\"\n", []string{`t.yaml:2:8: tun.mtu: "1500.0" does not fit its tag !!int`}},
+		{"bool on yes", "routing:\n  strict: !!bool yes\n", []string{`t.yaml:2:11: routing.strict: "yes" does not fit its tag !!bool`}},
+		{"float on a word", "tun:\n  mtu: !!float \"big\"\n", []string{`t.yaml:2:8: tun.mtu: "big" does not fit its tag !!float`}},
+		{"local tag", "tun:\n  name: !env TUN\n", []string{`t.yaml:2:9: tun.name: the tag !env is not supported (write the value without it)`}},
+		{"other core tags", "tun:\n  mtu: !!binary aGk=\nlimits:\n  tcp_idle: !!timestamp 2001-12-14\n", []string{
+			`t.yaml:2:8: tun.mtu: the tag !!binary is not supported (write the value without it)`,
+			`t.yaml:4:13: limits.tcp_idle: the tag !!timestamp is not supported (write the value without it)`,
+		}},
+		{"in a rule's ports", "policy:\n  rules:\n    - {name: web, action: allow, proto: tcp, ports: [80, !x 443]}\n", []string{
+			`t.yaml:3:58: rule "web": ports[1]: the tag !x is not supported (write the value without it)`,
+		}},
+		{"tagged key", "tun:\n  !x mtu: 1400\n", []string{`t.yaml:2:3: tun: the key mtu has the tag !x; write the key without it`}},
+		{"tagged section", "tun: !!seq [1]\n", []string{`t.yaml:1:11: tun: want settings (key: value lines), got a list`}},
+		{"tagged file", "--- !!seq\n- 1\n", []string{`t.yaml:2:1: the file must be a mapping of sections (tun, routing, egress, limits, log, policy)`}},
+		{"file with a local tag", "--- !cfg\ntun: {mtu: 1400}\n", []string{`t.yaml:1:5: the file: the tag !cfg is not supported (write the value without it)`}},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tt.yaml))
+			errs, ok := AsErrors(err)
+			if !ok {
+				t.Fatalf("Parse: %v, want errors %q", err, tt.want)
+			}
+			var got []string
+			for _, e := range errs {
+				got = append(got, e.Error())
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+
+	// The same config written with fitting tags and without any.
+	tagged := `--- !!map
+!!str tun: !!map
+  !!str mtu: !!int 1400
+  name: !!str 0x1f
+  addresses: !!seq [!!str 10.9.0.1/30]
+  queue_length: !!str 1000
+limits:
+  tcp_idle: !!str 30m
+  max_flows: &m !!int 300
+  max_udp_sessions: *m
+  max_pending_tcp: !!int &p 200
+  max_flows_per_source: *p
+routing:
+  strict: !!bool "false"
+  keep_blocked: !!bool TRUE
+egress:
+  mark: !!str 0x10
+policy:
+  default: !!str deny
+  rules:
+    - name: !!str web
+      action: !!str allow
+      proto: !!str tcp
+      ports: [!!int 443, !!str 8000-8100, !!float 80]
+      log: !!bool true
+    - {name: pingers, action: allow, proto: !!str icmp}
+`
+	plain := `tun:
+  mtu: 1400
+  name: "0x1f"
+  addresses: [10.9.0.1/30]
+  queue_length: "1000"
+limits:
+  tcp_idle: 30m
+  max_flows: 300
+  max_udp_sessions: 300
+  max_pending_tcp: 200
+  max_flows_per_source: 200
+routing:
+  strict: false
+  keep_blocked: true
+egress:
+  mark: "0x10"
+policy:
+  default: deny
+  rules:
+    - name: web
+      action: allow
+      proto: tcp
+      ports: [443, 8000-8100, 80]
+      log: true
+    - {name: pingers, action: allow, proto: icmp}
+`
+	got, err := Parse("t.yaml", []byte(tagged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Parse("t.yaml", []byte(plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rules keep the lines they were written on, so the policies are
+	// compared by their verdicts below.
+	p := got.Policy
+	got.Hash, got.Size, got.Policy, want.Hash, want.Size, want.Policy = "", 0, nil, "", 0, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("tagged config read as\n%+v\nwithout tags\n%+v", got, want)
+	}
+	if got.Tun.MTU != 1400 || got.Tun.QueueLength != 1000 || got.Limits.MaxUDPSessions != 300 || got.Limits.MaxFlowsPerSource != 200 || got.Egress.Mark != 16 {
+		t.Errorf("tun %+v, limits %+v, egress %+v", got.Tun, got.Limits, got.Egress)
+	}
+	for _, f := range []struct {
+		flow Flow
+		rule string
+	}{
+		{flow(TCP, "10.9.0.2:5000", "192.0.2.1:8050"), "web"},
+		{flow(TCP, "10.9.0.2:5000", "192.0.2.1:80"), "web"},
+		{flow(TCP, "10.9.0.2:5000", "192.0.2.1:81"), "default"},
+		{flow(ICMP, "10.9.0.2", "192.0.2.1"), "pingers"},
+	} {
+		if v := p.Decide(f.flow); v.Rule != f.rule {
+			t.Errorf("%v: rule %q, want %q", f.flow, v.Rule, f.rule)
+		}
+	}
 }
