@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 
 	"github.com/tunwall/tunwall/policy"
 )
@@ -13,11 +14,15 @@ import (
 // rules and routes that send traffic into the TUN, the strict backstop,
 // and the forwarding settings of a LAN gateway. Every change is written to
 // a state record first, so a crash leaves nothing that "tunwall down"
-// cannot find.
+// cannot find. Its methods may be called from any goroutine: the device's
+// watcher attaches routes again while the rest of tunwall reads what is
+// installed.
 type Routing struct {
-	plan  Plan
+	plan Plan
+	dir  string
+
+	mu    sync.Mutex
 	state *State
-	dir   string
 }
 
 // Install sets up routing for cfg before the TUN exists: it refuses a
@@ -99,6 +104,8 @@ func (rt *Routing) apply(old *State) error {
 // destination the device cannot take (IPv6 disabled on it, say) is made
 // unreachable instead: never left to leak around the TUN.
 func (rt *Routing) Attach(dev *Device) error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	if rt.state == nil {
 		return nil
 	}
@@ -129,6 +136,8 @@ func (rt *Routing) Attach(dev *Device) error {
 // strict plan) the backstop and the rules that lead to it stay, recorded
 // for "tunwall down"; settings are restored either way.
 func (rt *Routing) Remove(keep bool) error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	if rt.state == nil {
 		return nil
 	}
@@ -153,10 +162,16 @@ func (rt *Routing) Remove(keep bool) error {
 }
 
 // Kept reports whether Remove left the backstop in place (keep_blocked).
-func (rt *Routing) Kept() bool { return rt.state != nil && rt.state.Kept }
+func (rt *Routing) Kept() bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.state != nil && rt.state.Kept
+}
 
 // Installed describes what is in place, one item per line, for the log.
 func (rt *Routing) Installed() []string {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	if rt.state == nil {
 		return nil
 	}
