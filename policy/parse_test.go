@@ -48,6 +48,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad uid", "routing:\n  mode: all\n  uids: [bob]\n", `test.yaml:3:10: routing.uids: "bob" is not a number`},
 		{"backwards uids", "routing:\n  mode: all\n  uids: [\"2000-1000\"]\n", `routing.uids: range "2000-1000" is backwards`},
 		{"bad from", "routing:\n  from: [\"eth/0\"]\n", `test.yaml:2:10: routing.from: "eth/0" is not a valid interface name`},
+		{"control character in a name", "tun:\n  name: \"tw\\0\"\n", `test.yaml:2:9: tun.name: "tw\x00" is not a valid interface name`},
+		{"tab in an interface", "egress:\n  interface: \"eth\\t0\"\n", `test.yaml:2:14: egress.interface: "eth\t0" is not a valid interface name`},
 		{"from twice", "routing:\n  from: [eth1, eth1]\n", `routing.from: "eth1" is listed twice`},
 		{"from the tun", "tun:\n  name: tw9\nrouting:\n  from: [tw9]\n", `routing.from: "tw9" is tunwall's own TUN device`},
 		{"routing without mark", "egress:\n  mark: 0\nrouting:\n  mode: all\n", `test.yaml:2:9: egress.mark is 0, but routing sends traffic into the TUN`},

@@ -79,7 +79,7 @@ func (s *shaper) walk(n ast.Node, t reflect.Type, label string) ast.Node {
 			return n
 		}
 		for _, p := range pairs {
-			if !s.untagKey(p, label) {
+			if !s.untagKey(p, label) || t.Kind() == reflect.Struct && !s.nameKey(p, label) {
 				continue
 			}
 			key := keyText(p)
@@ -271,6 +271,23 @@ func retext(tk *token.Token, text string) *token.Token {
 	return &c
 }
 
+// nameKey reports whether the key of p can name a setting: text, or the
+// merge key <<. A number, true or null as a key is an error here; the
+// library would pass over the pair in silence, or lose the mapping around
+// it.
+func (s *shaper) nameKey(p *ast.MappingValueNode, label string) bool {
+	k := ast.Node(p.Key)
+	if m, ok := k.(*ast.MappingKeyNode); ok { // `? mtu`
+		k = m.Value
+	}
+	switch k.(type) {
+	case *ast.StringNode, *ast.MergeKeyNode:
+		return true
+	}
+	s.fail(k, sectionName(label), "unknown field %s (a setting's name is text)", written(k))
+	return false
+}
+
 // untagKey takes a !!str tag off the key of p; it reports false, after an
 // error, for a key that cannot be read as text.
 func (s *shaper) untagKey(p *ast.MappingValueNode, label string) bool {
@@ -344,10 +361,14 @@ func mappingPairs(n ast.Node) ([]*ast.MappingValueNode, bool) {
 }
 
 func keyText(p *ast.MappingValueNode) string {
-	if tk := p.Key.GetToken(); tk != nil {
+	var k ast.Node = p.Key
+	if m, ok := k.(*ast.MappingKeyNode); ok && m.Value != nil { // `? mtu`
+		k = m.Value
+	}
+	if tk := k.GetToken(); tk != nil {
 		return tk.Value
 	}
-	return p.Key.String()
+	return k.String()
 }
 
 // fieldByTag finds the field of struct t whose yaml tag is key.

@@ -40,6 +40,13 @@ func TestValueShapes(t *testing.T) {
 			`t.yaml:4:28: rule #2: log: want true or false, got 2`,
 		}},
 		{"block text", "tun:\n  mtu: |\n    1500\n", []string{`t.yaml:2:8: tun.mtu: want a whole number, got a block of text`}},
+		{"keys that are not names", "1: 2\ntun: {true: x, ~: 1}\npolicy:\n  rules:\n    - {name: a, action: allow, 5: x}\n", []string{
+			`t.yaml:1:1: the file: unknown field 1 (a setting's name is text)`,
+			`t.yaml:2:7: tun: unknown field true (a setting's name is text)`,
+			`t.yaml:2:16: tun: unknown field ~ (a setting's name is text)`,
+			`t.yaml:5:32: rule "a": unknown field 5 (a setting's name is text)`,
+		}},
+		{"explicit key", "tun:\n  ? mtu\n  : 1400.5\n", []string{`t.yaml:3:5: tun.mtu: 1400.5 is not a whole number`}},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {

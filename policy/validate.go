@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -229,7 +230,7 @@ func checkIfName(s string) error {
 		return fmt.Errorf("name is empty")
 	case len(s) > 15:
 		return fmt.Errorf("%q is longer than 15 bytes", s)
-	case strings.ContainsAny(s, "/: \t\n") || s == "." || s == "..":
+	case strings.ContainsAny(s, "/:") || strings.ContainsFunc(s, unicode.IsSpace) || strings.ContainsFunc(s, unicode.IsControl) || s == "." || s == "..":
 		return fmt.Errorf("%q is not a valid interface name", s)
 	}
 	return nil
