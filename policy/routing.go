@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -48,8 +49,8 @@ func (v *validator) routing(w *fileRouting) RoutingConfig {
 	if len(w.UIDs) > 0 && w.Mode == "none" {
 		v.errorf("$.routing.uids", "routing.uids chooses whose traffic mode all or split sends through tunwall; mode none routes nothing")
 	}
-	if w.Table <= 0 || w.Table >= 253 && w.Table <= 255 {
-		v.errorf("$.routing.table", "routing.table %d: want a positive table id other than 253-255", w.Table)
+	if w.Table <= 0 || w.Table > math.MaxUint32 || w.Table >= 253 && w.Table <= 255 {
+		v.errorf("$.routing.table", "routing.table %d: want a table id 1-4294967295 other than 253-255", w.Table)
 	}
 	return c
 }
@@ -86,8 +87,11 @@ func parseUIDRange(raw any) (UIDRange, error) {
 		}
 		return UIDRange{First: uint32(a), Last: uint32(b)}, nil
 	}
-	if s, ok := raw.(string); ok {
-		raw = strings.TrimSpace(s)
+	switch x := raw.(type) {
+	case string:
+		raw = strings.TrimSpace(x)
+	case float64, bool, []any, map[string]any:
+		return UIDRange{}, fmt.Errorf("want a uid or a range like 1000-1999, got %s", describe(raw))
 	}
 	n, err := parseUint32(raw)
 	if err != nil {

@@ -191,7 +191,11 @@ func (v *validator) protos(raw any, fail func(field, format string, args ...any)
 	}
 	var ps Proto
 	for j, n := range names {
-		s, _ := n.(string)
+		s, ok := n.(string)
+		if !ok {
+			fail(fmt.Sprintf("proto[%d]", j), "proto: want tcp, udp or icmp, got %s", describe(n))
+			continue
+		}
 		p, err := ParseProto(s)
 		if err != nil {
 			fail(fmt.Sprintf("proto[%d]", j), "%v", err)
@@ -217,21 +221,20 @@ func parsePortRange(raw any) (portRange, error) {
 	case string:
 		s = strings.TrimSpace(x)
 	default:
-		return portRange{}, fmt.Errorf("port %v: want a number 1-65535 or a range like \"2200-2299\"", raw)
+		return portRange{}, fmt.Errorf("port: want a number 1-65535 or a range like \"2200-2299\", got %s", describe(raw))
 	}
 	lo, hi, isRange := strings.Cut(s, "-")
-	a, err := parsePort(lo)
-	if err != nil {
-		return portRange{}, err
+	if !isRange {
+		a, err := parsePort(lo)
+		return portRange{a, a}, err
 	}
-	b := a
-	if isRange {
-		if b, err = parsePort(hi); err != nil {
-			return portRange{}, err
-		}
-		if b < a {
-			return portRange{}, fmt.Errorf("port range %q is backwards", s)
-		}
+	a, err1 := parsePort(lo)
+	b, err2 := parsePort(hi)
+	if err1 != nil || err2 != nil {
+		return portRange{}, fmt.Errorf("port range %q: want two ports 1-65535, like \"2200-2299\"", s)
+	}
+	if b < a {
+		return portRange{}, fmt.Errorf("port range %q is backwards", s)
 	}
 	return portRange{a, b}, nil
 }
@@ -268,10 +271,28 @@ func parseUint32(raw any) (uint32, error) {
 	case nil:
 		return 0, nil
 	default:
-		return 0, fmt.Errorf("%v is not a number", raw)
+		return 0, fmt.Errorf("want a whole number, got %s", describe(raw))
 	}
 	if n > math.MaxUint32 {
 		return 0, fmt.Errorf("%d does not fit in 32 bits", n)
 	}
 	return uint32(n), nil
+}
+
+// describe names a value decoded into an any-typed setting the way it
+// was written, not in Go's terms.
+func describe(v any) string {
+	switch x := v.(type) {
+	case string:
+		return strconv.Quote(x)
+	case map[string]any:
+		return "key: value settings"
+	case []any:
+		return "a list"
+	case nil:
+		return "nothing"
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	return fmt.Sprint(v)
 }
