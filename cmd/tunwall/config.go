@@ -1,15 +1,19 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/tunwall/tunwall/policy"
 )
 
 // flags parses a subcommand's -c flag; required says whether it must be
-// set. more are the subcommand's own flags.
+// set. more are the subcommand's own flags. Flags may come before, between
+// or after the other arguments (`explain tcp A B --at 09:00`); after `--`
+// everything is an argument. -h or --help asks for the command's usage.
 func flags(name string, args []string, required bool, more ...flagDef) (path string, rest []string, err error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -17,17 +21,37 @@ func flags(name string, args []string, required bool, more ...flagDef) (path str
 	for _, f := range more {
 		f.define(fs)
 	}
-	if err := fs.Parse(args); err != nil {
-		return "", nil, usageError{fmt.Errorf("%s: %w", name, err)}
+	var tail []string
+	if i := slices.Index(args, "--"); i >= 0 {
+		args, tail = args[:i], args[i+1:]
 	}
+	for {
+		if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+			return "", nil, helpRequest{name}
+		} else if err != nil {
+			return "", nil, usageError{fmt.Errorf("%s: %w", name, err)}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	rest = append(rest, tail...)
 	if required && path == "" {
-		if fs.NArg() > 0 {
-			return "", nil, usageError{fmt.Errorf("%s: -c FILE is required (tunwall %s -c %s)", name, name, fs.Arg(0))}
+		if len(rest) > 0 {
+			return "", nil, usageError{fmt.Errorf("%s: -c FILE is required (tunwall %s -c %s)", name, name, rest[0])}
 		}
 		return "", nil, usageError{fmt.Errorf("%s: -c FILE is required", name)}
 	}
-	return path, fs.Args(), nil
+	return path, rest, nil
 }
+
+// helpRequest is a command's -h or --help: its usage goes to stdout and
+// the exit status is 0.
+type helpRequest struct{ command string }
+
+func (h helpRequest) Error() string { return h.command + ": help requested" }
 
 // flagDef is a subcommand's own flag.
 type flagDef interface{ define(*flag.FlagSet) }

@@ -48,6 +48,9 @@ func liveFlags(name string, args []string, more ...flagDef) (*control.Client, []
 }
 
 func noArgs(name string, rest []string) error {
+	if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") {
+		return helpRequest{name}
+	}
 	if len(rest) > 0 {
 		return usageError{fmt.Errorf("%s: unexpected arguments %q", name, rest)}
 	}

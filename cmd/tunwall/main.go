@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // Exit codes (the CLI contract).
@@ -58,11 +59,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, versionString())
 		}
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
+		if len(args) == 2 && strings.Contains(usage, "\n  tunwall "+args[1]+" ") {
+			fmt.Fprint(stdout, commandUsage(args[1])) // tunwall help explain
+		} else {
+			fmt.Fprint(stdout, usage)
+		}
 	default:
 		err = usageError{fmt.Errorf("unknown command %q", args[0])}
 	}
 	if err == nil {
+		return exitOK
+	}
+	var help helpRequest
+	if errors.As(err, &help) {
+		fmt.Fprint(stdout, commandUsage(help.command))
 		return exitOK
 	}
 	fmt.Fprintln(stderr, "tunwall:", err)
@@ -85,7 +95,7 @@ const usage = `usage:
   tunwall run     [-c FILE] [--keep-blocked]     run the gateway (needs CAP_NET_ADMIN)
   tunwall down    [-c FILE]                      remove tunwall's routes, rules and backstop
   tunwall check   -c FILE                        validate a config file
-  tunwall reload  [-c FILE]                      make the running tunwall load its config again
+  tunwall reload  [-c FILE|--socket PATH]        make the running tunwall load its config again
   tunwall flows   [-c FILE|--socket PATH] [--json] [--watch]   live flows of the running tunwall
   tunwall denied  [-c FILE|--socket PATH] [--json]             recent refusals, with repeat counts
   tunwall stats   [-c FILE|--socket PATH] [--json]             counters
@@ -102,3 +112,21 @@ const usage = `usage:
 Without -c, run and explain use the embedded default configuration.
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 `
+
+// commandUsage is the part of usage about one command: its lines and the
+// lines that continue them, then the notes after the list.
+func commandUsage(command string) string {
+	list, notes, _ := strings.Cut(usage, "\n\n")
+	var b strings.Builder
+	b.WriteString("usage:\n")
+	in := false
+	for _, line := range strings.Split(list, "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "tunwall" {
+			in = f[1] == command
+		}
+		if in {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String() + "\n" + notes
+}

@@ -38,11 +38,44 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"explain", "tcp", "10.0.0.2"}, 2, "", "got 2 arguments\n"},
 		{[]string{"explain", "tcp", "10.0.0.2", "example.com:443"}, 2, "", `"example.com:443" is not an address or address:port (for a name, give an address and --domain example.com)`},
 		{[]string{"explain", "tcp", "10.0.0.2", "fe80::zz"}, 2, "", "\"fe80::zz\" is not an address or address:port\n"},
+		// Flags may follow the arguments; after -- all are arguments.
+		{[]string{"explain", "tcp", "10.0.0.2", "192.0.2.1:443", "-c", one}, 0, `allow: rule "web"`, ""},
+		{[]string{"explain", "-c", one, "tcp", "10.0.0.2", "--at", "2026-11-23 09:00", "192.0.2.1:443"}, 0, `allow: rule "web"`, ""},
+		{[]string{"explain", "-c", one, "--", "tcp", "10.0.0.2", "192.0.2.1:443"}, 0, `allow: rule "web"`, ""},
+		{[]string{"explain", "-c", one, "tcp", "10.0.0.2", "192.0.2.1:443", "--", "--at"}, 2, "", "got 4 arguments\n"},
+		{[]string{"explain", "tcp", "10.0.0.2", "192.0.2.1:443", "--bogus"}, 2, "", "explain: flag provided but not defined: -bogus"},
+		{[]string{"check", one, "-c", one}, 2, "", `check: unexpected arguments ["`},
 	} {
 		code, out, errOut := cli(tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errOut, tc.stderr) {
 			t.Errorf("tunwall %s: exit %d, stdout %q, stderr %q; want %d, %q, %q",
 				strings.Join(tc.args, " "), code, out, errOut, tc.code, tc.stdout, tc.stderr)
 		}
+	}
+}
+
+// TestCommandHelp: -h or --help after a command, and "help COMMAND", print
+// that command's usage on stdout and exit 0.
+func TestCommandHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--help"}, "  tunwall run     [-c FILE] [--keep-blocked]"},
+		{[]string{"explain", "tcp", "-h"}, "                  [--at TIME]"},
+		{[]string{"kill", "-help"}, "  tunwall kill    [-c FILE|--socket PATH] ID"},
+		{[]string{"version", "--help"}, "  tunwall version\n"},
+		{[]string{"help", "capture"}, "pcap of refused packets"},
+	} {
+		code, out, errOut := cli(tc.args...)
+		if code != 0 || errOut != "" || !strings.HasPrefix(out, "usage:\n") || !strings.Contains(out, tc.want) || !strings.Contains(out, "Exit codes:") {
+			t.Errorf("tunwall %s: exit %d, stdout %q, stderr %q; want 0 and usage with %q", strings.Join(tc.args, " "), code, out, errOut, tc.want)
+		}
+		if lines := strings.Count(out, "\n  tunwall "); lines != 1 {
+			t.Errorf("tunwall %s: usage of %d commands, want 1:\n%s", strings.Join(tc.args, " "), lines, out)
+		}
+	}
+	if code, out, _ := cli("help"); code != 0 || strings.Count(out, "\n  tunwall ") < 10 {
+		t.Errorf("tunwall help: exit %d, want every command:\n%s", code, out)
 	}
 }
