@@ -82,6 +82,10 @@ func (s *shaper) walk(n ast.Node, t reflect.Type, label string) ast.Node {
 			if !s.untagKey(p, label) || t.Kind() == reflect.Struct && !s.nameKey(p, label) {
 				continue
 			}
+			if _, merge := p.Key.(*ast.MergeKeyNode); merge && t.Kind() == reflect.Struct {
+				p.Value = s.walk(p.Value, t, label) // `<<: {mtu: 1400}` holds settings of this section
+				continue
+			}
 			key := keyText(p)
 			if t.Kind() == reflect.Map {
 				p.Value = s.walk(p.Value, t.Elem(), label+"."+key)

@@ -46,6 +46,12 @@ func TestValueShapes(t *testing.T) {
 			`t.yaml:2:16: tun: unknown field ~ (a setting's name is text)`,
 			`t.yaml:5:32: rule "a": unknown field 5 (a setting's name is text)`,
 		}},
+		{"merged settings", "<<: {tun: {mtu: 1400.5}}\nrouting:\n  <<: {strict: yes}\npolicy:\n  rules:\n    - {name: a, action: allow, <<: {log: 1}}\n", []string{
+			`t.yaml:1:17: tun.mtu: 1400.5 is not a whole number`,
+			`t.yaml:3:16: routing.strict: want true or false, got "yes"`,
+			`t.yaml:6:42: rule "a": log: want true or false, got 1`,
+		}},
+		{"merged list", "tun:\n  <<: [{mtu: 1400}]\n", []string{`t.yaml:2:7: tun: want settings (key: value lines), got a list`}},
 		{"explicit key", "tun:\n  ? mtu\n  : 1400.5\n", []string{`t.yaml:3:5: tun.mtu: 1400.5 is not a whole number`}},
 	}
 	for _, tt := range bad {
