@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -140,6 +141,9 @@ func loadList(name, file string, lenient bool) (*List, Errors) {
 	if err != nil {
 		return nil, Errors{{File: file, Msg: fmt.Sprintf("list %q: %v", name, err)}}
 	}
+	if bytes.HasPrefix(data, []byte{0xff, 0xfe}) || bytes.HasPrefix(data, []byte{0xfe, 0xff}) {
+		return nil, Errors{{File: file, Line: 1, Col: 1, Msg: fmt.Sprintf("list %q: the file is UTF-16 text; save it as UTF-8", name)}}
+	}
 	return parseList(name, file, string(data), lenient) // one copy; names are slices of it
 }
 
@@ -148,13 +152,18 @@ func parseList(name, file, text string, lenient bool) (*List, Errors) {
 	l := &List{Name: name, File: file, addrs: new(bart.Lite)}
 	text = strings.TrimPrefix(text, string(utf8BOM))
 	var errs Errors
+	hidden, firstHidden, lastHidden := 0, 0, 0 // bad lines past the first 20 shown
 	bad := func(line int, format string, args ...any) {
-		if lenient {
+		switch {
+		case lenient:
 			l.Skipped++
-			return
-		}
-		if len(errs) < 20 {
+		case len(errs) < 20:
 			errs = append(errs, &Error{File: file, Line: line, Col: 1, Msg: fmt.Sprintf("list %q: %s", name, fmt.Sprintf(format, args...))})
+		case line != errs[len(errs)-1].Line && line != lastHidden:
+			hidden, lastHidden = hidden+1, line
+			if firstHidden == 0 {
+				firstHidden = line
+			}
 		}
 	}
 	for n := 1; text != ""; n++ {
@@ -191,6 +200,9 @@ func parseList(name, file, text string, lenient bool) (*List, Errors) {
 			l.names.add(d, nameExact)
 			l.Domains++
 		}
+	}
+	if hidden > 0 {
+		errs = append(errs, &Error{File: file, Line: firstHidden, Col: 1, Msg: fmt.Sprintf("list %q: %s from here on not shown", name, plural(hidden, "more bad line"))})
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -261,6 +273,7 @@ func listPath(configFile, file string) string {
 // lists loads every list of the lists section, in name order.
 func (v *validator) lists(w map[string]fileList) []*List {
 	names := slices.Sorted(maps.Keys(w))
+	v.unloaded, v.details = make(map[string]bool), make(map[*Error]*Error)
 	var out []*List
 	for _, name := range names {
 		fl := w[name]
@@ -273,10 +286,16 @@ func (v *validator) lists(w map[string]fileList) []*List {
 			v.errorf(path, "lists.%s: file is required", name)
 			continue
 		}
-		l, errs := loadList(name, listPath(v.file, fl.File), fl.Lenient)
+		file := listPath(v.file, fl.File)
+		l, errs := loadList(name, file, fl.Lenient)
 		if len(errs) > 0 {
-			v.errorf(path+".file", "lists.%s: %d bad lines or unreadable file (see below)", name, len(errs))
+			v.errorf(path+".file", "lists.%s: %s was not loaded (see below)", name, file)
+			why := v.errs[len(v.errs)-1]
+			for _, e := range errs {
+				v.details[e] = why
+			}
 			v.errs = append(v.errs, errs...)
+			v.unloaded[name] = true
 			continue
 		}
 		if l.Addrs == 0 && l.Domains == 0 {
@@ -305,6 +324,7 @@ func (v *validator) ruleLists(names []string, field, want string, fail func(fiel
 	for j, n := range names {
 		l, ok := v.byName[n]
 		switch {
+		case !ok && v.unloaded[n]: // its errors say why
 		case !ok:
 			fail(fmt.Sprintf("%s[%d]", field, j), "no list %q in the lists section", n)
 		case want == "addresses" && l.Addrs == 0, want == "domains" && l.Domains == 0:
@@ -314,4 +334,12 @@ func (v *validator) ruleLists(names []string, field, want string, fail func(fiel
 		}
 	}
 	return out
+}
+
+// plural is "1 noun" or "n nouns".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

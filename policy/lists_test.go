@@ -198,6 +198,44 @@ func TestListConfigErrors(t *testing.T) {
 	}
 }
 
+// TestListNotLoaded: a list that does not load is reported once, with why
+// (its bad lines, the first 20 and a count of the rest; or the file's
+// problem), and rules naming it are not told it does not exist.
+func TestListNotLoaded(t *testing.T) {
+	dir := t.TempDir()
+	var many strings.Builder
+	for i := range 25 {
+		fmt.Fprintf(&many, "10.0.%d.0/33\n", i)
+	}
+	many.WriteString("0.0.0.0 bad!one bad!two\n10.1.0.0/16\n")
+	broken := writeFile(t, dir, "broken.txt", many.String())
+	utf16 := writeFile(t, dir, "utf16.txt", "\xff\xfe1\x000\x00.\x000\x00.\x000\x00.\x001\x00\n\x00")
+	config := writeFile(t, dir, "tunwall.yaml", "lists:\n  many: {file: broken.txt}\n  wide: {file: utf16.txt}\npolicy:\n  rules:\n    - {name: r, action: deny, dst_list: [many, wide]}\n")
+	_, err := Load(config)
+	errs, ok := AsErrors(err)
+	if !ok {
+		t.Fatalf("Load: %v, want errors", err)
+	}
+	var got []string
+	for _, e := range errs {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		config + `:2:16: lists.many: ` + broken + ` was not loaded (see below)`,
+	}
+	for i := range 20 {
+		want = append(want, fmt.Sprintf(`%s:%d:1: list "many": bad CIDR "10.0.%d.0/33"`, broken, i+1, i))
+	}
+	want = append(want,
+		broken+`:21:1: list "many": 6 more bad lines from here on not shown`,
+		config+`:3:16: lists.wide: `+utf16+` was not loaded (see below)`,
+		utf16+`:1:1: list "wide": the file is UTF-16 text; save it as UTF-8`,
+	)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // bigList writes n entries of one kind: "cidr" (distinct /32 and /24
 // networks) or "domain".
 func bigList(tb testing.TB, kind string, n int) string {

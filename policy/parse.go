@@ -85,9 +85,21 @@ func parse(name string, data []byte) (*Config, error) {
 	v := &validator{file: name, ast: f}
 	cfg := v.config(&wire)
 	if len(v.errs) > 0 {
+		// By position in the file; an error from a list file follows the
+		// error of this file it explains, in its own order.
+		anchor := func(e *Error) (*Error, int) {
+			if a, ok := v.details[e]; ok {
+				return a, 1
+			}
+			return e, 0
+		}
 		sort.SliceStable(v.errs, func(i, j int) bool {
-			a, b := v.errs[i], v.errs[j]
-			return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
+			a, da := anchor(v.errs[i])
+			b, db := anchor(v.errs[j])
+			if a != b {
+				return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
+			}
+			return da < db
 		})
 		return nil, v.errs
 	}

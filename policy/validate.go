@@ -16,10 +16,14 @@ import (
 // validator turns the wire config into a Config, collecting every problem
 // with the position of the YAML node it concerns.
 type validator struct {
-	file   string
-	ast    *ast.File
-	errs   Errors
-	byName map[string]*List // the lists rules may name
+	file     string
+	ast      *ast.File
+	errs     Errors
+	byName   map[string]*List // the lists rules may name
+	unloaded map[string]bool  // lists named in the lists section that failed to load
+	// details are errors in other files (a list's lines), each with the
+	// error of this file they explain: they are reported right after it.
+	details map[*Error]*Error
 }
 
 // errorf records a problem at the node addressed by path ("$.a.b[2]"). When
