@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os/user"
 	"strconv"
@@ -137,6 +138,11 @@ func parseEndpoint(s string, needPort bool) (netip.AddrPort, error) {
 			return ap, fmt.Errorf("%q: port must be 1-65535", s)
 		}
 		return ap, nil
+	}
+	if host, port, err := net.SplitHostPort(s); err == nil {
+		if _, err := netip.ParseAddr(host); err == nil {
+			return netip.AddrPort{}, fmt.Errorf("%q: port %q: want 1-65535", s, port) // the address is fine
+		}
 	}
 	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
 	if err != nil {

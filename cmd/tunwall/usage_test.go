@@ -38,6 +38,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"explain", "tcp", "10.0.0.2"}, 2, "", "got 2 arguments\n"},
 		{[]string{"explain", "tcp", "10.0.0.2", "example.com:443"}, 2, "", `"example.com:443" is not an address or address:port (for a name, give an address and --domain example.com)`},
 		{[]string{"explain", "tcp", "10.0.0.2", "fe80::zz"}, 2, "", "\"fe80::zz\" is not an address or address:port\n"},
+		{[]string{"explain", "tcp", "10.0.0.2", "192.0.2.1:70000"}, 2, "", `"192.0.2.1:70000": port "70000": want 1-65535`},
+		{[]string{"explain", "tcp", "10.0.0.2", "[2001:db8::1]:http"}, 2, "", `"[2001:db8::1]:http": port "http": want 1-65535`},
 		// Flags may follow the arguments; after -- all are arguments.
 		{[]string{"explain", "tcp", "10.0.0.2", "192.0.2.1:443", "-c", one}, 0, `allow: rule "web"`, ""},
 		{[]string{"explain", "-c", one, "tcp", "10.0.0.2", "--at", "2026-11-23 09:00", "192.0.2.1:443"}, 0, `allow: rule "web"`, ""},
