@@ -202,7 +202,11 @@ func parseList(name, file, text string, lenient bool) (*List, Errors) {
 		}
 	}
 	if hidden > 0 {
-		errs = append(errs, &Error{File: file, Line: firstHidden, Col: 1, Msg: fmt.Sprintf("list %q: %s from here on not shown", name, plural(hidden, "more bad line"))})
+		more := fmt.Sprintf("%d more bad lines", hidden)
+		if hidden == 1 {
+			more = "1 more bad line"
+		}
+		errs = append(errs, &Error{File: file, Line: firstHidden, Col: 1, Msg: fmt.Sprintf("list %q: %s from here on not shown", name, more)})
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -273,7 +277,7 @@ func listPath(configFile, file string) string {
 // lists loads every list of the lists section, in name order.
 func (v *validator) lists(w map[string]fileList) []*List {
 	names := slices.Sorted(maps.Keys(w))
-	v.unloaded, v.details = make(map[string]bool), make(map[*Error]*Error)
+	v.section, v.details = w, make(map[*Error]*Error)
 	var out []*List
 	for _, name := range names {
 		fl := w[name]
@@ -295,7 +299,6 @@ func (v *validator) lists(w map[string]fileList) []*List {
 				v.details[e] = why
 			}
 			v.errs = append(v.errs, errs...)
-			v.unloaded[name] = true
 			continue
 		}
 		if l.Addrs == 0 && l.Domains == 0 {
@@ -323,8 +326,9 @@ func (v *validator) ruleLists(names []string, field, want string, fail func(fiel
 	var out []*List
 	for j, n := range names {
 		l, ok := v.byName[n]
+		_, listed := v.section[n]
 		switch {
-		case !ok && v.unloaded[n]: // its errors say why
+		case !ok && listed: // in the section but not loaded: its own errors say why
 		case !ok:
 			fail(fmt.Sprintf("%s[%d]", field, j), "no list %q in the lists section", n)
 		case want == "addresses" && l.Addrs == 0, want == "domains" && l.Domains == 0:
@@ -334,12 +338,4 @@ func (v *validator) ruleLists(names []string, field, want string, fail func(fiel
 		}
 	}
 	return out
-}
-
-// plural is "1 noun" or "n nouns".
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }

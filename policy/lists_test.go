@@ -199,8 +199,8 @@ func TestListConfigErrors(t *testing.T) {
 }
 
 // TestListNotLoaded: a list that does not load is reported once, with why
-// (its bad lines, the first 20 and a count of the rest; or the file's
-// problem), and rules naming it are not told it does not exist.
+// (its bad lines, the first 20 and a count of the rest; the file's
+// problem; no entries), and rules naming it are not told it does not exist.
 func TestListNotLoaded(t *testing.T) {
 	dir := t.TempDir()
 	var many strings.Builder
@@ -210,7 +210,8 @@ func TestListNotLoaded(t *testing.T) {
 	many.WriteString("0.0.0.0 bad!one bad!two\n10.1.0.0/16\n")
 	broken := writeFile(t, dir, "broken.txt", many.String())
 	utf16 := writeFile(t, dir, "utf16.txt", "\xff\xfe1\x000\x00.\x000\x00.\x000\x00.\x001\x00\n\x00")
-	config := writeFile(t, dir, "tunwall.yaml", "lists:\n  many: {file: broken.txt}\n  wide: {file: utf16.txt}\npolicy:\n  rules:\n    - {name: r, action: deny, dst_list: [many, wide]}\n")
+	empty := writeFile(t, dir, "empty.txt", "# nothing yet\n")
+	config := writeFile(t, dir, "tunwall.yaml", "lists:\n  many: {file: broken.txt}\n  wide: {file: utf16.txt}\n  none: {file: empty.txt}\npolicy:\n  rules:\n    - {name: r, action: deny, dst_list: [many, wide, none]}\n")
 	_, err := Load(config)
 	errs, ok := AsErrors(err)
 	if !ok {
@@ -230,6 +231,7 @@ func TestListNotLoaded(t *testing.T) {
 		broken+`:21:1: list "many": 6 more bad lines from here on not shown`,
 		config+`:3:16: lists.wide: `+utf16+` was not loaded (see below)`,
 		utf16+`:1:1: list "wide": the file is UTF-16 text; save it as UTF-8`,
+		config+`:4:16: lists.none: `+empty+` holds no entries`,
 	)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

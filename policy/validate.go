@@ -16,11 +16,11 @@ import (
 // validator turns the wire config into a Config, collecting every problem
 // with the position of the YAML node it concerns.
 type validator struct {
-	file     string
-	ast      *ast.File
-	errs     Errors
-	byName   map[string]*List // the lists rules may name
-	unloaded map[string]bool  // lists named in the lists section that failed to load
+	file    string
+	ast     *ast.File
+	errs    Errors
+	byName  map[string]*List    // the lists rules may name
+	section map[string]fileList // the lists section as written, loaded or not
 	// details are errors in other files (a list's lines), each with the
 	// error of this file they explain: they are reported right after it.
 	details map[*Error]*Error
