@@ -213,14 +213,6 @@ func TestListNotLoaded(t *testing.T) {
 	empty := writeFile(t, dir, "empty.txt", "# nothing yet\n")
 	config := writeFile(t, dir, "tunwall.yaml", "lists:\n  many: {file: broken.txt}\n  wide: {file: utf16.txt}\n  none: {file: empty.txt}\npolicy:\n  rules:\n    - {name: r, action: deny, dst_list: [many, wide, none]}\n")
 	_, err := Load(config)
-	errs, ok := AsErrors(err)
-	if !ok {
-		t.Fatalf("Load: %v, want errors", err)
-	}
-	var got []string
-	for _, e := range errs {
-		got = append(got, e.Error())
-	}
 	want := []string{
 		config + `:2:16: lists.many: ` + broken + ` was not loaded (see below)`,
 	}
@@ -233,9 +225,7 @@ func TestListNotLoaded(t *testing.T) {
 		utf16+`:1:1: list "wide": the file is UTF-16 text; save it as UTF-8`,
 		config+`:4:16: lists.none: `+empty+` holds no entries`,
 	)
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	wantErrors(t, err, want)
 }
 
 // bigList writes n entries of one kind: "cidr" (distinct /32 and /24

@@ -280,10 +280,7 @@ func retext(tk *token.Token, text string) *token.Token {
 // library would pass over the pair in silence, or lose the mapping around
 // it.
 func (s *shaper) nameKey(p *ast.MappingValueNode, label string) bool {
-	k := ast.Node(p.Key)
-	if m, ok := k.(*ast.MappingKeyNode); ok { // `? mtu`
-		k = m.Value
-	}
+	k := keyNode(p)
 	switch k.(type) {
 	case *ast.StringNode, *ast.MergeKeyNode:
 		return true
@@ -365,14 +362,19 @@ func mappingPairs(n ast.Node) ([]*ast.MappingValueNode, bool) {
 }
 
 func keyText(p *ast.MappingValueNode) string {
-	var k ast.Node = p.Key
-	if m, ok := k.(*ast.MappingKeyNode); ok && m.Value != nil { // `? mtu`
-		k = m.Value
-	}
+	k := keyNode(p)
 	if tk := k.GetToken(); tk != nil {
 		return tk.Value
 	}
 	return k.String()
+}
+
+// keyNode is the key of p as written: the name of an explicit `? mtu` key.
+func keyNode(p *ast.MappingValueNode) ast.Node {
+	if m, ok := p.Key.(*ast.MappingKeyNode); ok && m.Value != nil {
+		return m.Value
+	}
+	return p.Key
 }
 
 // fieldByTag finds the field of struct t whose yaml tag is key.

@@ -57,17 +57,7 @@ func TestValueShapes(t *testing.T) {
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse("t.yaml", []byte(tt.yaml))
-			errs, ok := AsErrors(err)
-			if !ok {
-				t.Fatalf("Parse: %v, want errors %q", err, tt.want)
-			}
-			var got []string
-			for _, e := range errs {
-				got = append(got, e.Error())
-			}
-			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
-				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
-			}
+			wantErrors(t, err, tt.want)
 		})
 	}
 
@@ -135,17 +125,7 @@ func TestTags(t *testing.T) {
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse("t.yaml", []byte(tt.yaml))
-			errs, ok := AsErrors(err)
-			if !ok {
-				t.Fatalf("Parse: %v, want errors %q", err, tt.want)
-			}
-			var got []string
-			for _, e := range errs {
-				got = append(got, e.Error())
-			}
-			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
-				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
-			}
+			wantErrors(t, err, tt.want)
 		})
 	}
 
@@ -233,5 +213,21 @@ policy:
 		if v := p.Decide(f.flow); v.Rule != f.rule {
 			t.Errorf("%v: rule %q, want %q", f.flow, v.Rule, f.rule)
 		}
+	}
+}
+
+// wantErrors checks that err is exactly the errors want, in order.
+func wantErrors(t *testing.T, err error, want []string) {
+	t.Helper()
+	errs, ok := AsErrors(err)
+	if !ok {
+		t.Fatalf("got %v, want errors %q", err, want)
+	}
+	var got []string
+	for _, e := range errs {
+		got = append(got, e.Error())
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
