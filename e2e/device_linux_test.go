@@ -17,14 +17,8 @@ import (
 // were lost, follows the device again, reports it resumed, and restores
 // its addresses and routes: traffic flows for both families.
 func TestDeviceNotificationsLost(t *testing.T) {
-	l := routedLab(t, "twdl")
-	tw := launch(t, l, fmt.Sprintf(routeAllConfig, true))
+	l, tw, before := deviceLab(t, "twdl")
 	v4, v6 := sprayTargets[0], sprayTargets[1]
-	wantOK(t, probe(t, l, l.Gateway, 0, "tcp", v4), "before")
-	before := globalAddrs(t, l, "tw0")
-	if !strings.Contains(before, ":") || !strings.Contains(before, ".") {
-		t.Fatalf("tw0 has addresses %q, want IPv4 and IPv6 ones", before)
-	}
 	pid := tw.Cmd.Process.Pid
 	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || strings.TrimSpace(string(comm)) != "tunwall" {
 		t.Fatalf("process %d is %q (%v), want tunwall itself", pid, comm, err)

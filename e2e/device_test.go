@@ -15,17 +15,10 @@ import (
 // device's addresses and routes and traffic flows; deleted, tunwall stops
 // with exit status 1 and, as after a crash, leaves the backstop in place.
 func TestDeviceDownUpDeleted(t *testing.T) {
-	l := routedLab(t, "twd")
-	tw := launch(t, l, fmt.Sprintf(routeAllConfig, true))
+	l, tw, before := deviceLab(t, "twd")
 	v4, v6 := sprayTargets[0], sprayTargets[1]
-	wantOK(t, probe(t, l, l.Gateway, 0, "tcp", v4), "before")
-
 	ip := func(args ...string) { gatewayIP(t, l, args...) }
 	addrs := func() string { return globalAddrs(t, l, "tw0") }
-	before := addrs()
-	if !strings.Contains(before, ":") || !strings.Contains(before, ".") {
-		t.Fatalf("tw0 has addresses %q, want IPv4 and IPv6 ones", before)
-	}
 
 	ip("link", "set", "tw0", "down")
 	if e := waitEvent(t, tw.Log, deviceEvent("down")); e.str("level") != "warn" {
@@ -68,6 +61,21 @@ func TestDeviceDownUpDeleted(t *testing.T) {
 	}
 	tunwallDown(t, l)
 	wantOK(t, probe(t, l, l.Gateway, 0, "tcp", v4), "after tunwall down")
+}
+
+// deviceLab starts tunwall in strict route-all mode in a lab of its own,
+// sees traffic pass, and returns the lab, tunwall and tw0's global
+// addresses, which must be IPv4 and IPv6 ones.
+func deviceLab(t *testing.T, prefix string) (*lab.Lab, *lab.Tunwall, string) {
+	t.Helper()
+	l := routedLab(t, prefix)
+	tw := launch(t, l, fmt.Sprintf(routeAllConfig, true))
+	wantOK(t, probe(t, l, l.Gateway, 0, "tcp", sprayTargets[0]), "before")
+	addrs := globalAddrs(t, l, "tw0")
+	if !strings.Contains(addrs, ":") || !strings.Contains(addrs, ".") {
+		t.Fatalf("tw0 has addresses %q, want IPv4 and IPv6 ones", addrs)
+	}
+	return l, tw, addrs
 }
 
 // deviceEvent matches the device event of a state.
