@@ -59,11 +59,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, versionString())
 		}
 	case "help", "-h", "-help", "--help":
-		if len(args) == 2 && strings.Contains(usage, "\n  tunwall "+args[1]+" ") {
-			fmt.Fprint(stdout, commandUsage(args[1])) // tunwall help explain
-		} else {
-			fmt.Fprint(stdout, usage)
+		text := usage
+		if len(args) == 2 {
+			if one, ok := commandUsage(args[1]); ok {
+				text = one // tunwall help explain
+			}
 		}
+		fmt.Fprint(stdout, text)
 	default:
 		err = usageError{fmt.Errorf("unknown command %q", args[0])}
 	}
@@ -72,7 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var help helpRequest
 	if errors.As(err, &help) {
-		fmt.Fprint(stdout, commandUsage(help.command))
+		text, _ := commandUsage(help.command)
+		fmt.Fprint(stdout, text)
 		return exitOK
 	}
 	fmt.Fprintln(stderr, "tunwall:", err)
@@ -114,19 +117,20 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 `
 
 // commandUsage is the part of usage about one command: its lines and the
-// lines that continue them, then the notes after the list.
-func commandUsage(command string) string {
+// lines that continue them, then the notes after the list. It reports
+// false for a name usage does not list.
+func commandUsage(command string) (string, bool) {
 	list, notes, _ := strings.Cut(usage, "\n\n")
 	var b strings.Builder
-	b.WriteString("usage:\n")
-	in := false
+	in, found := false, false
 	for _, line := range strings.Split(list, "\n")[1:] {
 		if f := strings.Fields(line); len(f) > 1 && f[0] == "tunwall" {
 			in = f[1] == command
+			found = found || in
 		}
 		if in {
 			b.WriteString(line + "\n")
 		}
 	}
-	return b.String() + "\n" + notes
+	return "usage:\n" + b.String() + "\n" + notes, found
 }

@@ -68,6 +68,7 @@ func TestCommandHelp(t *testing.T) {
 		{[]string{"kill", "-help"}, "  tunwall kill    [-c FILE|--socket PATH] ID"},
 		{[]string{"version", "--help"}, "  tunwall version\n"},
 		{[]string{"help", "capture"}, "pcap of refused packets"},
+		{[]string{"help", "version"}, "  tunwall version\n"},
 	} {
 		code, out, errOut := cli(tc.args...)
 		if code != 0 || errOut != "" || !strings.HasPrefix(out, "usage:\n") || !strings.Contains(out, tc.want) || !strings.Contains(out, "Exit codes:") {
