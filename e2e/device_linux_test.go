@@ -75,6 +75,7 @@ func TestDeviceNotificationsLost(t *testing.T) {
 		}
 	}
 	if err := tw.Stop(5 * time.Second); err != nil {
-		t.Errorf("tunwall stopped with %v", err)
+		log, _ := os.ReadFile(tw.Log)
+		t.Errorf("tunwall stopped with %v\n%s", err, lastLines(log, 12))
 	}
 }

@@ -1,8 +1,10 @@
 package tun
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -45,7 +47,11 @@ func (d *Device) Close() error {
 			d.offload.close() // no raw write may race the descriptor's reuse
 		}
 		d.routes.close()
-		if err := d.Device.Close(); err != nil {
+		// The wireguard device's own link listener ends, and closes the
+		// pipe Close writes to, when its netlink socket overflows (heavy
+		// interface churn); Close then reports that pipe as closed, though
+		// it did close the device.
+		if err := d.Device.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 			d.closeErr = fmt.Errorf("close tun %s: %w", d.name, err)
 		}
 	})
