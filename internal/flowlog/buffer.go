@@ -18,6 +18,7 @@ type bufferedWriter struct {
 	buf []byte
 
 	writeMu sync.Mutex // serialises writes to out, keeping lines in order
+	spare   []byte     // the buffer written last, for buf to take next; guarded by writeMu
 
 	stop chan struct{}
 	done chan struct{}
@@ -49,10 +50,15 @@ func (w *bufferedWriter) flush() {
 	defer w.writeMu.Unlock()
 	w.mu.Lock()
 	data := w.buf
-	w.buf = nil
+	w.buf, w.spare = w.spare[:0], nil
 	w.mu.Unlock()
 	if len(data) > 0 {
 		w.out.Write(data)
+	}
+	// The two buffers take turns, so a steady stream of lines needs no
+	// new memory; one a burst grew far past max is let go.
+	if cap(data) <= 2*w.max {
+		w.spare = data
 	}
 }
 

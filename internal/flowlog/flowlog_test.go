@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/netip"
 	"strings"
 	"sync"
@@ -205,6 +206,25 @@ func TestBufferedWriterKeepsOrderAndFlushes(t *testing.T) {
 	defer out.mu.Unlock()
 	if out.b.String() != want.String() {
 		t.Fatal("buffered output differs from what was written")
+	}
+}
+
+// A steady stream of lines, written out each time max bytes are pending,
+// needs no new memory once the writer's two buffers have grown.
+func TestBufferedWriterReusesBuffers(t *testing.T) {
+	w := newBufferedWriter(io.Discard, 256, time.Hour)
+	defer w.Close()
+	line := []byte(strings.Repeat("x", 63) + "\n")
+	cycle := func() {
+		for range 256 / len(line) { // the last one reaches max and flushes
+			w.Write(line)
+		}
+	}
+	for range 4 {
+		cycle()
+	}
+	if n := testing.AllocsPerRun(100, cycle); n != 0 {
+		t.Errorf("%.1f allocations per %d bytes logged, want 0", n, 256)
 	}
 }
 
