@@ -86,6 +86,10 @@ func withFD(c any, fn func(fd int)) bool {
 	return rc.Control(func(fd uintptr) { fn(int(fd)) }) == nil
 }
 
+// connectSegments is what segmentsIn gives for a socket whose connect
+// has just returned: the SYN-ACK.
+const connectSegments = 1
+
 // segmentsIn returns how many TCP segments the host socket behind c has
 // received, keepalive probes included (TCP_INFO), or 0 if it cannot tell.
 func segmentsIn(c net.Conn) uint64 {

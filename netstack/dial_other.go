@@ -32,6 +32,9 @@ func queuedDatagramError(net.Conn) *ICMPError { return nil }
 // probes from the server do not keep a flow from being idle here.
 func segmentsIn(net.Conn) uint64 { return 0 }
 
+// connectSegments is what segmentsIn gives after a connect: nothing here.
+const connectSegments = 0
+
 // upstreamReset would read the socket's pending error; not done here yet.
 func upstreamReset(net.Conn) bool { return false }
 

@@ -228,15 +228,42 @@ func waitSynSent(t *testing.T, port uint16) {
 	t.Fatal("the dial never started connecting")
 }
 
-// TestSegmentsIn: the count of segments an upstream socket received grows
-// with what the server sends, for tunwall's own dial and net.Dialer's.
+// TestSegmentsIn: an upstream socket whose connect returned has received
+// connectSegments segments (what a relay starts from without asking), a
+// kept socket connected again too; the count grows with what the server
+// sends. For tunwall's own dial and net.Dialer's.
 func TestSegmentsIn(t *testing.T) {
+	spares := newSpareSockets(nil)
+	defer spares.close()
 	for _, dial := range []struct {
 		name string
 		dial func(ap netip.AddrPort) (net.Conn, error)
 	}{
 		{"dialTCP", func(ap netip.AddrPort) (net.Conn, error) { return dialTCP(context.Background(), ap, 0, "", nil) }},
 		{"net.Dialer", func(ap netip.AddrPort) (net.Conn, error) { return net.Dial("tcp", ap.String()) }},
+		{"kept socket", func(ap netip.AddrPort) (net.Conn, error) {
+			// A connection to another server that moved bytes both ways,
+			// reset, leaves its socket for the next dial.
+			ln, echo := listenLoopback(t, "tcp4", "127.0.0.1:0")
+			go echoServer(ln)
+			c, err := dialTCP(context.Background(), echo, 0, "", spares)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := c.Write([]byte("first\n")); err != nil {
+				return nil, err
+			}
+			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+				return nil, err
+			}
+			f := c.(*hostConn).f
+			keptAfter(t, spares, c)
+			c, err = dialTCP(context.Background(), ap, 0, "", spares)
+			if err == nil && c.(*hostConn).f != f {
+				t.Fatal("the dial did not take the kept socket")
+			}
+			return c, err
+		}},
 	} {
 		t.Run(dial.name, func(t *testing.T) {
 			ln, ap := listenLoopback(t, "tcp4", "127.0.0.1:0")
@@ -252,8 +279,8 @@ func TestSegmentsIn(t *testing.T) {
 			}
 			defer c.Close()
 			before := segmentsIn(c)
-			if before == 0 {
-				t.Fatal("no segments counted after the handshake")
+			if before != connectSegments {
+				t.Fatalf("%d segments counted after the handshake, want %d", before, connectSegments)
 			}
 			close(send)
 			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {

@@ -42,6 +42,10 @@ type relay struct {
 	// byte but still carries packets is not idle, as for a router's
 	// connection tracking. It is looked at every quarter of the idle time.
 	packets func() (client, upstream uint64)
+	// packetsAtStart, if set, gives the counts packets would give when
+	// the relay starts, where they are known without asking (the upstream
+	// socket's count is a system call each time).
+	packetsAtStart func() (client, upstream uint64)
 	// probe (TCP), if set, turns tunwall's own keepalive probes towards
 	// the upstream side or the client on or off (see steerProbes).
 	probe func(upstream, on bool)
@@ -77,7 +81,11 @@ func (r *relay) run() string {
 	r.mu.Lock()
 	first := r.idle
 	if r.packets != nil {
-		c, u := r.packets()
+		at := r.packets
+		if r.packetsAtStart != nil {
+			at = r.packetsAtStart
+		}
+		c, u := at()
 		now := time.Now()
 		r.seen, r.heard, r.checked = [2]uint64{c, u}, [2]time.Time{now, now}, now
 		first = r.idle / 4

@@ -265,6 +265,34 @@ func TestRelayKeepaliveNotIdle(t *testing.T) {
 	wantEnd(t, ended, reasonIdle, "the last probe")
 }
 
+// TestRelayStartCounts: a relay given the packet counts at its start
+// takes them from packetsAtStart and asks packets only when its idle timer
+// looks (here never: the flow ends first).
+func TestRelayStartCounts(t *testing.T) {
+	a, aPeer := net.Pipe()
+	b, bPeer := net.Pipe()
+	var asked, atStart atomic.Int32
+	r := &relay{
+		client:         side{conn: a},
+		upstream:       side{conn: b},
+		idle:           time.Hour,
+		packets:        func() (uint64, uint64) { asked.Add(1); return 0, 0 },
+		packetsAtStart: func() (uint64, uint64) { atStart.Add(1); return 0, 0 },
+	}
+	ended := make(chan string, 1)
+	go func() { ended <- r.run() }()
+	aPeer.Close()
+	bPeer.Close()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("relay still running 5 s after both ends closed")
+	}
+	if asked.Load() != 0 || atStart.Load() != 1 {
+		t.Errorf("packets asked %d times, packetsAtStart %d; want 0 and 1", asked.Load(), atStart.Load())
+	}
+}
+
 // probeEvent is a call of relay.probe.
 type probeEvent struct{ upstream, on bool }
 

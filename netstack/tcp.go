@@ -425,6 +425,11 @@ func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, cc *clientCo
 		idle:     h.g.cfg.Limits.TCPIdle,
 		buffers:  &h.g.relayBuffers,
 		packets:  func() (uint64, uint64) { return segmentsReceived(ep), segmentsIn(up) },
+		// The upstream socket has received its SYN-ACK alone when the
+		// connect returns (a kept socket counts again from its
+		// disconnect); what came later was the server's and counts as
+		// activity at the first look, which errs on the side of a live flow.
+		packetsAtStart: func() (uint64, uint64) { return segmentsReceived(ep), connectSegments },
 		probe: func(upstream, on bool) {
 			if upstream {
 				keepaliveUpstream(up, on, h.g.cfg.Limits.TCPIdle)
