@@ -42,6 +42,9 @@ type PacketSource interface {
 	Close()
 }
 
+// captureParams are the query parameters of a capture.
+var captureParams = []string{"flow", "denied", "count", "max_bytes"}
+
 // capture streams a pcap file of one flow's packets (flow=ID) or of the
 // packets the policy refuses (denied), until count packets, max_bytes
 // (at most capture.max_bytes), the end of the flow, or the client leaves.
@@ -53,6 +56,12 @@ func capture(b Backend, w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	flowArg, denied := q.Get("flow"), q.Has("denied")
+	switch v := q.Get("denied"); v {
+	case "", "1", "true":
+	default:
+		fail(w, http.StatusBadRequest, "denied=%s: give denied alone (or denied=true) for the refused packets, or flow=ID", v)
+		return
+	}
 	if (flowArg != "") == denied {
 		fail(w, http.StatusBadRequest, "give flow=ID or denied, one of them")
 		return

@@ -7,8 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tunwall/tunwall/netstack"
@@ -125,18 +129,28 @@ func DeniedOf(d netstack.DeniedInfo) Denied {
 // Handler serves the API for b.
 func Handler(b Backend) http.Handler {
 	mux := http.NewServeMux()
-	// Each endpoint takes one method; others get a JSON 405.
-	route := func(method, path string, h http.HandlerFunc) {
+	// Each endpoint takes one method; others get a JSON 405. An API
+	// endpoint (params non-nil) takes the query parameters params names,
+	// each once, and refuses others rather than ignoring them: a filter
+	// it does not have, or a misspelt one, would go unnoticed otherwise.
+	route := func(method, path string, params []string, h http.HandlerFunc) {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != method {
 				w.Header().Set("Allow", method)
 				fail(w, http.StatusMethodNotAllowed, "%s %s: method not allowed (use %s)", r.Method, r.URL.Path, method)
 				return
 			}
+			if params != nil {
+				if err := checkQuery(r.URL.RawQuery, params); err != nil {
+					fail(w, http.StatusBadRequest, "%s %s: %v", r.Method, r.URL.Path, err)
+					return
+				}
+			}
 			h(w, r)
 		})
 	}
-	route(http.MethodGet, "/v1/flows", func(w http.ResponseWriter, r *http.Request) {
+	none := []string{}
+	route(http.MethodGet, "/v1/flows", none, func(w http.ResponseWriter, r *http.Request) {
 		flows := b.Flows()
 		out := make([]Flow, 0, len(flows))
 		for _, f := range flows {
@@ -144,7 +158,7 @@ func Handler(b Backend) http.Handler {
 		}
 		reply(w, http.StatusOK, out)
 	})
-	route(http.MethodDelete, "/v1/flows/{id}", func(w http.ResponseWriter, r *http.Request) {
+	route(http.MethodDelete, "/v1/flows/{id}", none, func(w http.ResponseWriter, r *http.Request) {
 		id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
 		if err != nil {
 			fail(w, http.StatusBadRequest, "flow id %q is not a number", r.PathValue("id"))
@@ -156,7 +170,7 @@ func Handler(b Backend) http.Handler {
 		}
 		reply(w, http.StatusOK, map[string]any{"closed": id})
 	})
-	route(http.MethodGet, "/v1/denied", func(w http.ResponseWriter, r *http.Request) {
+	route(http.MethodGet, "/v1/denied", none, func(w http.ResponseWriter, r *http.Request) {
 		denied := b.Denied()
 		out := make([]Denied, 0, len(denied))
 		for _, d := range denied {
@@ -164,13 +178,13 @@ func Handler(b Backend) http.Handler {
 		}
 		reply(w, http.StatusOK, out)
 	})
-	route(http.MethodGet, "/v1/stats", func(w http.ResponseWriter, r *http.Request) {
+	route(http.MethodGet, "/v1/stats", none, func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, b.Stats())
 	})
-	route(http.MethodGet, "/v1/policy", func(w http.ResponseWriter, r *http.Request) {
+	route(http.MethodGet, "/v1/policy", none, func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, b.Policy())
 	})
-	route(http.MethodPost, "/v1/reload", func(w http.ResponseWriter, r *http.Request) {
+	route(http.MethodPost, "/v1/reload", none, func(w http.ResponseWriter, r *http.Request) {
 		err := b.Reload()
 		if _, bad := policy.AsErrors(err); bad {
 			fail(w, http.StatusUnprocessableEntity, "%v", err)
@@ -182,7 +196,7 @@ func Handler(b Backend) http.Handler {
 		}
 		reply(w, http.StatusOK, b.Policy())
 	})
-	route(http.MethodGet, "/v1/dashboard", func(w http.ResponseWriter, r *http.Request) {
+	route(http.MethodGet, "/v1/dashboard", none, func(w http.ResponseWriter, r *http.Request) {
 		url := b.Dashboard()
 		if url == "" {
 			fail(w, http.StatusNotFound, "no dashboard: the API has no TCP listener (set control.listen)")
@@ -190,19 +204,42 @@ func Handler(b Backend) http.Handler {
 		}
 		reply(w, http.StatusOK, map[string]string{"url": url})
 	})
-	route(http.MethodGet, "/v1/capture", func(w http.ResponseWriter, r *http.Request) { capture(b, w, r) })
+	route(http.MethodGet, "/v1/capture", captureParams, func(w http.ResponseWriter, r *http.Request) { capture(b, w, r) })
 	metrics := metricsHandler(b)
-	route(http.MethodGet, "/metrics", metrics.ServeHTTP)
+	// A scraper's own parameters and a browser's are no concern of these.
+	route(http.MethodGet, "/metrics", nil, metrics.ServeHTTP)
 	for p := range assets {
 		if p == "/" {
 			p = "/{$}" // the page itself; other paths are not the page
 		}
-		route(http.MethodGet, p, serveAsset)
+		route(http.MethodGet, p, nil, serveAsset)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "%s: no such endpoint", r.URL.Path)
 	})
 	return recoverer(mux)
+}
+
+// checkQuery reports what is wrong with a request's query: one that does
+// not parse, a parameter not among params, or one given twice.
+func checkQuery(raw string, params []string) error {
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return fmt.Errorf("bad query %q: %v", raw, err)
+	}
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		v := q[k]
+		if !slices.Contains(params, k) {
+			if len(params) == 0 {
+				return fmt.Errorf("unknown parameter %q (this endpoint takes none)", k)
+			}
+			return fmt.Errorf("unknown parameter %q (this endpoint takes %s)", k, strings.Join(params, ", "))
+		}
+		if len(v) > 1 {
+			return fmt.Errorf("parameter %q given %d times", k, len(v))
+		}
+	}
+	return nil
 }
 
 // recoverer turns a handler panic into a 500 answer.

@@ -142,6 +142,12 @@ func TestHandler(t *testing.T) {
 		{"capture bad count", "GET", "/v1/capture?denied&count=-1", fake{}, 400, `count \"-1\" is not a number`},
 		{"capture off", "GET", "/v1/capture?denied", fake{captureOff: true}, 403, `packet capture is off (capture.enabled: false)`},
 		{"capture by POST", "POST", "/v1/capture?denied", fake{}, 405, `use GET`},
+		{"capture unknown parameter", "GET", "/v1/capture?flow=8&max_byte=100&cnt=1", fake{}, 400, `{"error":"GET /v1/capture: unknown parameter \"cnt\" (this endpoint takes flow, denied, count, max_bytes)"}`},
+		{"capture parameter twice", "GET", "/v1/capture?flow=8&flow=9", fake{}, 400, `{"error":"GET /v1/capture: parameter \"flow\" given 2 times"}`},
+		{"capture denied false", "GET", "/v1/capture?denied=false", fake{}, 400, `{"error":"denied=false: give denied alone (or denied=true) for the refused packets, or flow=ID"}`},
+		{"capture bad query", "GET", "/v1/capture?flow=8&count=%zz", fake{}, 400, `GET /v1/capture: bad query \"flow=8&count=%zz\": invalid URL escape \"%zz\"`},
+		{"flows filter", "GET", "/v1/flows?proto=udp", fake{}, 400, `{"error":"GET /v1/flows: unknown parameter \"proto\" (this endpoint takes none)"}`},
+		{"reload parameter", "POST", "/v1/reload?force=1", fake{}, 400, `unknown parameter \"force\"`},
 		{"dashboard url", "GET", "/v1/dashboard", fake{dashboard: "http://127.0.0.1:9190/#token=x"}, 200, `{"url":"http://127.0.0.1:9190/#token=x"}`},
 		{"no dashboard", "GET", "/v1/dashboard", fake{}, 404, `no dashboard: the API has no TCP listener (set control.listen)`},
 		{"panic", "GET", "/v1/flows", fake{panics: true}, 500, `{"error":"internal error: boom"}`},
@@ -210,10 +216,11 @@ func TestSocket(t *testing.T) {
 }
 
 // TestMetricsText: /metrics is Prometheus text with the backend's figures
-// under their names and labels, the histogram cumulative.
+// under their names and labels, the histogram cumulative. Parameters a
+// scraper is set up to send are let be.
 func TestMetricsText(t *testing.T) {
 	rec := httptest.NewRecorder()
-	Handler(&fake{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	Handler(&fake{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics?module=tunwall", nil))
 	body := rec.Body.String()
 	if rec.Code != 200 || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain") {
 		t.Fatalf("%d %q", rec.Code, rec.Header().Get("Content-Type"))
@@ -276,6 +283,7 @@ func TestCaptureStream(t *testing.T) {
 	}{
 		{"flow=7", 3, EndFlowClosed},
 		{"denied&count=2", 2, EndCount},
+		{"denied=true&count=2", 2, EndCount},
 		{"denied&max_bytes=230", 2, EndMaxBytes}, // 24 + 2 x (16 + 80) = 216; a third would make 312
 		{"denied", 3, EndStopped},                // until the server stops (the request's context ends)
 	} {
