@@ -23,40 +23,43 @@ import (
 func cmdCapture(args []string, stdout, stderr io.Writer) error {
 	var denied bool
 	var flowID, file, count, maxBytes string
-	c, rest, err := liveFlags("capture", args, boolFlag{"denied", &denied}, stringFlag{"flow", &flowID},
+	q := url.Values{}
+	check := func(rest []string) error {
+		if err := noArgs("capture", rest); err != nil {
+			return err
+		}
+		switch {
+		case denied == (flowID != ""):
+			return usageError{errors.New("capture: give --denied or --flow ID, one of them")}
+		case denied:
+			q.Set("denied", "")
+		default:
+			if id, err := strconv.ParseUint(flowID, 10, 64); err != nil || id == 0 {
+				return usageError{fmt.Errorf("capture: --flow %q is not a flow ID", flowID)}
+			}
+			q.Set("flow", flowID)
+		}
+		if file == "" {
+			return usageError{errors.New("capture: -w FILE is required (- for standard output)")}
+		}
+		if count != "" {
+			if _, err := strconv.ParseUint(count, 10, 64); err != nil {
+				return usageError{fmt.Errorf("capture: --count %q is not a number", count)}
+			}
+			q.Set("count", count)
+		}
+		if maxBytes != "" {
+			if _, err := policy.ParseSize(maxBytes); err != nil {
+				return usageError{fmt.Errorf("capture: --max-bytes: %v", err)}
+			}
+			q.Set("max_bytes", maxBytes)
+		}
+		return nil
+	}
+	c, err := liveFlags("capture", args, check, boolFlag{"denied", &denied}, stringFlag{"flow", &flowID},
 		stringFlag{"w", &file}, stringFlag{"count", &count}, stringFlag{"max-bytes", &maxBytes})
 	if err != nil {
 		return err
-	}
-	if err := noArgs("capture", rest); err != nil {
-		return err
-	}
-	q := url.Values{}
-	switch {
-	case denied == (flowID != ""):
-		return usageError{errors.New("capture: give --denied or --flow ID, one of them")}
-	case denied:
-		q.Set("denied", "")
-	default:
-		if id, err := strconv.ParseUint(flowID, 10, 64); err != nil || id == 0 {
-			return usageError{fmt.Errorf("capture: --flow %q is not a flow ID", flowID)}
-		}
-		q.Set("flow", flowID)
-	}
-	if file == "" {
-		return usageError{errors.New("capture: -w FILE is required (- for standard output)")}
-	}
-	if count != "" {
-		if _, err := strconv.ParseUint(count, 10, 64); err != nil {
-			return usageError{fmt.Errorf("capture: --count %q is not a number", count)}
-		}
-		q.Set("count", count)
-	}
-	if maxBytes != "" {
-		if _, err := policy.ParseSize(maxBytes); err != nil {
-			return usageError{fmt.Errorf("capture: --max-bytes: %v", err)}
-		}
-		q.Set("max_bytes", maxBytes)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

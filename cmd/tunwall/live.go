@@ -18,12 +18,17 @@ import (
 )
 
 // liveFlags parses the flags of the commands that talk to a running
-// tunwall and returns its API client.
-func liveFlags(name string, args []string, more ...flagDef) (*control.Client, []string, error) {
+// tunwall, has check judge the arguments and the flags' values, and then
+// returns the API client: a command line that is wrong is told so whether
+// or not a tunwall runs.
+func liveFlags(name string, args []string, check func(rest []string) error, more ...flagDef) (*control.Client, error) {
 	var socket string
 	path, rest, err := flags(name, args, false, append(more, stringFlag{"socket", &socket})...)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	if err := check(rest); err != nil {
+		return nil, err
 	}
 	if socket == "" {
 		r, err := findRunning(tun.StateDir, name, path)
@@ -35,16 +40,16 @@ func liveFlags(name string, args []string, more ...flagDef) (*control.Client, []
 			// the socket.
 			cfg, err := loadConfig(path)
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			socket = socketPath(cfg)
 		case errors.Is(err, errNotRunning):
-			return nil, nil, fmt.Errorf("%w (give -c FILE or --socket PATH)", err)
+			return nil, fmt.Errorf("%w (give -c FILE or --socket PATH)", err)
 		default:
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	return control.NewClient(socket), rest, nil
+	return control.NewClient(socket), nil
 }
 
 func noArgs(name string, rest []string) error {
@@ -61,11 +66,8 @@ func noArgs(name string, rest []string) error {
 // path into out, and with --json prints it as it came (done).
 func liveQuery(name string, args []string, path string, out any, stdout io.Writer) (done bool, err error) {
 	var asJSON bool
-	c, rest, err := liveFlags(name, args, boolFlag{"json", &asJSON})
+	c, err := liveFlags(name, args, func(rest []string) error { return noArgs(name, rest) }, boolFlag{"json", &asJSON})
 	if err != nil {
-		return false, err
-	}
-	if err := noArgs(name, rest); err != nil {
 		return false, err
 	}
 	if err := c.Do("GET", path, out); err != nil {
@@ -80,11 +82,9 @@ func liveQuery(name string, args []string, path string, out any, stdout io.Write
 // cmdFlows prints the live flows once, or every second with --watch.
 func cmdFlows(args []string, stdout io.Writer) error {
 	var asJSON, watch bool
-	c, rest, err := liveFlags("flows", args, boolFlag{"json", &asJSON}, boolFlag{"watch", &watch})
+	c, err := liveFlags("flows", args, func(rest []string) error { return noArgs("flows", rest) },
+		boolFlag{"json", &asJSON}, boolFlag{"watch", &watch})
 	if err != nil {
-		return err
-	}
-	if err := noArgs("flows", rest); err != nil {
 		return err
 	}
 	for {
@@ -170,30 +170,34 @@ func cmdStats(args []string, stdout io.Writer) error {
 
 // cmdKill closes one live flow.
 func cmdKill(args []string, stdout io.Writer) error {
-	c, rest, err := liveFlags("kill", args)
+	var id string
+	c, err := liveFlags("kill", args, func(rest []string) error {
+		if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") {
+			return helpRequest{"kill"}
+		}
+		if len(rest) != 1 {
+			return usageError{errors.New("kill: want one flow ID (see tunwall flows)")}
+		}
+		if n, err := strconv.ParseUint(rest[0], 10, 64); err != nil || n == 0 {
+			return usageError{fmt.Errorf("kill: %q is not a flow ID", rest[0])}
+		}
+		id = rest[0]
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	if len(rest) != 1 {
-		return usageError{errors.New("kill: want one flow ID (see tunwall flows)")}
-	}
-	if _, err := strconv.ParseUint(rest[0], 10, 64); err != nil {
-		return usageError{fmt.Errorf("kill: %q is not a flow ID", rest[0])}
-	}
-	if err := c.Do("DELETE", "/v1/flows/"+rest[0], nil); err != nil {
+	if err := c.Do("DELETE", "/v1/flows/"+id, nil); err != nil {
 		return fmt.Errorf("kill: %w", err)
 	}
-	fmt.Fprintf(stdout, "flow %s closed\n", rest[0])
+	fmt.Fprintf(stdout, "flow %s closed\n", id)
 	return nil
 }
 
 // cmdDashboard prints the link to the dashboard, token included.
 func cmdDashboard(args []string, stdout io.Writer) error {
-	c, rest, err := liveFlags("dashboard", args)
+	c, err := liveFlags("dashboard", args, func(rest []string) error { return noArgs("dashboard", rest) })
 	if err != nil {
-		return err
-	}
-	if err := noArgs("dashboard", rest); err != nil {
 		return err
 	}
 	var out struct{ URL string }

@@ -47,6 +47,20 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"explain", "-c", one, "tcp", "10.0.0.2", "192.0.2.1:443", "--", "--at"}, 2, "", "got 4 arguments\n"},
 		{[]string{"explain", "tcp", "10.0.0.2", "192.0.2.1:443", "--bogus"}, 2, "", "explain: flag provided but not defined: -bogus"},
 		{[]string{"check", one, "-c", one}, 2, "", `check: unexpected arguments ["`},
+		// The commands that talk to a running tunwall judge their command
+		// line first, whether or not one runs.
+		{[]string{"kill"}, 2, "", "kill: want one flow ID (see tunwall flows)\n"},
+		{[]string{"kill", "x"}, 2, "", `kill: "x" is not a flow ID`},
+		{[]string{"kill", "0"}, 2, "", `kill: "0" is not a flow ID`},
+		{[]string{"kill", "1", "2"}, 2, "", "kill: want one flow ID"},
+		{[]string{"flows", "--json", "extra"}, 2, "", `flows: unexpected arguments ["extra"]`},
+		{[]string{"stats", "x"}, 2, "", `stats: unexpected arguments ["x"]`},
+		{[]string{"dashboard", "x"}, 2, "", `dashboard: unexpected arguments ["x"]`},
+		{[]string{"capture", "--denied"}, 2, "", "capture: -w FILE is required (- for standard output)\n"},
+		{[]string{"capture", "-w", "-"}, 2, "", "capture: give --denied or --flow ID, one of them\n"},
+		{[]string{"capture", "--flow", "0", "-w", "-"}, 2, "", `capture: --flow "0" is not a flow ID`},
+		{[]string{"capture", "--denied", "-w", "-", "--count", "-1"}, 2, "", `capture: --count "-1" is not a number`},
+		{[]string{"capture", "--denied", "-w", "-", "--max-bytes", "10x"}, 2, "", `capture: --max-bytes: "10x" is not a size`},
 	} {
 		code, out, errOut := cli(tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errOut, tc.stderr) {
