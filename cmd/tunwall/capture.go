@@ -49,8 +49,12 @@ func cmdCapture(args []string, stdout, stderr io.Writer) error {
 			q.Set("count", count)
 		}
 		if maxBytes != "" {
-			if _, err := policy.ParseSize(maxBytes); err != nil {
+			n, err := policy.ParseSize(maxBytes)
+			if err != nil {
 				return usageError{fmt.Errorf("capture: --max-bytes: %v", err)}
+			}
+			if n < control.MinCaptureBytes {
+				return usageError{fmt.Errorf("capture: --max-bytes %s: want at least %d bytes (the file's header and one packet's)", maxBytes, control.MinCaptureBytes)}
 			}
 			q.Set("max_bytes", maxBytes)
 		}

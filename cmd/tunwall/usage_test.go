@@ -61,6 +61,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"capture", "--flow", "0", "-w", "-"}, 2, "", `capture: --flow "0" is not a flow ID`},
 		{[]string{"capture", "--denied", "-w", "-", "--count", "-1"}, 2, "", `capture: --count "-1" is not a number`},
 		{[]string{"capture", "--denied", "-w", "-", "--max-bytes", "10x"}, 2, "", `capture: --max-bytes: "10x" is not a size`},
+		{[]string{"capture", "--denied", "-w", "-", "--max-bytes", "39"}, 2, "", "capture: --max-bytes 39: want at least 40 bytes (the file's header and one packet's)\n"},
 	} {
 		code, out, errOut := cli(tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errOut, tc.stderr) {

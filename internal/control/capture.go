@@ -34,6 +34,10 @@ const (
 	pcapRecordHeader = 16
 )
 
+// MinCaptureBytes is the smallest max_bytes a capture takes: the file's
+// header and one packet's.
+const MinCaptureBytes = pcapFileHeader + pcapRecordHeader
+
 // PacketSource is a running capture (*netstack.Capture).
 type PacketSource interface {
 	Packets() <-chan netstack.Packet
@@ -77,8 +81,8 @@ func capture(b Backend, w http.ResponseWriter, r *http.Request) {
 	maxBytes := cc.MaxBytes
 	if s := q.Get("max_bytes"); s != "" {
 		n, err := policy.ParseSize(s)
-		if err != nil || n < pcapFileHeader+pcapRecordHeader {
-			fail(w, http.StatusBadRequest, "max_bytes %q: want a size of at least 40 bytes", s)
+		if err != nil || n < MinCaptureBytes {
+			fail(w, http.StatusBadRequest, "max_bytes %q: want a size of at least %d bytes", s, MinCaptureBytes)
 			return
 		}
 		maxBytes = min(maxBytes, n)
