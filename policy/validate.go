@@ -286,13 +286,21 @@ func ParseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
+// maxSocketPath is the longest path a unix socket may have on Linux (its
+// address holds 108 bytes, the terminating zero included).
+const maxSocketPath = 107
+
 // minTokenLen is the shortest bearer token control.token_file may hold.
 const minTokenLen = 16
 
 func (v *validator) control(w *fileControl) ControlConfig {
 	c := ControlConfig{Socket: w.Socket, Group: w.Group}
-	if w.Socket != "" && !strings.HasPrefix(w.Socket, "/") {
+	switch {
+	case w.Socket == "":
+	case !strings.HasPrefix(w.Socket, "/"):
 		v.errorf("$.control.socket", "control.socket %q: give an absolute path", w.Socket)
+	case len(w.Socket) > maxSocketPath:
+		v.errorf("$.control.socket", "control.socket: the path is %d bytes, longer than the %d a unix socket's may be; give a shorter one", len(w.Socket), maxSocketPath)
 	}
 	if w.Listen != "" {
 		ap, err := netip.ParseAddrPort(w.Listen)
