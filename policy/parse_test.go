@@ -72,6 +72,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad app glob", "policy:\n  rules:\n    - name: a\n      action: deny\n      apps: [\"/usr/bin/[\"]\n", `rule "a": app "/usr/bin/[": bad glob`},
 		{"empty app", "policy:\n  rules:\n    - name: a\n      action: deny\n      apps: [\"\"]\n", `rule "a": empty app`},
 		{"relative socket", "control:\n  socket: tw.sock\n", `test.yaml:2:11: control.socket "tw.sock": give an absolute path`},
+		{"unknown socket group", "control:\n  group: no-such-group-tw\n", `test.yaml:2:10: control.group "no-such-group-tw": no such group on this machine`},
 		{"socket path too long", "control:\n  socket: /run/" + strings.Repeat("d", 95) + "/tw.sock\n", `test.yaml:2:11: control.socket: the path is 108 bytes, longer than the 107 a unix socket's may be; give a shorter one`},
 		{"listen not loopback", "control:\n  listen: 0.0.0.0:9190\n", `test.yaml:2:11: control.listen "0.0.0.0:9190": give a loopback address and port`},
 		{"listen name", "control:\n  listen: localhost:9190\n", `control.listen "localhost:9190": give a loopback address and port`},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"time"
@@ -301,6 +302,11 @@ func (v *validator) control(w *fileControl) ControlConfig {
 		v.errorf("$.control.socket", "control.socket %q: give an absolute path", w.Socket)
 	case len(w.Socket) > maxSocketPath:
 		v.errorf("$.control.socket", "control.socket: the path is %d bytes, longer than the %d a unix socket's may be; give a shorter one", len(w.Socket), maxSocketPath)
+	}
+	if w.Group != "" {
+		if _, err := user.LookupGroup(w.Group); err != nil {
+			v.errorf("$.control.group", "control.group %q: no such group on this machine", w.Group)
+		}
 	}
 	if w.Listen != "" {
 		ap, err := netip.ParseAddrPort(w.Listen)
