@@ -282,6 +282,39 @@ policy: {default: allow}
 	stopClean(t, l, tw, before)
 }
 
+// TestRoutingExclude: destinations in routing.exclude bypass tunwall, in
+// route-all mode and inside an included range in split mode; the rest
+// still goes through it.
+func TestRoutingExclude(t *testing.T) {
+	for _, tc := range []struct{ name, prefix, routing string }{
+		{"all", "twx", fmt.Sprintf(`{mode: all, exclude: [%s, "%s/128"]}`, lab.ServerAlt4, lab.ServerAlt6)},
+		{"split", "twz", fmt.Sprintf(`{mode: split, include: [10.77.2.0/24, "fd77:2::/64"], exclude: ["%s/32", "%s"]}`, lab.ServerAlt4, lab.ServerAlt6)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := routedLab(t, tc.prefix)
+			gw := l.Gateway
+			before := routingState(t, l)
+			tw := launch(t, l, "tun: {name: tw0}\nlog: {level: debug, format: json}\nrouting: "+tc.routing+"\npolicy: {default: allow}\n")
+			for _, a := range []string{lab.ServerV4, lab.ServerV6} {
+				wantOK(t, probe(t, l, gw, 0, "tcp", hostPort(a, "7001")), "tcp to routed "+a)
+				wantVerdict(t, tw.Log, "tcp", hostPort(a, "7001"), "allow", "default")
+			}
+			for _, a := range []string{lab.ServerAlt4, lab.ServerAlt6} {
+				wantOK(t, probe(t, l, gw, 0, "tcp", hostPort(a, "7001")), "tcp to excluded "+a)
+			}
+			// A later flow's verdict shows the log has caught up.
+			wantOK(t, probe(t, l, gw, 0, "udp", hostPort(lab.ServerV4, "7001")), "udp to routed "+lab.ServerV4)
+			wantVerdict(t, tw.Log, "udp", hostPort(lab.ServerV4, "7001"), "allow", "default")
+			for _, a := range []string{lab.ServerAlt4, lab.ServerAlt6} {
+				if n := len(verdicts(t, tw.Log, "tcp", hostPort(a, "7001"))); n != 0 {
+					t.Errorf("%s is excluded, but tunwall judged %d flows to it", a, n)
+				}
+			}
+			stopClean(t, l, tw, before)
+		})
+	}
+}
+
 // Users of the per-app test: A is routed through tunwall, B is not.
 const (
 	uidA = 64101
