@@ -52,8 +52,14 @@ func liveFlags(name string, args []string, check func(rest []string) error, more
 	return control.NewClient(socket), nil
 }
 
+// helpArg reports whether the arguments are a request for help alone
+// (as after "--", where flags are not parsed).
+func helpArg(rest []string) bool {
+	return len(rest) == 1 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help")
+}
+
 func noArgs(name string, rest []string) error {
-	if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") {
+	if helpArg(rest) {
 		return helpRequest{name}
 	}
 	if len(rest) > 0 {
@@ -172,7 +178,7 @@ func cmdStats(args []string, stdout io.Writer) error {
 func cmdKill(args []string, stdout io.Writer) error {
 	var id string
 	c, err := liveFlags("kill", args, func(rest []string) error {
-		if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") {
+		if helpArg(rest) {
 			return helpRequest{"kill"}
 		}
 		if len(rest) != 1 {
