@@ -28,12 +28,12 @@ func echoByte(c net.Conn) error {
 // TestEgressInterface: with egress.interface set, the upstream sockets of
 // TCP flows and UDP sessions, IPv4 and IPv6, are bound to that interface
 // (the gateway's link to the server, g1, as ss shows), and traffic passes.
-// Bound to an interface that does not exist, every dial fails: a TCP
-// client is reset and the flow's close event says why, a UDP client gets
-// port unreachable.
+// Bound to an interface that does not exist, tunwall warns at start and
+// every dial fails: a TCP client is reset and the flow's close event says
+// why, a UDP client gets port unreachable.
 func TestEgressInterface(t *testing.T) {
 	l := routedLab(t, "twh")
-	startGateway(t, l, "twh0", egressConfig("twh0", "g1"))
+	gw := startGateway(t, l, "twh0", egressConfig("twh0", "g1"))
 	for _, fam := range families {
 		for _, network := range []string{"tcp", "udp"} {
 			t.Run(fam.name+"/"+network, func(t *testing.T) {
@@ -63,10 +63,23 @@ func TestEgressInterface(t *testing.T) {
 			})
 		}
 	}
+	// The warning would come right after ready, before any flow's event.
+	waitEvent(t, gw.Log, func(e event) bool {
+		return e.str("event") == "close" && e.str("proto") == "tcp" && e.str("dst") == net.JoinHostPort(lab.ServerV6, "7001")
+	})
+	for _, e := range readEvents(t, gw.Log) {
+		if e.str("event") == "egress" {
+			t.Errorf("egress warning with the interface present: %v", e)
+		}
+	}
 
 	t.Run("missing interface", func(t *testing.T) {
 		l := routedLab(t, "twj")
 		gw := startGateway(t, l, "twj0", egressConfig("twj0", "nosuch0"))
+		warn := waitEvent(t, gw.Log, func(e event) bool { return e.str("event") == "egress" })
+		if warn.str("level") != "warn" || warn.str("interface") != "nosuch0" {
+			t.Errorf("egress event %v, want a warning naming nosuch0", warn)
+		}
 		_, err := l.Dial(l.Client, "tcp", net.JoinHostPort(lab.ServerV4, "7001"), 3*time.Second)
 		if err == nil || !strings.Contains(err.Error(), "connection refused") {
 			t.Fatalf("dial through tunwall bound to a missing interface: %v, want connection refused", err)

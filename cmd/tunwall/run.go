@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -194,6 +195,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 		ready = ready.Str("control_listen", ctl.tcp.Addr().String())
 	}
 	ready.Msg("ready")
+	if name := cfg.Egress.Interface; name != "" {
+		// Not a config error: the interface (a VPN's, say) may come later.
+		if _, err := net.InterfaceByName(name); err != nil {
+			zl.Warn().Str("event", "egress").Str("interface", name).
+				Msg("egress.interface does not exist (yet): every upstream dial fails until it does")
+		}
+	}
 	notify(zl, sdnotify.Ready)
 	if onTerminal(stderr) {
 		printSummary(stderr, setup{cfg: cfg, device: dev.Name(), mtu: dev.MTU(), routing: rt.Installed(),
