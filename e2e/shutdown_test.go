@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,10 +15,22 @@ import (
 )
 
 // TestSIGTERMCleansUp runs a second gateway in its own lab, holds a flow
-// open, sends SIGTERM and checks: exit 0, the flow closed with reason
-// shutdown, READY=1 and STOPPING=1 told to the service manager, and no
-// device, address, route or rule of tunwall's is left.
+// open, sends SIGTERM (and, in a second lab, SIGINT, as Ctrl-C does) and
+// checks: exit 0, the flow closed with reason shutdown, READY=1 and
+// STOPPING=1 told to the service manager, and no device, address, route or
+// rule of tunwall's is left.
 func TestSIGTERMCleansUp(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		name := "SIGTERM"
+		if sig == syscall.SIGINT {
+			name = "SIGINT"
+		}
+		t.Run(name, func(t *testing.T) { stopCleansUp(t, sig, name) })
+	}
+}
+
+// stopCleansUp is TestSIGTERMCleansUp with one signal.
+func stopCleansUp(t *testing.T, sig syscall.Signal, name string) {
 	l := routedLab(t, "tws")
 	before := routingState(t, l)
 	tw := startGateway(t, l, "twstop", "tun: {name: twstop}\nlog: {format: json}\npolicy:\n  default: allow\n")
@@ -35,8 +48,8 @@ func TestSIGTERMCleansUp(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := tw.Stop(10 * time.Second); err != nil {
-		t.Fatalf("tunwall exit after SIGTERM: %v", err)
+	if err := tw.StopWith(sig, 10*time.Second); err != nil {
+		t.Fatalf("tunwall exit after %s: %v", name, err)
 	}
 	e := waitEvent(t, tw.Log, flowEvent("close", c.LocalAddr().String(), c.RemoteAddr().String()))
 	if e.str("reason") != "shutdown" {
@@ -55,7 +68,7 @@ func TestSIGTERMCleansUp(t *testing.T) {
 		t.Errorf("told the service manager %q, want READY=1 then STOPPING=1", got)
 	}
 	if out, err := l.Run(l.Gateway, "ip", "link", "show", "twstop"); err == nil {
-		t.Errorf("TUN device still exists after SIGTERM:\n%s", out)
+		t.Errorf("TUN device still exists after %s:\n%s", name, out)
 	}
 	l.Unroute() // the lab's own rules; what remains must equal the start
 	if after := routingState(t, l); after != before {

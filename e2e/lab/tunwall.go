@@ -116,12 +116,17 @@ func (tw *Tunwall) Kill() {
 // (then ends it with SIGQUIT, which makes a Go program write its
 // goroutines, or SIGKILL). It returns the exit error (nil for exit status 0).
 func (tw *Tunwall) Stop(timeout time.Duration) error {
+	return tw.StopWith(syscall.SIGTERM, timeout)
+}
+
+// StopWith is Stop with another signal (SIGINT, as Ctrl-C sends).
+func (tw *Tunwall) StopWith(sig syscall.Signal, timeout time.Duration) error {
 	select {
 	case <-tw.done:
 		return tw.err
 	default:
 	}
-	tw.Cmd.Process.Signal(syscall.SIGTERM)
+	tw.Cmd.Process.Signal(sig)
 	select {
 	case <-tw.done:
 		return tw.err
@@ -134,7 +139,11 @@ func (tw *Tunwall) Stop(timeout time.Duration) error {
 			tw.Cmd.Process.Kill()
 			<-tw.done
 		}
-		return fmt.Errorf("gateway did not exit after SIGTERM; stopped with SIGQUIT (goroutines in %s)", tw.Log)
+		name := "SIGTERM"
+		if sig == syscall.SIGINT {
+			name = "SIGINT"
+		}
+		return fmt.Errorf("gateway did not exit after %s; stopped with SIGQUIT (goroutines in %s)", name, tw.Log)
 	}
 }
 
