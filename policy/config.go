@@ -48,6 +48,7 @@ type CaptureConfig struct {
 type ControlConfig struct {
 	Socket string // "" : /run/tunwall/control-NETNS-TUN.sock
 	Group  string // "" : root only (0600); else that group may use it (0660)
+	GID    int    // Group's id, looked up when the file is loaded; -1 without a group
 
 	// Listen is the TCP listener's loopback address; invalid: none.
 	Listen netip.AddrPort

@@ -295,7 +295,7 @@ const maxSocketPath = 107
 const minTokenLen = 16
 
 func (v *validator) control(w *fileControl) ControlConfig {
-	c := ControlConfig{Socket: w.Socket, Group: w.Group}
+	c := ControlConfig{Socket: w.Socket, Group: w.Group, GID: -1}
 	switch {
 	case w.Socket == "":
 	case !strings.HasPrefix(w.Socket, "/"):
@@ -304,7 +304,11 @@ func (v *validator) control(w *fileControl) ControlConfig {
 		v.errorf("$.control.socket", "control.socket: the path is %d bytes, longer than the %d a unix socket's may be; give a shorter one", len(w.Socket), maxSocketPath)
 	}
 	if w.Group != "" {
-		if _, err := user.LookupGroup(w.Group); err != nil {
+		g, err := user.LookupGroup(w.Group)
+		if err == nil {
+			c.GID, err = strconv.Atoi(g.Gid)
+		}
+		if err != nil {
 			v.errorf("$.control.group", "control.group %q: no such group on this machine", w.Group)
 		}
 	}

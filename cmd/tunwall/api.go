@@ -39,7 +39,7 @@ type controlListeners struct {
 func openControl(cfg *policy.Config) (*controlListeners, error) {
 	c := &controlListeners{socket: socketPath(cfg)}
 	var err error
-	if c.unix, err = control.Listen(c.socket, cfg.Control.Group); err != nil {
+	if c.unix, err = control.Listen(c.socket, cfg.Control.GID); err != nil {
 		return nil, err
 	}
 	if !cfg.Control.Listen.IsValid() {

@@ -64,7 +64,7 @@ func (b *backend) Capture(uint64, int) (control.PacketSource, error) { return ni
 func serveBackend(t *testing.T, b control.Backend) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "c.sock")
-	ln, err := control.Listen(sock, "")
+	ln, err := control.Listen(sock, -1)
 	if err != nil {
 		t.Fatal(err)
 	}

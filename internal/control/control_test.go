@@ -173,7 +173,7 @@ func TestHandler(t *testing.T) {
 // Listen on a live socket fails, and a stale one is replaced.
 func TestSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "control.sock")
-	ln, err := Listen(path, "")
+	ln, err := Listen(path, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestSocket(t *testing.T) {
 	if err := c.Do("DELETE", "/v1/flows/8", nil); !errors.As(err, &apiErr) || apiErr.Status != 404 || apiErr.Msg != "no live flow 8" {
 		t.Errorf("DELETE unknown: %v", err)
 	}
-	if _, err := Listen(path, ""); err == nil || !strings.Contains(err.Error(), "another tunwall answers") {
+	if _, err := Listen(path, -1); err == nil || !strings.Contains(err.Error(), "another tunwall answers") {
 		t.Errorf("second Listen: %v", err)
 	}
 	cancel()
@@ -208,7 +208,7 @@ func TestSocket(t *testing.T) {
 		t.Errorf("with no server: %v", err)
 	}
 	os.WriteFile(path, nil, 0o600) // stale leftover
-	ln, err = Listen(path, "")
+	ln, err = Listen(path, -1)
 	if err != nil {
 		t.Fatalf("Listen over a stale file: %v", err)
 	}

@@ -9,27 +9,15 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 )
 
 // Listen opens the control socket at path: mode 0600 (owner only), or
-// 0660 for group when group is set. A socket left by a tunwall that is
+// 0660 for group gid when gid is not negative. A socket left by a tunwall that is
 // gone is replaced; one that still answers is an error.
-func Listen(path, group string) (net.Listener, error) {
-	gid := -1
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			return nil, fmt.Errorf("control socket group %q: %w", group, err)
-		}
-		if gid, err = strconv.Atoi(g.Gid); err != nil {
-			return nil, fmt.Errorf("control socket group %q: gid %q", group, g.Gid)
-		}
-	}
+func Listen(path string, gid int) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
