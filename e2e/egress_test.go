@@ -15,9 +15,9 @@ func egressConfig(dev, iface string) string {
 	return "tun: {name: " + dev + "}\nlog: {level: info, format: json}\negress: {interface: " + iface + "}\npolicy: {default: allow}\n"
 }
 
-// echoByte sends one byte on c and reads it back.
+// echoByte sends one byte on c and reads it back, within 3 s.
 func echoByte(c net.Conn) error {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.SetDeadline(time.Now().Add(3 * time.Second))
 	if _, err := c.Write([]byte("e")); err != nil {
 		return err
 	}

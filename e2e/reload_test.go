@@ -220,13 +220,7 @@ func echoOnce(l *lab.Lab, addr string) error {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := c.Write([]byte{'x'}); err != nil {
-		return err
-	}
-	b := make([]byte, 1)
-	_, err = io.ReadFull(c, b)
-	return err
+	return echoByte(c)
 }
 
 // exitCode returns a command's exit status (0 for nil).

@@ -21,16 +21,13 @@ import (
 // rule of tunwall's is left.
 func TestSIGTERMCleansUp(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
-		name := "SIGTERM"
-		if sig == syscall.SIGINT {
-			name = "SIGINT"
-		}
-		t.Run(name, func(t *testing.T) { stopCleansUp(t, sig, name) })
+		t.Run(lab.SignalName(sig), func(t *testing.T) { stopCleansUp(t, sig) })
 	}
 }
 
 // stopCleansUp is TestSIGTERMCleansUp with one signal.
-func stopCleansUp(t *testing.T, sig syscall.Signal, name string) {
+func stopCleansUp(t *testing.T, sig syscall.Signal) {
+	name := lab.SignalName(sig)
 	l := routedLab(t, "tws")
 	before := routingState(t, l)
 	tw := startGateway(t, l, "twstop", "tun: {name: twstop}\nlog: {format: json}\npolicy:\n  default: allow\n")

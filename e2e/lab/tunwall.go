@@ -139,12 +139,16 @@ func (tw *Tunwall) StopWith(sig syscall.Signal, timeout time.Duration) error {
 			tw.Cmd.Process.Kill()
 			<-tw.done
 		}
-		name := "SIGTERM"
-		if sig == syscall.SIGINT {
-			name = "SIGINT"
-		}
-		return fmt.Errorf("gateway did not exit after %s; stopped with SIGQUIT (goroutines in %s)", name, tw.Log)
+		return fmt.Errorf("gateway did not exit after %s; stopped with SIGQUIT (goroutines in %s)", SignalName(sig), tw.Log)
 	}
+}
+
+// SignalName is the name a stop signal goes by: SIGTERM or SIGINT.
+func SignalName(sig syscall.Signal) string {
+	if sig == syscall.SIGINT {
+		return "SIGINT"
+	}
+	return "SIGTERM"
 }
 
 // Notified returns the state assignments (READY=1, STOPPING=1, ...) the
