@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"os"
@@ -24,24 +23,31 @@ func (e event) num(k string) int64 {
 
 // readEvents parses every JSON line of the log at path. The one plain line
 // allowed is the error report "tunwall: ..." that the command writes to
-// stderr (the lab's log file has both) when it exits with an error.
+// stderr (the lab's log file has both) when it exits with an error. The
+// log may be read while tunwall writes it, so a last line without its
+// newline is a write still in progress: it is left for the next read (a
+// log that ends so after tunwall exits fails the callers' checks of its
+// last event).
 func readEvents(t *testing.T, path string) []event {
 	t.Helper()
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	var evs []event
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if bytes.HasPrefix(sc.Bytes(), []byte("tunwall: ")) {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			break
+		}
+		line := b[:i]
+		b = b[i+1:]
+		if bytes.HasPrefix(line, []byte("tunwall: ")) {
 			continue
 		}
 		var e event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("log line is not JSON: %q: %v", sc.Text(), err)
+		if err := json.Unmarshal(line, &e); err != nil {
+			t.Fatalf("log line is not JSON: %q: %v", line, err)
 		}
 		evs = append(evs, e)
 	}
