@@ -40,7 +40,7 @@ func TestQueueLength(t *testing.T) {
 	}
 	t.Logf("%d clients: %s", burstClients, strings.TrimSpace(out))
 	if load.Failed != 0 {
-		t.Errorf("%d connections failed", load.Failed)
+		t.Errorf("%d connections failed; tunwall's log has %s", load.Failed, unusual(readEvents(t, tw.Log)))
 	}
 	if d := deviceStat(t, l, "statistics/tx_dropped") - dropped; d != 0 {
 		t.Errorf("the device dropped %d packets on their way to tunwall", d)
@@ -77,4 +77,22 @@ func deviceStat(t *testing.T, l *lab.Lab, name string) int {
 		t.Fatalf("tw0 %s: %v %v %q", name, err, serr, out)
 	}
 	return n
+}
+
+// unusual counts the events of a log that a load whose flows all work
+// does not make: refusals by limit, closes with an error, and warnings and
+// errors by event.
+func unusual(evs []event) string {
+	counts := map[string]int{}
+	for _, e := range evs {
+		switch {
+		case e.str("event") == "refused":
+			counts["refused "+e.str("limit")]++
+		case e.str("event") == "close" && e.str("error") != "":
+			counts["close "+e.str("reason")+": "+e.str("error")]++
+		case e.str("level") == "warn" || e.str("level") == "error":
+			counts[e.str("level")+" "+e.str("event")]++
+		}
+	}
+	return fmt.Sprint(counts)
 }

@@ -21,14 +21,15 @@ import (
 // fakeDevice is a channel-backed Device: tests inject packets as if read
 // from a TUN and receive what the gateway writes.
 type fakeDevice struct {
-	in     chan []byte
-	out    chan []byte
+	in      chan []byte
+	batches chan [][]byte // packets that one Read returns together
+	out     chan []byte
 	closed chan struct{}
 	once   sync.Once
 }
 
 func newFakeDevice() *fakeDevice {
-	return &fakeDevice{in: make(chan []byte, 64), out: make(chan []byte, 256), closed: make(chan struct{})}
+	return &fakeDevice{in: make(chan []byte, 64), batches: make(chan [][]byte, 1), out: make(chan []byte, 256), closed: make(chan struct{})}
 }
 
 func (d *fakeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -36,6 +37,11 @@ func (d *fakeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	case p := <-d.in:
 		sizes[0] = copy(bufs[0][offset:], p)
 		return 1, nil
+	case b := <-d.batches:
+		for i, p := range b {
+			sizes[i] = copy(bufs[i][offset:], p)
+		}
+		return len(b), nil
 	case <-d.closed:
 		return 0, os.ErrClosed
 	}
@@ -191,6 +197,9 @@ func newHarnessWith(t *testing.T, policyYAML string, owners Owners, dial DialFun
 }
 
 func (h *harness) send(pkt []byte) { h.dev.in <- pkt }
+
+// sendBatch has the gateway read pkts (at most its batch size) together.
+func (h *harness) sendBatch(pkts ...[]byte) { h.dev.batches <- pkts }
 
 // next returns the next packet the gateway wrote, or fails after 5s.
 func (h *harness) next() gopacket.Packet {

@@ -184,7 +184,7 @@ func (g *Gateway) inspect(pkt []byte) bool {
 	if g.mss != nil {
 		g.mss.clamp(src, dst, seg)
 	}
-	return g.tcp.freeTimeWait(pkt, src, dst, seg)
+	return g.tcp.reuseTuple(pkt, src, dst, seg)
 }
 
 // notUnicast reports whether a checked packet is addressed to a multicast

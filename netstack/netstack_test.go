@@ -180,6 +180,41 @@ func TestTCPSYNRetiresTimeWait(t *testing.T) {
 	}
 }
 
+// TestTCPSYNAfterClientReset: a client that resets a connection and at
+// once opens the next from the same port gets its new connection, also
+// when its RST and SYN are read together, before the stack has taken in
+// the RST. Left to the stack, the old endpoint would close on the RST and
+// answer the SYN, which no longer finds it, with a RST.
+func TestTCPSYNAfterClientReset(t *testing.T) {
+	h := newHarness(t, pipeDial(t), nil, policy.Limits{})
+	const client, server = "10.0.0.2:5000", "192.0.2.1:80"
+	h.send(tcpSynSeq(t, client, server, 1000))
+	for i := range uint32(20) {
+		synAck := h.nextTCP(t)
+		if !synAck.SYN || !synAck.ACK || synAck.Ack != 1001+i*100000 {
+			t.Fatalf("connection %d: want the SYN-ACK of its SYN, got %+v", i, synAck)
+		}
+		seq := synAck.Ack
+		h.send(tcpAck(t, client, server, seq, synAck.Seq+1))
+		// The flow owns its 4-tuple once its handshake is done.
+		waitFor(t, func() bool {
+			h.gw.tcp.mu.Lock()
+			defer h.gw.tcp.mu.Unlock()
+			return len(h.gw.tcp.owned) == 1
+		})
+		h.sendBatch(tcpRST(t, client, server, seq, synAck.Seq+1), tcpSynSeq(t, client, server, 1000+(i+1)*100000))
+	}
+	if seg := h.nextTCP(t); !seg.SYN || !seg.ACK {
+		t.Fatalf("the last connection: want its SYN-ACK, got %+v", seg)
+	}
+	waitFor(t, func() bool { return len(h.ev.closeList()) == 20 })
+	for i, st := range h.ev.closeList() {
+		if st.Reason != reasonRST {
+			t.Errorf("flow %d ended with %q, want %q", i, st.Reason, reasonRST)
+		}
+	}
+}
+
 func TestTCPDialFailureRSTs(t *testing.T) {
 	h := newHarness(t, nil, nil, policy.Limits{})
 	h.send(tcpSyn(t, "10.0.0.2:5000", "192.0.2.1:80"))

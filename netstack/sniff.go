@@ -40,7 +40,7 @@ func (h *tcpHandler) needsName(f policy.Flow) bool {
 // client), judges the flow with it, and then dials upstream and passes the
 // bytes on, or resets the client.
 func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEndpointID, tf *tcpFlow) {
-	ep, wq, terr := h.accept(r, id)
+	ep, wq, release, terr := h.accept(r, id)
 	if terr != nil { // the client never completed the handshake: not judged
 		h.g.flows.remove(tf.id)
 		return
@@ -64,6 +64,7 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 		// The handshake is done, so a refusal, deny or reject, is a reset.
 		ep.Abort()
 		client.Close()
+		release()
 		h.g.flows.remove(tf.id)
 		return
 	}
@@ -71,11 +72,12 @@ func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEnd
 	if err != nil {
 		ep.Abort()
 		client.Close()
+		release()
 		h.dialFailed(tf, err)
 		h.g.flows.remove(tf.id)
 		return
 	}
-	h.run(tf, id, client, up, first)
+	h.run(tf, client, up, first, release)
 }
 
 // readName reads from c until its bytes hold a TLS ClientHello or an HTTP

@@ -27,9 +27,9 @@ type tcpHandler struct {
 	g   *Gateway
 	fwd *tcp.Forwarder
 
-	mu       sync.Mutex // guards pending and relaying
-	pending  map[stack.TransportEndpointID]*tcpFlow
-	relaying map[stack.TransportEndpointID]*relayed
+	mu      sync.Mutex // guards pending and owned
+	pending map[stack.TransportEndpointID]*tcpFlow
+	owned   map[stack.TransportEndpointID]*ownedTuple
 
 	handshakes sync.Mutex // guards the following fields
 	stopping   bool       // stopHandshakes was called: start no more
@@ -51,14 +51,16 @@ type tcpFlow struct {
 	syn  []byte
 }
 
-// relayed is a flow whose relay still has its endpoint.
-type relayed struct {
-	done chan struct{} // closed once the relay has let go of it
+// ownedTuple is the 4-tuple of a flow past its handshake whose endpoint
+// is still its own: from the handshake's end until the relay has let go
+// of the endpoint (or the flow ended before its relay began).
+type ownedTuple struct {
+	done chan struct{} // closed once the flow has let go of the endpoint
 	held bool          // a SYN for the same 4-tuple waits for done
 }
 
 func newTCPHandler(g *Gateway) *tcpHandler {
-	h := &tcpHandler{g: g, pending: make(map[stack.TransportEndpointID]*tcpFlow), relaying: make(map[stack.TransportEndpointID]*relayed)}
+	h := &tcpHandler{g: g, pending: make(map[stack.TransportEndpointID]*tcpFlow), owned: make(map[stack.TransportEndpointID]*ownedTuple)}
 	// The forwarder's own in-flight cap is set above ours so that our
 	// limit (with its RST and its count) is the one that applies.
 	h.fwd = tcp.NewForwarder(g.stack, 0, g.cfg.Limits.MaxPendingTCP+64, func(r *tcp.ForwarderRequest) {
@@ -197,7 +199,7 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.finishPending(id, tf)
 		return
 	}
-	ep, wq, terr := h.accept(r, id)
+	ep, wq, release, terr := h.accept(r, id)
 	if terr != nil { // the client never completed the handshake
 		up.Close()
 		reason := reasonRST
@@ -208,13 +210,14 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.g.flows.remove(tf.id)
 		return
 	}
-	h.run(tf, id, newClientConn(wq, ep), up, nil)
+	h.run(tf, newClientConn(wq, ep), up, nil, release)
 }
 
 // accept completes the client's handshake (or fails it) and ends the
 // flow's pending state. Once the gateway is stopping it resets the client
-// instead.
-func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointID) (tcpip.Endpoint, *waiter.Queue, tcpip.Error) {
+// instead. A flow whose handshake completed owns its 4-tuple until it
+// calls release (reuseTuple).
+func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointID) (tcpip.Endpoint, *waiter.Queue, func(), tcpip.Error) {
 	defer func() {
 		h.mu.Lock()
 		delete(h.pending, id)
@@ -224,7 +227,7 @@ func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointI
 	if h.stopping {
 		h.handshakes.Unlock()
 		r.Complete(true)
-		return nil, nil, &tcpip.ErrConnectionAborted{}
+		return nil, nil, nil, &tcpip.ErrConnectionAborted{}
 	}
 	h.accepting++
 	h.handshakes.Unlock()
@@ -234,7 +237,10 @@ func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointI
 	h.handshakes.Lock()
 	h.accepting--
 	h.handshakes.Unlock()
-	return ep, wq, err
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return ep, wq, h.own(id), nil
 }
 
 // stopHandshakes runs while the gateway stops, before the stack closes: it
@@ -274,24 +280,35 @@ func tcpSYN(pkt []byte) (src, dst, seg []byte, ok bool) {
 	return src, dst, seg, true
 }
 
-// freeTimeWait lets a new connection use the 4-tuple of one that has just
-// closed, and reports whether it took pkt to deliver later. When the
-// client's side closed last, its endpoint passes through TIME_WAIT until a
-// timer fires (newStack sets no wait), and the stack hands a SYN that
-// meets it only to a listener: with none, the SYN is lost and the client
-// sends it again a second later. So such an endpoint is aborted before the
-// SYN goes in. The RST it sends belongs to the old connection; the
-// client's new one, waiting for its SYN-ACK, drops it. pkt is a checked IP
-// packet.
+// reuseTuple lets a new connection use the 4-tuple of one that has just
+// ended, and reports whether it took pkt to deliver later. pkt is a
+// checked IP packet; src, dst and seg are its addresses and SYN segment.
 //
-// The stack acknowledges the client's FIN before it moves the endpoint on,
-// and the client may have its next SYN out before then: an endpoint that
-// has sent its FIN is looked at again once the stack has let go of it. The
-// SYN may also come before the flow's relay has read that FIN; aborted
-// then, the flow would end as reset. The SYN then waits (on a worker, up
-// to a second) for the relay to finish. src, dst and seg are pkt's
-// addresses and SYN segment.
-func (h *tcpHandler) freeTimeWait(pkt, src, dst, seg []byte) bool {
+// A SYN that meets the old connection's endpoint in the stack would not
+// reach the forwarder:
+//
+//   - When the client's side closed last, the endpoint passes through
+//     TIME_WAIT until a timer fires (newStack sets no wait), and the stack
+//     hands a SYN that meets it only to a listener: with none, the SYN is
+//     lost and the client sends it again a second later. So such an
+//     endpoint is aborted before the SYN goes in. The RST it sends belongs
+//     to the old connection; the client's new one, waiting for its
+//     SYN-ACK, drops it. The stack acknowledges the client's FIN before it
+//     moves the endpoint on, and the client may have its next SYN out
+//     before then: an endpoint that has sent its FIN is looked at again
+//     once the stack has let go of it.
+//   - A client that ends a connection with RST may send the next SYN on
+//     the same port at once. If both reach the endpoint before it has
+//     taken in the RST, the endpoint closes on the RST and answers the
+//     SYN, which no longer finds it, with a RST of its own: the client's
+//     new connection is refused.
+//
+// So a SYN for the 4-tuple of a flow past its handshake (owned) waits,
+// on a worker and up to a second, for the flow to let go of its endpoint;
+// aborted before then, a TIME_WAIT flow would end as reset. A SYN that
+// meets a live connection is then taken in by its endpoint as the stack
+// would, a second late, the time the client takes to send it again.
+func (h *tcpHandler) reuseTuple(pkt, src, dst, seg []byte) bool {
 	netProto := header.IPv4ProtocolNumber
 	if len(src) == header.IPv6AddressSize {
 		netProto = header.IPv6ProtocolNumber
@@ -303,11 +320,11 @@ func (h *tcpHandler) freeTimeWait(pkt, src, dst, seg []byte) bool {
 		RemoteAddress: tcpip.AddrFromSlice(src),
 	}
 	ep, _ := h.g.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint)
-	if ep == nil || !inTimeWait(ep) {
+	if ep == nil {
 		return false
 	}
 	h.mu.Lock()
-	r := h.relaying[id]
+	r := h.owned[id]
 	held := r != nil && r.held
 	if r != nil {
 		r.held = true
@@ -315,7 +332,9 @@ func (h *tcpHandler) freeTimeWait(pkt, src, dst, seg []byte) bool {
 	h.mu.Unlock()
 	switch {
 	case r == nil:
-		ep.Abort()
+		if inTimeWait(ep) {
+			ep.Abort()
+		}
 		return false
 	case held:
 		return true // one SYN waits already; the client sends it again
@@ -385,17 +404,17 @@ func inTimeWait(ep *tcp.Endpoint) bool {
 	return false
 }
 
-// relayStarted notes that the relay of the flow with endpoint id has started,
-// and returns what to call once it has let go of the endpoint.
-func (h *tcpHandler) relayStarted(id stack.TransportEndpointID) (finished func()) {
-	r := &relayed{done: make(chan struct{})}
+// own marks the 4-tuple id as a flow's own, and returns what to call once
+// the flow has let go of its endpoint.
+func (h *tcpHandler) own(id stack.TransportEndpointID) (release func()) {
+	r := &ownedTuple{done: make(chan struct{})}
 	h.mu.Lock()
-	h.relaying[id] = r
+	h.owned[id] = r
 	h.mu.Unlock()
 	return func() {
 		h.mu.Lock()
-		if h.relaying[id] == r {
-			delete(h.relaying, id)
+		if h.owned[id] == r {
+			delete(h.owned, id)
 		}
 		h.mu.Unlock()
 		close(r.done)
@@ -409,9 +428,9 @@ func (h *tcpHandler) dialFailed(tf *tcpFlow, err error) {
 
 // run relays an established flow and reports its end. first holds bytes
 // already read from the client (while learning the name), to go upstream
-// before the rest.
-func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, cc *clientConn, up net.Conn, first []byte) {
-	finished := h.relayStarted(id)
+// before the rest; release is accept's, called once the relay has let go
+// of the client's endpoint.
+func (h *tcpHandler) run(tf *tcpFlow, cc *clientConn, up net.Conn, first []byte, release func()) {
 	ep := cc.ep
 	var client net.Conn = cc
 	var dns *dnsStream
@@ -461,7 +480,7 @@ func (h *tcpHandler) run(tf *tcpFlow, id stack.TransportEndpointID, cc *clientCo
 		tf.relay.stop(reasonRST)
 	}
 	unwatch()
-	finished()
+	release()
 	h.g.closed(tf.id, tf.flow, tf.verdict, FlowStats{
 		BytesOut: tf.relay.out.Load(),
 		BytesIn:  tf.relay.in.Load(),
