@@ -24,8 +24,8 @@ type fakeDevice struct {
 	in      chan []byte
 	batches chan [][]byte // packets that one Read returns together
 	out     chan []byte
-	closed chan struct{}
-	once   sync.Once
+	closed  chan struct{}
+	once    sync.Once
 }
 
 func newFakeDevice() *fakeDevice {
