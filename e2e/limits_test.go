@@ -224,3 +224,114 @@ func TestMaxFlowsPerSource(t *testing.T) {
 		t.Errorf("refused events %v, want one by max_flows_per_source from %s", refused, lab.ClientV4)
 	}
 }
+
+// TestMaxPendingAndUDPSessions: with limits.max_pending_tcp: 2 and
+// max_udp_sessions: 2. While two connections wait for upstream dials that
+// cannot finish yet (to an address on the server's link that no host has:
+// the gateway's neighbour lookup gives up after about three seconds), a
+// third connection is reset at once; the two get their reset when their
+// dials fail, and then a connection works again. With two UDP sessions
+// open, a third gets port unreachable at once, and once the two have
+// idled out a new one works. Each refusal is counted and logged with its
+// limit.
+func TestMaxPendingAndUDPSessions(t *testing.T) {
+	l := routedLab(t, "twpu")
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	tw := startGateway(t, l, "twpu", fmt.Sprintf("tun: {name: twpu}\nlog: {format: json}\nlimits: {max_pending_tcp: 2, max_udp_sessions: 2, udp_idle: 2s}\ncontrol: {socket: %s}\npolicy: {default: allow}\n", sock))
+	metrics := unixMetrics(t, sock)
+	server := net.JoinHostPort(lab.ServerV4, "7001")
+
+	t.Run("max_pending_tcp", func(t *testing.T) {
+		type result struct {
+			err  error
+			took time.Duration
+		}
+		results := make(chan result, 2)
+		for range 2 {
+			go func() {
+				start := time.Now()
+				c, err := l.Dial(l.Client, "tcp", net.JoinHostPort("10.77.2.99", "7001"), 10*time.Second)
+				if c != nil {
+					c.Close()
+				}
+				results <- result{err, time.Since(start)}
+			}()
+		}
+		for i := 0; metrics()["tunwall_pending_handshakes"] != 2; i++ {
+			if i == 100 {
+				t.Fatalf("%v handshakes pending, want the two waiting for their dials", metrics()["tunwall_pending_handshakes"])
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		start := time.Now()
+		c, err := l.Dial(l.Client, "tcp", server, 3*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "connection refused") {
+			t.Errorf("a third connection while two wait: %v, want connection refused", err)
+		} else if d := time.Since(start); d > time.Second {
+			t.Errorf("refusal took %v, want a reset at once", d)
+		}
+		for range 2 {
+			r := <-results
+			if r.err == nil || r.took < 2*time.Second {
+				t.Errorf("a connection whose dial cannot finish: %v after %v, want an error once the dial gave up", r.err, r.took.Round(time.Millisecond))
+			}
+		}
+		c, err = l.Dial(l.Client, "tcp", server, 3*time.Second)
+		if err != nil {
+			t.Fatalf("a connection once the dials failed: %v", err)
+		}
+		if err := echoByte(c); err != nil {
+			t.Errorf("echo once the dials failed: %v", err)
+		}
+		c.Close()
+	})
+
+	t.Run("max_udp_sessions", func(t *testing.T) {
+		session := func() net.Conn {
+			c, err := l.Dial(l.Client, "udp", server, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			return c
+		}
+		for i := range 2 {
+			if err := echoByte(session()); err != nil {
+				t.Fatalf("UDP session %d of 2: %v", i+1, err)
+			}
+		}
+		start := time.Now()
+		wantPortUnreachable(t, session(), "a third UDP session")
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("refusal took %v, want port unreachable at once", d)
+		}
+		for i := 0; metrics()[`tunwall_flows_active{proto="udp"}`] != 0; i++ {
+			if i == 200 {
+				t.Fatalf("%v UDP sessions 10 s after their last datagram, want none (udp_idle 2s)", metrics()[`tunwall_flows_active{proto="udp"}`])
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err := echoByte(session()); err != nil {
+			t.Fatalf("a UDP session once the two idled out: %v", err)
+		}
+	})
+
+	if n := metrics()[`tunwall_drops_total{reason="limit"}`]; n != 2 {
+		t.Errorf("%v refusals by a limit counted, want 2", n)
+	}
+	if err := tw.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	limits := map[string]int{}
+	for _, e := range readEvents(t, tw.Log) {
+		if e.str("event") == "refused" {
+			limits[e.str("proto")+" "+e.str("limit")]++
+		}
+	}
+	if len(limits) != 2 || limits["tcp max_pending_tcp"] != 1 || limits["udp max_udp_sessions"] != 1 {
+		t.Errorf("refused events by protocol and limit %v, want one tcp max_pending_tcp and one udp max_udp_sessions", limits)
+	}
+}
