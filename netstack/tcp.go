@@ -341,13 +341,28 @@ func (h *tcpHandler) reuseTuple(pkt, src, dst, seg []byte) bool {
 	}
 	syn := slices.Clone(pkt)
 	h.g.workers.run(func() {
-		select {
-		case <-r.done:
-		case <-time.After(time.Second):
-		case <-h.g.ctx.Done():
-			return
+		timeout := time.After(time.Second)
+		for waiting := r; waiting != nil; {
+			select {
+			case <-waiting.done:
+			case <-timeout:
+				waiting = nil
+				continue
+			case <-h.g.ctx.Done():
+				return
+			}
+			// A later flow on the tuple may own it by now (a SYN that came
+			// while the one before let go): its endpoint is the one this
+			// SYN would meet, so it waits for that one in turn.
+			h.mu.Lock()
+			next := h.owned[id]
+			h.mu.Unlock()
+			if next == waiting {
+				next = nil
+			}
+			waiting = next
 		}
-		if ep.EndpointState() == tcp.StateTimeWait {
+		if ep, _ := h.g.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint); ep != nil && ep.EndpointState() == tcp.StateTimeWait {
 			ep.Abort()
 		}
 		h.g.ep.inject(netProto, syn)
