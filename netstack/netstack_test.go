@@ -239,6 +239,40 @@ func TestTCPDialFailureRSTs(t *testing.T) {
 	}
 }
 
+// TestTCPFailedSYNRetransmitted: a retransmission of a SYN whose dial
+// failed (the same sequence number on the same 4-tuple) gets a RST at
+// once, without a verdict or a dial of its own; a new connection on the
+// tuple (a new sequence number) is judged and dialed as usual.
+func TestTCPFailedSYNRetransmitted(t *testing.T) {
+	var dials atomic.Int32
+	h := newHarness(t, func(context.Context, string, string) (net.Conn, error) {
+		dials.Add(1)
+		return nil, errors.New("no route to host")
+	}, nil, policy.Limits{})
+	const client, server = "10.0.0.2:5000", "192.0.2.1:80"
+	rst := func(what string, seq uint32) {
+		t.Helper()
+		h.send(tcpSynSeq(t, client, server, seq))
+		if tcp := h.nextTCP(t); !tcp.RST || tcp.Ack != seq+1 {
+			t.Fatalf("%s: got %+v, want the RST for it", what, tcp)
+		}
+	}
+	rst("the SYN", 1000)
+	waitFor(t, func() bool { return len(h.ev.closeList()) == 1 })
+	rst("its retransmission", 1000)
+	rst("a new connection on the tuple", 7000)
+	waitFor(t, func() bool { return len(h.ev.closeList()) >= 2 })
+	if n := dials.Load(); n != 2 {
+		t.Errorf("%d dials, want 2: the retransmission is not dialed", n)
+	}
+	if n := len(h.ev.verdictList()); n != 2 {
+		t.Errorf("%d verdicts, want 2: the retransmission is not judged", n)
+	}
+	if n := h.gw.Stats().FailedSYNs.Load(); n != 1 {
+		t.Errorf("%d retransmitted SYNs of failed dials counted, want 1", n)
+	}
+}
+
 // A SYN with few hops left goes upstream with them; when it runs out of
 // them on the way, the client gets the router's Time Exceeded, quoting its
 // SYN, instead of a RST. A SYN with a full TTL meets the same dial error

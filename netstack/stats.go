@@ -35,6 +35,7 @@ type Stats struct {
 	BlockedNames       atomic.Uint64 // DNS queries answered by tunwall for blocked names
 
 	DialErrors    atomic.Uint64 // allowed flows whose upstream could not be reached
+	FailedSYNs    atomic.Uint64 // retransmitted SYNs of such flows, answered with RST again (failedSYN)
 	SocketsReused atomic.Uint64 // upstream TCP connections made on a socket an ended flow left (spare.go)
 
 	// App identity of flows from this machine.

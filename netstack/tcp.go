@@ -17,6 +17,13 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
+// failedSYNTTL is how long the SYN of a flow whose dial failed is
+// remembered, and maxFailedSYNs how many such SYNs at most (failedSYN).
+const (
+	failedSYNTTL  = 10 * time.Second
+	maxFailedSYNs = 4096
+)
+
 // deniedTCPTTL is how long a denied SYN's verdict is remembered, covering
 // the client's SYN retransmissions (Linux gives up after about two minutes).
 const deniedTCPTTL = 3 * time.Minute
@@ -27,9 +34,10 @@ type tcpHandler struct {
 	g   *Gateway
 	fwd *tcp.Forwarder
 
-	mu      sync.Mutex // guards pending and owned
+	mu      sync.Mutex // guards pending, owned and failed
 	pending map[stack.TransportEndpointID]*tcpFlow
 	owned   map[stack.TransportEndpointID]*ownedTuple
+	failed  map[stack.TransportEndpointID]failedSYN
 
 	handshakes sync.Mutex // guards the following fields
 	stopping   bool       // stopHandshakes was called: start no more
@@ -49,6 +57,20 @@ type tcpFlow struct {
 	// with hops, and a Time Exceeded for it goes back quoting syn.
 	hops uint8
 	syn  []byte
+	isn  uint32 // the SYN's sequence number
+}
+
+// failedSYN is the SYN of a flow whose upstream dial failed and which was
+// answered with RST. A client retransmits its SYN once a second at first
+// (Linux), and a dial that fails after the neighbour lookup gives up does
+// so on the second too: a retransmission that crossed the RST is the same
+// attempt, not a new connection. It gets a RST of its own at once instead
+// of a verdict and a dial of its own, which the client, already told, has
+// stopped waiting for. A new connection on the 4-tuple has a new sequence
+// number and is judged as usual.
+type failedSYN struct {
+	isn     uint32
+	expires time.Time
 }
 
 // ownedTuple is the 4-tuple of a flow past its handshake whose endpoint
@@ -60,7 +82,8 @@ type ownedTuple struct {
 }
 
 func newTCPHandler(g *Gateway) *tcpHandler {
-	h := &tcpHandler{g: g, pending: make(map[stack.TransportEndpointID]*tcpFlow), owned: make(map[stack.TransportEndpointID]*ownedTuple)}
+	h := &tcpHandler{g: g, pending: make(map[stack.TransportEndpointID]*tcpFlow), owned: make(map[stack.TransportEndpointID]*ownedTuple),
+		failed: make(map[stack.TransportEndpointID]failedSYN)}
 	// The forwarder's own in-flight cap is set above ours so that our
 	// limit (with its RST and its count) is the one that applies.
 	h.fwd = tcp.NewForwarder(g.stack, 0, g.cfg.Limits.MaxPendingTCP+64, func(r *tcp.ForwarderRequest) {
@@ -83,14 +106,23 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		h.g.stats.StrayTCP.Add(1)
 		return true
 	}
+	now := time.Now()
 	h.mu.Lock()
 	_, inFlight := h.pending[id]
+	fs, failed := h.failed[id]
+	if failed && (fs.isn != th.SequenceNumber() || now.After(fs.expires)) {
+		delete(h.failed, id)
+		failed = false
+	}
 	h.mu.Unlock()
 	if inFlight {
 		return true // retransmitted SYN while upstream is being dialed
 	}
+	if failed {
+		h.g.stats.FailedSYNs.Add(1)
+		return false // retransmitted SYN of a failed dial: RST again
+	}
 	f := flowOf(policy.TCP, id)
-	now := time.Now()
 	if h.needsName(f) {
 		// Judged once the client's first bytes tell the name.
 		fid := h.g.flows.id()
@@ -110,7 +142,7 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	if !h.admit(fid, f, &v) {
 		return false
 	}
-	tf := &tcpFlow{id: fid, flow: f, verdict: v, start: now}
+	tf := &tcpFlow{id: fid, flow: f, verdict: v, start: now, isn: th.SequenceNumber()}
 	tf.hops, tf.syn = limitedSYN(pkt)
 	return h.forward(id, pkt, tf)
 }
@@ -163,6 +195,26 @@ func (h *tcpHandler) admit(fid uint64, f policy.Flow, v *policy.Verdict) bool {
 	return h.g.reserve(fid, f, v)
 }
 
+// rememberFailed notes the SYN (its sequence number isn) of a flow on id
+// whose dial failed (failedSYN), while it is still pending. When
+// maxFailedSYNs are noted and none has expired, it is not noted.
+func (h *tcpHandler) rememberFailed(id stack.TransportEndpointID, isn uint32) {
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.failed) >= maxFailedSYNs {
+		for k, fs := range h.failed {
+			if now.After(fs.expires) {
+				delete(h.failed, k)
+			}
+		}
+		if len(h.failed) >= maxFailedSYNs {
+			return
+		}
+	}
+	h.failed[id] = failedSYN{isn: isn, expires: now.Add(failedSYNTTL)}
+}
+
 func (h *tcpHandler) finishPending(id stack.TransportEndpointID, tf *tcpFlow) {
 	h.mu.Lock()
 	delete(h.pending, id)
@@ -192,10 +244,13 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 			// (traceroute): the router's error goes back, not a RST.
 			r.Complete(false)
 			h.g.ep.WriteRaw(icmpErrorFrom(sender(e.From, tf.flow.Dst.Addr()), tf.flow.Src.Addr(), tf.syn, e.Type, e.Code, e.Info))
-		} else {
-			r.Complete(true) // RST, as if the destination had refused
+			h.dialFailed(tf, err)
+			h.finishPending(id, tf)
+			return
 		}
+		r.Complete(true) // RST, as if the destination had refused
 		h.dialFailed(tf, err)
+		h.rememberFailed(id, tf.isn)
 		h.finishPending(id, tf)
 		return
 	}

@@ -139,6 +139,7 @@ func (a *api) Stats() map[string]uint64 {
 		"refused_udp_sessions": st.RefusedUDPSessions.Load(),
 		"blocked_names":        st.BlockedNames.Load(),
 		"dial_errors":          st.DialErrors.Load(),
+		"failed_syn_retries":   st.FailedSYNs.Load(),
 		"owners_found":         st.OwnerLookups.Load(),
 		"owners_missed":        st.OwnerMisses.Load(),
 		"reloads_failed":       uint64(a.rl.failed.Load()),
