@@ -17,8 +17,14 @@ type resolution struct {
 
 func resolveIn(t *testing.T, l *lab.Lab, ns, server, name string) resolution {
 	t.Helper()
+	return resolveType(t, l, ns, server, name, "A")
+}
+
+// resolveType asks server for name's record of type qtype (A or AAAA).
+func resolveType(t *testing.T, l *lab.Lab, ns, server, name, qtype string) resolution {
+	t.Helper()
 	var r resolution
-	runJSON(t, l, ns, &r, filepath.Join(bin, "twlab"), "resolve", server, name)
+	runJSON(t, l, ns, &r, filepath.Join(bin, "twlab"), "resolve", server, name, qtype)
 	return r
 }
 
@@ -64,6 +70,53 @@ func TestDNSNames(t *testing.T) {
 	if e := wantVerdict(t, tw.Log, "tcp", echo, "allow", "default"); e.str("domain") != "ok.test" {
 		t.Errorf("echo verdict domain %q, want ok.test", e.str("domain"))
 	}
+}
+
+// TestDNSZeroAnswerAndCacheSize: with dns.blocked_answer: zero a refused
+// name resolves to 0.0.0.0 (A) and :: (AAAA); with dns.cache_size: 1 the
+// name an answer gave an address is forgotten once another answer fills
+// the one entry, and flows to that address no longer carry it.
+func TestDNSZeroAnswerAndCacheSize(t *testing.T) {
+	l := routedLab(t, "twdz")
+	gw := l.Gateway
+	tw := launch(t, l, routed("debug", `dns: {blocked_answer: zero, cache_size: 1}
+policy:
+  default: allow
+  rules:
+    - {name: no-blocked, action: reject, domains: [blocked.test]}
+`))
+	dns4, dns6 := hostPort(lab.ServerV4, "53"), hostPort(lab.ServerV6, "53")
+	if r := resolveType(t, l, gw, dns4, "blocked.test", "A"); !r.OK || r.Rcode != "No Error" || !slices.Equal(r.Addrs, []string{"0.0.0.0"}) {
+		t.Errorf("blocked.test A: %+v, want 0.0.0.0", r)
+	}
+	if r := resolveType(t, l, gw, dns6, "blocked.test", "AAAA"); !r.OK || r.Rcode != "No Error" || !slices.Equal(r.Addrs, []string{"::"}) {
+		t.Errorf("blocked.test AAAA: %+v, want ::", r)
+	}
+	for i, want := range []string{"A", "AAAA"} {
+		if ev := waitNth(t, tw.Log, func(e event) bool { return e.str("event") == "dns" }, i+1, "dns event"); ev.str("domain") != "blocked.test" || ev.str("qtype") != want || ev.str("rule") != "no-blocked" {
+			t.Errorf("dns event %v, want blocked.test %s by no-blocked", ev, want)
+		}
+	}
+
+	// The cache's one entry: ok.test's IPv4 address, then ok6.test's IPv6
+	// one in its place.
+	echo4, echo6 := hostPort(lab.ServerV4, "7001"), hostPort(lab.ServerV6, "7001")
+	echoTo := func(addr string, n int, domain string) {
+		t.Helper()
+		wantOK(t, probe(t, l, gw, 0, "tcp", addr), "tcp echo to "+addr)
+		if ev := waitNth(t, tw.Log, verdictTo("tcp", addr), n, "verdict to "+addr); ev.str("domain") != domain {
+			t.Errorf("verdict #%d to %s: domain %q, want %q", n, addr, ev.str("domain"), domain)
+		}
+	}
+	if r := resolveType(t, l, gw, dns4, "ok.test", "A"); !r.OK || !slices.Equal(r.Addrs, []string{lab.ServerV4}) {
+		t.Fatalf("ok.test A: %+v, want %s", r, lab.ServerV4)
+	}
+	echoTo(echo4, 1, "ok.test")
+	if r := resolveType(t, l, gw, dns6, "ok6.test", "AAAA"); !r.OK || !slices.Equal(r.Addrs, []string{lab.ServerV6}) {
+		t.Fatalf("ok6.test AAAA: %+v, want %s", r, lab.ServerV6)
+	}
+	echoTo(echo6, 1, "ok6.test")
+	echoTo(echo4, 2, "")
 }
 
 // TestSNINames: a TLS client naming blocked.test is reset after its

@@ -71,6 +71,28 @@ func waitEvent(t *testing.T, path string, match func(event) bool) event {
 	}
 }
 
+// waitNth waits for the n-th event (1-based) that match picks in log;
+// what names such events in the failure.
+func waitNth(t *testing.T, path string, match func(event) bool, n int, what string) event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var seen []event
+		for _, e := range readEvents(t, path) {
+			if match(e) {
+				seen = append(seen, e)
+			}
+		}
+		if len(seen) >= n {
+			return seen[n-1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s #%d never came (%d seen)", what, n, len(seen))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // flowEvent matches an event of kind ev for the flow from src (ip:port, or
 // a bare address for ICMP) to dst.
 func flowEvent(ev, src, dst string) func(event) bool {

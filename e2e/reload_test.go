@@ -31,22 +31,7 @@ func reloadConfig(onReload, rules string) string {
 // reloadEvent waits for the n-th reload event (1-based) in log.
 func reloadEvent(t *testing.T, log string, n int) event {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var seen []event
-		for _, e := range readEvents(t, log) {
-			if e.str("event") == "reload" && e["ok"] != nil {
-				seen = append(seen, e)
-			}
-		}
-		if len(seen) >= n {
-			return seen[n-1]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reload event #%d never came (%d seen)", n, len(seen))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return waitNth(t, log, func(e event) bool { return e.str("event") == "reload" && e["ok"] != nil }, n, "reload event")
 }
 
 func writeConfig(t *testing.T, path, config string) {

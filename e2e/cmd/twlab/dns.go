@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"time"
 
@@ -34,11 +35,19 @@ func dnsAnswer(msg []byte) []byte {
 	return buf.Bytes()
 }
 
-// resolve asks server (address:port) for name's A record and prints the
-// response code and addresses as JSON.
-func resolve(server, name string) error {
+// resolve asks server (address:port) for name's record of type qtype (A
+// or AAAA) and prints the response code and addresses as JSON.
+func resolve(server, name, qtype string) error {
+	t := layers.DNSTypeA
+	switch qtype {
+	case "A":
+	case "AAAA":
+		t = layers.DNSTypeAAAA
+	default:
+		return fmt.Errorf("resolve: record type %q: want A or AAAA", qtype)
+	}
 	q := layers.DNS{ID: uint16(time.Now().UnixNano()), RD: true,
-		Questions: []layers.DNSQuestion{{Name: []byte(name), Type: layers.DNSTypeA, Class: layers.DNSClassIN}}}
+		Questions: []layers.DNSQuestion{{Name: []byte(name), Type: t, Class: layers.DNSClassIN}}}
 	buf := gopacket.NewSerializeBuffer()
 	if err := q.SerializeTo(buf, gopacket.SerializeOptions{FixLengths: true}); err != nil {
 		return err

@@ -7,7 +7,7 @@
 //	twlab rr tcp|udp ADDR N                  1-byte round-trip latency (JSON)
 //	twlab hold ADDR N                        hold N connections open
 //	twlab probe tcp|udp|icmp ADDR            one echo exchange (JSON outcome)
-//	twlab resolve SERVER:PORT NAME           one DNS A query (JSON: rcode, addresses)
+//	twlab resolve SERVER:PORT NAME [A|AAAA]  one DNS query, A unless told (JSON: rcode, addresses)
 //	twlab tls ADDR SERVERNAME                one TLS handshake with that SNI (JSON outcome)
 //	twlab spray SECONDS ADDR...              TCP and UDP echoes every 20 ms (JSON outcomes)
 //	twlab count IFACE QUIET_MS SECONDS       count arriving TCP/UDP/echo packets (JSON)
@@ -47,7 +47,9 @@ func dispatch(a []string) error {
 	case a[0] == "probe" && len(a) == 3:
 		return probe(a[1], a[2])
 	case a[0] == "resolve" && len(a) == 3:
-		return resolve(a[1], a[2])
+		return resolve(a[1], a[2], "A")
+	case a[0] == "resolve" && len(a) == 4:
+		return resolve(a[1], a[2], a[3])
 	case a[0] == "tls" && len(a) == 3:
 		return tlsProbe(a[1], a[2])
 	case a[0] == "spray" && len(a) >= 3:
