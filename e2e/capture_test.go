@@ -222,3 +222,55 @@ func flowID(t *testing.T, sock, src string) uint64 {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestCaptureSwitchedOff: with capture.enabled false a capture is refused
+// with the reason (exit 1) and a file already at its -w path is left as
+// it was; switched on in the file and reloaded, the next capture works.
+func TestCaptureSwitchedOff(t *testing.T) {
+	l := routedLab(t, "twco")
+	gw := l.Gateway
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	config := func(on bool) string {
+		return routed("info", fmt.Sprintf(`control: {socket: %s}
+capture: {enabled: %v}
+policy:
+  default: allow
+  rules:
+    - {name: no-telnet, action: reject, proto: tcp, ports: [23]}
+`, sock, on))
+	}
+	path := filepath.Join(dir, "tunwall.yaml")
+	writeConfig(t, path, config(false))
+	tw := launchFile(t, l, path)
+
+	file := filepath.Join(dir, "denied.pcap")
+	const kept = "an earlier capture\n"
+	if err := os.WriteFile(file, []byte(kept), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Bounded in time: a capture that was not refused would wait for
+	// denied packets.
+	out, err := l.Run(gw, "timeout", "10", filepath.Join(bin, "tunwall"), "capture", "--socket", sock, "--denied", "-w", file)
+	if exitCode(err) != 1 || !strings.Contains(out, "packet capture is off (capture.enabled: false)") {
+		t.Errorf("capture while off: exit %d %q, want 1 and the reason", exitCode(err), out)
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != kept {
+		t.Errorf("the file at -w after a refused capture: %q %v, want it as it was", b, err)
+	}
+
+	writeConfig(t, path, config(true))
+	if ev := reloadEvent(t, tw.Log, 1); ev["ok"] != true {
+		t.Fatalf("reload event %v", ev)
+	}
+	wait := startCapture(t, l, sock, file, "--denied", "--count", "1")
+	if r := probe(t, l, gw, 0, "tcp", hostPort(lab.ServerV4, "23")); r.Errno != "ECONNREFUSED" {
+		t.Fatalf("telnet probe: %+v", r)
+	}
+	if out, err := wait(); err != nil || !strings.Contains(out, "1 packets written (ended: count)") {
+		t.Fatalf("capture once switched on: %v %q", err, out)
+	}
+	if ps := readPcap(t, file); len(ps) != 1 {
+		t.Errorf("%d packets in the capture, want the refused SYN", len(ps))
+	}
+}
