@@ -189,7 +189,7 @@ func TestTCPSYNAfterClientReset(t *testing.T) {
 	h := newHarness(t, pipeDial(t), nil, policy.Limits{})
 	const client, server = "10.0.0.2:5000", "192.0.2.1:80"
 	h.send(tcpSynSeq(t, client, server, 1000))
-	var owner *ownedTuple
+	var last uint64
 	for i := range uint32(20) {
 		synAck := h.nextTCP(t)
 		if !synAck.SYN || !synAck.ACK || synAck.Ack != 1001+i*100000 {
@@ -197,14 +197,12 @@ func TestTCPSYNAfterClientReset(t *testing.T) {
 		}
 		seq := synAck.Ack
 		h.send(tcpAck(t, client, server, seq, synAck.Seq+1))
-		// The flow owns its 4-tuple once its handshake is done (the one
-		// before may not have let go of it yet when the SYN came).
+		// The flow's relay runs once its handshake is done (the flow
+		// before may still be live).
 		waitFor(t, func() bool {
-			h.gw.tcp.mu.Lock()
-			defer h.gw.tcp.mu.Unlock()
-			for _, o := range h.gw.tcp.owned {
-				if o != owner {
-					owner = o
+			for _, lf := range h.gw.flows.live() {
+				if lf.id > last {
+					last = lf.id
 					return true
 				}
 			}
@@ -237,6 +235,52 @@ func TestTCPDialFailureRSTs(t *testing.T) {
 	if h.gw.Stats().DialErrors.Load() != 1 {
 		t.Error("dial error not counted")
 	}
+}
+
+// TestTCPSYNAfterResetInHandshake: a client whose ACK ending the
+// handshake, RST and next SYN from the same port are read together gets
+// its new connection, although the flow's accept has not returned when
+// the SYN comes. A retransmission of a flow's own SYN during its
+// handshake is answered by its endpoint at once, not held.
+func TestTCPSYNAfterResetInHandshake(t *testing.T) {
+	h := newHarness(t, pipeDial(t), nil, policy.Limits{})
+	const client, server = "10.0.0.2:5000", "192.0.2.1:80"
+	h.send(tcpSynSeq(t, client, server, 1000))
+	for i := range uint32(20) {
+		isn := 1000 + i*100000
+		synAck := h.nextTCP(t)
+		if i > 0 && synAck.RST && synAck.Ack == isn-100000+1 {
+			// A handshake that failed on the client's RST is answered with
+			// a RST for its SYN, which the client's next connection drops.
+			synAck = h.nextTCP(t)
+		}
+		if !synAck.SYN || !synAck.ACK || synAck.Ack != isn+1 {
+			t.Fatalf("connection %d: want the SYN-ACK of its SYN, got %+v", i, synAck)
+		}
+		if i == 0 {
+			// The stack answers a SYN in SYN-RCVD with an ACK. Held as a
+			// new connection's would be, it would wait the full second.
+			sent := time.Now()
+			h.send(tcpSynSeq(t, client, server, isn))
+			if again := h.nextTCP(t); again.RST || !again.ACK || again.Ack != isn+1 {
+				t.Fatalf("the SYN sent again: want its endpoint's answer, got %+v", again)
+			}
+			if d := time.Since(sent); d >= time.Second {
+				t.Errorf("the SYN sent again was answered after %v, want it not held", d)
+			}
+		}
+		h.sendBatch(tcpAck(t, client, server, isn+1, synAck.Seq+1),
+			tcpRST(t, client, server, isn+1, synAck.Seq+1),
+			tcpSynSeq(t, client, server, isn+100000))
+	}
+	seg := h.nextTCP(t)
+	if seg.RST && seg.Ack == 1000+19*100000+1 {
+		seg = h.nextTCP(t)
+	}
+	if !seg.SYN || !seg.ACK {
+		t.Fatalf("the last connection: want its SYN-ACK, got %+v", seg)
+	}
+	waitFor(t, func() bool { return len(h.ev.closeList()) == 20 })
 }
 
 // TestTCPFailedSYNRetransmitted: a retransmission of a SYN whose dial

@@ -40,7 +40,7 @@ func (h *tcpHandler) needsName(f policy.Flow) bool {
 // client), judges the flow with it, and then dials upstream and passes the
 // bytes on, or resets the client.
 func (h *tcpHandler) connectNamed(r *tcp.ForwarderRequest, id stack.TransportEndpointID, tf *tcpFlow) {
-	ep, wq, release, terr := h.accept(r, id)
+	ep, wq, release, terr := h.accept(r, id, tf.isn)
 	if terr != nil { // the client never completed the handshake: not judged
 		h.g.flows.remove(tf.id)
 		return

@@ -73,11 +73,12 @@ type failedSYN struct {
 	expires time.Time
 }
 
-// ownedTuple is the 4-tuple of a flow past its handshake whose endpoint
-// is still its own: from the handshake's end until the relay has let go
-// of the endpoint (or the flow ended before its relay began).
+// ownedTuple is the 4-tuple of a flow whose endpoint is its own: from the
+// start of its handshake until the relay has let go of the endpoint (or
+// the flow ended before its relay began).
 type ownedTuple struct {
 	done chan struct{} // closed once the flow has let go of the endpoint
+	isn  uint32        // the sequence number of the flow's SYN
 	held bool          // a SYN for the same 4-tuple waits for done
 }
 
@@ -129,7 +130,7 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		if !h.admit(fid, f, nil) {
 			return false
 		}
-		return h.forward(id, pkt, &tcpFlow{id: fid, flow: f, start: now, sniff: true})
+		return h.forward(id, pkt, &tcpFlow{id: fid, flow: f, start: now, sniff: true, isn: th.SequenceNumber()})
 	}
 	fid, v, held := h.g.judge(&f, keyOf(f), now, deniedTCPTTL, h.g.capture(pkt))
 	if held {
@@ -254,7 +255,7 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 		h.finishPending(id, tf)
 		return
 	}
-	ep, wq, release, terr := h.accept(r, id)
+	ep, wq, release, terr := h.accept(r, id, tf.isn)
 	if terr != nil { // the client never completed the handshake
 		up.Close()
 		reason := reasonRST
@@ -269,33 +270,43 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 }
 
 // accept completes the client's handshake (or fails it) and ends the
-// flow's pending state. Once the gateway is stopping it resets the client
-// instead. A flow whose handshake completed owns its 4-tuple until it
-// calls release (reuseTuple).
-func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointID) (tcpip.Endpoint, *waiter.Queue, func(), tcpip.Error) {
-	defer func() {
+// flow's pending state; isn is the sequence number of the client's SYN.
+// Once the gateway is stopping it resets the client instead. The flow owns
+// its 4-tuple from the start of the handshake; when the handshake
+// completes, until it calls release (reuseTuple).
+func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointID, isn uint32) (tcpip.Endpoint, *waiter.Queue, func(), tcpip.Error) {
+	notPending := func() {
 		h.mu.Lock()
 		delete(h.pending, id)
 		h.mu.Unlock()
-	}()
+	}
 	h.handshakes.Lock()
 	if h.stopping {
 		h.handshakes.Unlock()
 		r.Complete(true)
+		notPending()
 		return nil, nil, nil, &tcpip.ErrConnectionAborted{}
 	}
 	h.accepting++
 	h.handshakes.Unlock()
+	// Owned before the handshake starts: a client may reset the connection
+	// as soon as its side is up and open the next one from the same port,
+	// before CreateEndpoint has returned.
+	release := h.own(id, isn)
 	wq := new(waiter.Queue)
 	ep, err := r.CreateEndpoint(wq)
 	r.Complete(err != nil)
 	h.handshakes.Lock()
 	h.accepting--
 	h.handshakes.Unlock()
+	// Before release: a SYN held for the tuple goes in once it is
+	// released, and one that finds the tuple pending is dropped.
+	notPending()
 	if err != nil {
+		release()
 		return nil, nil, nil, err
 	}
-	return ep, wq, h.own(id), nil
+	return ep, wq, release, nil
 }
 
 // stopHandshakes runs while the gateway stops, before the stack closes: it
@@ -358,11 +369,12 @@ func tcpSYN(pkt []byte) (src, dst, seg []byte, ok bool) {
 //     SYN, which no longer finds it, with a RST of its own: the client's
 //     new connection is refused.
 //
-// So a SYN for the 4-tuple of a flow past its handshake (owned) waits,
-// on a worker and up to a second, for the flow to let go of its endpoint;
-// aborted before then, a TIME_WAIT flow would end as reset. A SYN that
-// meets a live connection is then taken in by its endpoint as the stack
-// would, a second late, the time the client takes to send it again.
+// So a SYN for the 4-tuple of a flow (owned from the start of its
+// handshake), unless it is that flow's own SYN sent again, waits on a
+// worker, up to a second, for the flow to let go of its endpoint; aborted
+// before then, a TIME_WAIT flow would end as reset. A SYN that meets a
+// live connection is then taken in by its endpoint as the stack would, a
+// second late, the time the client takes to send it again.
 func (h *tcpHandler) reuseTuple(pkt, src, dst, seg []byte) bool {
 	netProto := header.IPv4ProtocolNumber
 	if len(src) == header.IPv6AddressSize {
@@ -375,19 +387,22 @@ func (h *tcpHandler) reuseTuple(pkt, src, dst, seg []byte) bool {
 		RemoteAddress: tcpip.AddrFromSlice(src),
 	}
 	ep, _ := h.g.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint)
-	if ep == nil {
-		return false
-	}
+	isn := binary.BigEndian.Uint32(seg[4:])
 	h.mu.Lock()
 	r := h.owned[id]
-	held := r != nil && r.held
-	if r != nil {
+	again := r != nil && r.isn == isn
+	held := r != nil && !again && r.held
+	if r != nil && !again {
 		r.held = true
 	}
 	h.mu.Unlock()
 	switch {
+	case again:
+		// The flow's own SYN, sent again (its SYN-ACK was lost or crossed
+		// it): its endpoint answers it, as the stack would.
+		return false
 	case r == nil:
-		if inTimeWait(ep) {
+		if ep != nil && inTimeWait(ep) {
 			ep.Abort()
 		}
 		return false
@@ -414,6 +429,14 @@ func (h *tcpHandler) reuseTuple(pkt, src, dst, seg []byte) bool {
 			h.mu.Unlock()
 			if next == waiting {
 				next = nil
+			}
+			if next != nil && next.isn == isn {
+				// The client sent this SYN again and it went in: the
+				// flow that owns the tuple is its own.
+				h.mu.Lock()
+				r.held = false
+				h.mu.Unlock()
+				return
 			}
 			waiting = next
 		}
@@ -474,10 +497,11 @@ func inTimeWait(ep *tcp.Endpoint) bool {
 	return false
 }
 
-// own marks the 4-tuple id as a flow's own, and returns what to call once
-// the flow has let go of its endpoint.
-func (h *tcpHandler) own(id stack.TransportEndpointID) (release func()) {
-	r := &ownedTuple{done: make(chan struct{})}
+// own marks the 4-tuple id as the own of a flow whose SYN had sequence
+// number isn, and returns what to call once the flow has let go of its
+// endpoint.
+func (h *tcpHandler) own(id stack.TransportEndpointID, isn uint32) (release func()) {
+	r := &ownedTuple{done: make(chan struct{}), isn: isn}
 	h.mu.Lock()
 	h.owned[id] = r
 	h.mu.Unlock()
