@@ -43,6 +43,8 @@ func TestParseErrors(t *testing.T) {
 		{"queue length not a number", "tun:\n  queue_length: lots\n", `test.yaml:2:17: tun.queue_length: want a whole number, got "lots"`},
 		{"bad duration", "limits:\n  udp_idle: soon\n", `test.yaml:2:13: limits.udp_idle "soon"`},
 		{"negative limit", "limits:\n  max_flows: -1\n", `limits.max_flows must be positive`},
+		{"no name cache", "dns:\n  cache_size: 0\n", `test.yaml:2:15: dns.cache_size must be positive (entries of the address -> name cache), got 0`},
+		{"negative name cache", "dns:\n  cache_size: -3\n", `test.yaml:2:15: dns.cache_size must be positive (entries of the address -> name cache), got -3`},
 		{"negative per-source limit", "limits:\n  max_flows_per_source: -5\n", `test.yaml:2:25: limits.max_flows_per_source must be positive, or 0 for no limit, got -5`},
 		{"per-source limit above the total", "limits:\n  max_flows: 100\n  max_flows_per_source: 101\n", `test.yaml:3:25: limits.max_flows_per_source 101 is above limits.max_flows 100`},
 		{"bad mark", "egress:\n  mark: lots\n", `test.yaml:2:9: egress.mark: "lots" is not a number`},

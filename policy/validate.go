@@ -382,8 +382,8 @@ func (v *validator) dns(w *fileDNS) DNSConfig {
 		}
 		c.Upstream = ap
 	}
-	if w.CacheSize < 0 {
-		v.errorf("$.dns.cache_size", "dns.cache_size must not be negative")
+	if w.CacheSize < 1 {
+		v.errorf("$.dns.cache_size", "dns.cache_size must be positive (entries of the address -> name cache), got %d", w.CacheSize)
 	}
 	return c
 }
