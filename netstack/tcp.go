@@ -272,8 +272,8 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 // accept completes the client's handshake (or fails it) and ends the
 // flow's pending state; isn is the sequence number of the client's SYN.
 // Once the gateway is stopping it resets the client instead. The flow owns
-// its 4-tuple from the start of the handshake; when the handshake
-// completes, until it calls release (reuseTuple).
+// its 4-tuple from the start of the handshake (reuseTuple): until accept
+// returns if the handshake fails, else until the flow calls release.
 func (h *tcpHandler) accept(r *tcp.ForwarderRequest, id stack.TransportEndpointID, isn uint32) (tcpip.Endpoint, *waiter.Queue, func(), tcpip.Error) {
 	notPending := func() {
 		h.mu.Lock()
