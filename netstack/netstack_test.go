@@ -283,6 +283,37 @@ func TestTCPSYNAfterResetInHandshake(t *testing.T) {
 	waitFor(t, func() bool { return len(h.ev.closeList()) == 20 })
 }
 
+// TestTCPSYNForgottenConnection: a client whose RST was lost (or that has
+// forgotten its connection) opens a new one from the same port. Its SYN
+// is shown to the old, still established endpoint, whose challenge ACK
+// the client answers with a RST; the old flow ends, and the new
+// connection gets its SYN-ACK without the client sending its SYN again.
+func TestTCPSYNForgottenConnection(t *testing.T) {
+	h := newHarness(t, pipeDial(t), nil, policy.Limits{})
+	const client, server = "10.0.0.2:5000", "192.0.2.1:80"
+	h.send(tcpSynSeq(t, client, server, 1000))
+	synAck := h.nextTCP(t)
+	if !synAck.SYN || !synAck.ACK {
+		t.Fatalf("want SYN-ACK, got %+v", synAck)
+	}
+	h.send(tcpAck(t, client, server, 1001, synAck.Seq+1))
+	waitFor(t, func() bool { return len(h.gw.flows.live()) == 1 })
+
+	h.send(tcpSynSeq(t, client, server, 50000))
+	challenge := h.nextTCP(t)
+	if challenge.SYN || challenge.RST || !challenge.ACK || challenge.Ack != 1001 || challenge.Seq != synAck.Seq+1 {
+		t.Fatalf("want the old connection's challenge ACK, got %+v", challenge)
+	}
+	h.send(tcpRST(t, client, server, challenge.Ack, 0))
+	if seg := h.nextTCP(t); !seg.SYN || !seg.ACK || seg.Ack != 50001 {
+		t.Fatalf("want the SYN-ACK of the new connection, got %+v", seg)
+	}
+	waitFor(t, func() bool { return len(h.ev.closeList()) == 1 })
+	if st := h.ev.closeList()[0]; st.Reason != reasonRST {
+		t.Errorf("the old flow ended with %q, want %q", st.Reason, reasonRST)
+	}
+}
+
 // TestTCPFailedSYNRetransmitted: a retransmission of a SYN whose dial
 // failed (the same sequence number on the same 4-tuple) gets a RST at
 // once, without a verdict or a dial of its own; a new connection on the

@@ -24,6 +24,10 @@ const (
 	maxFailedSYNs = 4096
 )
 
+// staleProbe is how long a SYN held for an owned 4-tuple (reuseTuple)
+// waits before it is shown to an old flow that is still established.
+const staleProbe = 100 * time.Millisecond
+
 // deniedTCPTTL is how long a denied SYN's verdict is remembered, covering
 // the client's SYN retransmissions (Linux gives up after about two minutes).
 const deniedTCPTTL = 3 * time.Minute
@@ -372,9 +376,15 @@ func tcpSYN(pkt []byte) (src, dst, seg []byte, ok bool) {
 // So a SYN for the 4-tuple of a flow (owned from the start of its
 // handshake), unless it is that flow's own SYN sent again, waits on a
 // worker, up to a second, for the flow to let go of its endpoint; aborted
-// before then, a TIME_WAIT flow would end as reset. A SYN that meets a
-// live connection is then taken in by its endpoint as the stack would, a
-// second late, the time the client takes to send it again.
+// before then, a TIME_WAIT flow would end as reset. The RST that closes a
+// flow comes before the SYN, and its endpoint has taken it in within
+// microseconds. An endpoint still established after staleProbe has had no
+// RST: the client's was lost (a full device queue), or the client has
+// forgotten the connection. A copy of the SYN goes to it then, and the
+// stack answers with a challenge ACK, which such a client answers with
+// the RST it lost; the SYN itself goes in once the flow has let go, and
+// the client's new connection is answered without waiting for its next
+// SYN.
 func (h *tcpHandler) reuseTuple(pkt, src, dst, seg []byte) bool {
 	netProto := header.IPv4ProtocolNumber
 	if len(src) == header.IPv6AddressSize {
@@ -411,10 +421,16 @@ func (h *tcpHandler) reuseTuple(pkt, src, dst, seg []byte) bool {
 	}
 	syn := slices.Clone(pkt)
 	h.g.workers.run(func() {
-		timeout := time.After(time.Second)
+		timeout, probe := time.After(time.Second), time.After(staleProbe)
 		for waiting := r; waiting != nil; {
 			select {
 			case <-waiting.done:
+			case <-probe:
+				probe = nil
+				if ep, _ := h.g.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint); ep != nil && ep.EndpointState() == tcp.StateEstablished {
+					h.g.ep.inject(netProto, syn) // copied: syn goes in again later
+				}
+				continue
 			case <-timeout:
 				waiting = nil
 				continue
