@@ -77,7 +77,8 @@ type Metrics struct {
 
 	// Refusals by reason: the policy (new flows and retries of refused
 	// ones, DNS queries for blocked names), a limit, a malformed packet,
-	// an upstream that could not be reached.
+	// an upstream that could not be reached (and retransmissions of the
+	// SYNs of such flows).
 	DropsPolicy, DropsLimit, DropsMalformed, DropsUpstream uint64
 	// Packets to a multicast group or the limited broadcast address.
 	DropsNotUnicast uint64
@@ -119,7 +120,7 @@ func (g *Gateway) Metrics() Metrics {
 	m.DropsPolicy = g.denials.total.Load()
 	m.DropsLimit = s.RefusedFlows.Load() + s.RefusedPendingTCP.Load() + s.RefusedUDPSessions.Load() + s.RefusedPerSource.Load()
 	m.DropsMalformed = s.Malformed()
-	m.DropsUpstream = s.DialErrors.Load()
+	m.DropsUpstream = s.DialErrors.Load() + s.FailedSYNs.Load()
 	m.DropsNotUnicast = s.NotUnicast.Load()
 	m.MSSClamped = s.MSSClamped.Load()
 	m.Fragmented = s.Fragmented.Load()

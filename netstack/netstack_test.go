@@ -346,6 +346,9 @@ func TestTCPFailedSYNRetransmitted(t *testing.T) {
 	if n := h.gw.Stats().FailedSYNs.Load(); n != 1 {
 		t.Errorf("%d retransmitted SYNs of failed dials counted, want 1", n)
 	}
+	if n := h.gw.Metrics().DropsUpstream; n != 3 {
+		t.Errorf("%d drops for an unreachable upstream, want 3: two dials and the retransmission", n)
+	}
 }
 
 // A SYN with few hops left goes upstream with them; when it runs out of
