@@ -32,6 +32,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad proto", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: sctp\n", `rule "p": unknown protocol "sctp"`},
 		{"half a range", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: tcp\n      ports: [\"80-\"]\n", `test.yaml:6:15: rule "p": port range "80-": want two ports 1-65535, like "2200-2299"`},
 		{"three ports in a range", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: tcp\n      ports: [\"80-90-100\"]\n", `rule "p": port range "80-90-100": want two ports`},
+		{"float for a port", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: tcp\n      ports: [80.0]\n", `rule "p": port: want a number 1-65535 or a range like "2200-2299", got 80.0`},
+		{"whole number tagged as a float for a port", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: tcp\n      ports: [!!float 80]\n", `rule "p": port: want a number 1-65535 or a range like "2200-2299", got 80.0`},
 		{"settings for a port", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: tcp\n      ports: [{from: 80}]\n", `rule "p": port: want a number 1-65535 or a range like "2200-2299", got key: value settings`},
 		{"protocol number", "policy:\n  rules:\n    - name: p\n      action: allow\n      proto: [tcp, 17]\n", `test.yaml:5:20: rule "p": proto: want tcp, udp or icmp, got 17`},
 		{"settings for a user", "policy:\n  rules:\n    - name: p\n      action: allow\n      users: [{uid: 5}]\n", `rule "p": want a uid or a range like 1000-1999, got key: value settings`},

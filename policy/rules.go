@@ -292,7 +292,11 @@ func describe(v any) string {
 	case nil:
 		return "nothing"
 	case float64:
-		return strconv.FormatFloat(x, 'g', -1, 64)
+		s := strconv.FormatFloat(x, 'g', -1, 64)
+		if !strings.ContainsAny(s, ".eEnN") {
+			s += ".0" // 80.0, not to be read as the whole number 80
+		}
+		return s
 	}
 	return fmt.Sprint(v)
 }

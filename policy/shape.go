@@ -126,9 +126,12 @@ func (s *shaper) walk(n ast.Node, t reflect.Type, label string) ast.Node {
 			s.fail(n, label, "want true or false, got %s", written(n))
 		}
 	case reflect.String:
-		switch n.(type) {
+		switch v := n.(type) {
 		case *ast.MappingNode, *ast.MappingValueNode, *ast.SequenceNode:
 			s.fail(n, label, "want a single value, got %s", written(n))
+		case *ast.FloatNode:
+			// Read as written: the library would spell 5000000.0 "5e+06".
+			return ast.String(retext(v.GetToken(), v.GetToken().Value))
 		}
 	}
 	return n
@@ -211,14 +214,16 @@ func (s *shaper) check(n *ast.TagNode, v ast.Node, label string) (ast.Node, bool
 		}
 	case "!!float":
 		switch v.(type) {
-		case *ast.IntegerNode, *ast.FloatNode, *ast.InfinityNode, *ast.NanNode:
+		case *ast.FloatNode, *ast.InfinityNode, *ast.NanNode:
 			return v, true
 		}
 		if num := token.ToNumber(text); scalar && num != nil {
 			if num.Type == token.NumberTypeFloat {
 				return ast.Float(retext(v.GetToken(), text)), true
 			}
-			return ast.Integer(retext(v.GetToken(), text)), true
+			// `!!float 1500` is the number 1500.0, whole but a float, as
+			// 1500.0 is: not what a setting that takes whole numbers reads.
+			return &ast.FloatNode{BaseNode: &ast.BaseNode{}, Token: retext(n.Start, tag+" "+text), Value: wholeValue(num.Value)}, true
 		}
 	case "!!bool":
 		switch text {
@@ -269,6 +274,17 @@ func scalarText(v ast.Node) (string, bool) {
 }
 
 // retext copies tk with the value text.
+// wholeValue is the whole number x (int64 or uint64) as a float64.
+func wholeValue(x any) float64 {
+	switch n := x.(type) {
+	case int64:
+		return float64(n)
+	case uint64:
+		return float64(n)
+	}
+	return 0
+}
+
 func retext(tk *token.Token, text string) *token.Token {
 	c := *tk
 	c.Value, c.Origin = text, text

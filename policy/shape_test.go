@@ -17,6 +17,8 @@ func TestValueShapes(t *testing.T) {
 		want       []string
 	}{
 		{"fraction", "tun:\n  mtu: 1500.5\n", []string{`t.yaml:2:8: tun.mtu: 1500.5 is not a whole number`}},
+		{"whole number tagged as a float", "tun:\n  mtu: !!float 1500\n", []string{`t.yaml:2:8: tun.mtu: !!float 1500 is not a whole number`}},
+		{"float for a size", "capture:\n  max_bytes: 5000000.0\n", []string{`t.yaml:2:14: capture.max_bytes: "5000000.0" is not a size (such as 64MiB or 1000000)`}},
 		{"fractions everywhere", "limits:\n  max_flows: 10.9\n  max_udp_sessions: 2.0\ncapture:\n  snaplen: 1e3\n", []string{
 			`t.yaml:2:14: limits.max_flows: 10.9 is not a whole number`,
 			`t.yaml:3:21: limits.max_udp_sessions: 2.0 is not a whole number`,
@@ -153,7 +155,7 @@ policy:
     - name: !!str web
       action: !!str allow
       proto: !!str tcp
-      ports: [!!int 443, !!str 8000-8100, !!float 80]
+      ports: [!!int 443, !!str 8000-8100, !!int "80"]
       log: !!bool true
     - {name: pingers, action: allow, proto: !!str icmp}
 `
