@@ -111,11 +111,11 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		h.g.stats.StrayTCP.Add(1)
 		return true
 	}
-	now := time.Now()
+	now, isn := time.Now(), th.SequenceNumber()
 	h.mu.Lock()
 	_, inFlight := h.pending[id]
 	fs, failed := h.failed[id]
-	if failed && (fs.isn != th.SequenceNumber() || now.After(fs.expires)) {
+	if failed && (fs.isn != isn || now.After(fs.expires)) {
 		delete(h.failed, id)
 		failed = false
 	}
@@ -134,7 +134,7 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 		if !h.admit(fid, f, nil) {
 			return false
 		}
-		return h.forward(id, pkt, &tcpFlow{id: fid, flow: f, start: now, sniff: true, isn: th.SequenceNumber()})
+		return h.forward(id, pkt, &tcpFlow{id: fid, flow: f, start: now, sniff: true, isn: isn})
 	}
 	fid, v, held := h.g.judge(&f, keyOf(f), now, deniedTCPTTL, h.g.capture(pkt))
 	if held {
@@ -147,7 +147,7 @@ func (h *tcpHandler) handle(id stack.TransportEndpointID, pkt *stack.PacketBuffe
 	if !h.admit(fid, f, &v) {
 		return false
 	}
-	tf := &tcpFlow{id: fid, flow: f, verdict: v, start: now, isn: th.SequenceNumber()}
+	tf := &tcpFlow{id: fid, flow: f, verdict: v, start: now, isn: isn}
 	tf.hops, tf.syn = limitedSYN(pkt)
 	return h.forward(id, pkt, tf)
 }
@@ -249,13 +249,11 @@ func (h *tcpHandler) connect(r *tcp.ForwarderRequest) {
 			// (traceroute): the router's error goes back, not a RST.
 			r.Complete(false)
 			h.g.ep.WriteRaw(icmpErrorFrom(sender(e.From, tf.flow.Dst.Addr()), tf.flow.Src.Addr(), tf.syn, e.Type, e.Code, e.Info))
-			h.dialFailed(tf, err)
-			h.finishPending(id, tf)
-			return
+		} else {
+			r.Complete(true) // RST, as if the destination had refused
+			h.rememberFailed(id, tf.isn)
 		}
-		r.Complete(true) // RST, as if the destination had refused
 		h.dialFailed(tf, err)
-		h.rememberFailed(id, tf.isn)
 		h.finishPending(id, tf)
 		return
 	}
@@ -396,7 +394,12 @@ func (h *tcpHandler) reuseTuple(pkt, src, dst, seg []byte) bool {
 		RemotePort:    binary.BigEndian.Uint16(seg[0:]),
 		RemoteAddress: tcpip.AddrFromSlice(src),
 	}
-	ep, _ := h.g.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint)
+	// The stack's endpoint for id now, if any.
+	find := func() *tcp.Endpoint {
+		ep, _ := h.g.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint)
+		return ep
+	}
+	ep := find()
 	isn := binary.BigEndian.Uint32(seg[4:])
 	h.mu.Lock()
 	r := h.owned[id]
@@ -427,7 +430,7 @@ func (h *tcpHandler) reuseTuple(pkt, src, dst, seg []byte) bool {
 			case <-waiting.done:
 			case <-probe:
 				probe = nil
-				if ep, _ := h.g.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint); ep != nil && ep.EndpointState() == tcp.StateEstablished {
+				if ep := find(); ep != nil && ep.EndpointState() == tcp.StateEstablished {
 					h.g.ep.inject(netProto, syn) // copied: syn goes in again later
 				}
 				continue
@@ -456,7 +459,7 @@ func (h *tcpHandler) reuseTuple(pkt, src, dst, seg []byte) bool {
 			}
 			waiting = next
 		}
-		if ep, _ := h.g.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint); ep != nil && ep.EndpointState() == tcp.StateTimeWait {
+		if ep := find(); ep != nil && ep.EndpointState() == tcp.StateTimeWait {
 			ep.Abort()
 		}
 		h.g.ep.inject(netProto, syn)

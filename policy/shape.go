@@ -273,7 +273,6 @@ func scalarText(v ast.Node) (string, bool) {
 	return "", false
 }
 
-// retext copies tk with the value text.
 // wholeValue is the whole number x (int64 or uint64) as a float64.
 func wholeValue(x any) float64 {
 	switch n := x.(type) {
@@ -285,6 +284,7 @@ func wholeValue(x any) float64 {
 	return 0
 }
 
+// retext copies tk with the value text.
 func retext(tk *token.Token, text string) *token.Token {
 	c := *tk
 	c.Value, c.Origin = text, text
