@@ -320,10 +320,7 @@ func TestTCPSYNForgottenConnection(t *testing.T) {
 // tuple (a new sequence number) is judged and dialed as usual.
 func TestTCPFailedSYNRetransmitted(t *testing.T) {
 	var dials atomic.Int32
-	h := newHarness(t, func(context.Context, string, string) (net.Conn, error) {
-		dials.Add(1)
-		return nil, errors.New("no route to host")
-	}, nil, policy.Limits{})
+	h := newHarness(t, failingDial(&dials), nil, policy.Limits{})
 	const client, server = "10.0.0.2:5000", "192.0.2.1:80"
 	rst := func(what string, seq uint32) {
 		t.Helper()
@@ -406,6 +403,14 @@ func TestTCPTimeExceededPassedOn(t *testing.T) {
 	}
 }
 
+// failingDial returns a dialer whose every dial fails, counted in dials.
+func failingDial(dials *atomic.Int32) DialFunc {
+	return func(context.Context, string, string) (net.Conn, error) {
+		dials.Add(1)
+		return nil, errors.New("no upstream in this test")
+	}
+}
+
 // blockingDial returns a dialer that fails only once block is closed (or
 // the gateway shuts down), keeping its flows pending until then.
 func blockingDial(block chan struct{}) DialFunc {
@@ -458,10 +463,7 @@ func TestUDPDenyIsSilent(t *testing.T) {
 // the client gets no answer.
 func TestNotUnicastDropped(t *testing.T) {
 	var dials atomic.Int32
-	h := newHarness(t, func(context.Context, string, string) (net.Conn, error) {
-		dials.Add(1)
-		return nil, errors.New("no upstream in this test")
-	}, nil, policy.Limits{})
+	h := newHarness(t, failingDial(&dials), nil, policy.Limits{})
 	pkts := [][]byte{
 		udpPacket(t, "10.0.0.2:5353", "224.0.0.251:80", []byte("mdns")),
 		udpPacket(t, "10.0.0.2:1900", "239.255.255.250:80", []byte("ssdp")),
